@@ -1,1 +1,175 @@
-fn main() {}
+//! The command line (SPEC 9).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use jarvis::app::Application;
+use jarvis::config::Settings;
+use jarvis::engine::BuiltinWorkers;
+
+#[derive(Parser)]
+#[command(name = "jarvis", version, about = "A chat-ops deployment daemon")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The daemon: chat adapters and engine.
+    Run {
+        #[arg(long, env = "JARVIS_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// The same bot on this terminal, as the user 'console'.
+    Shell {
+        #[arg(long, env = "JARVIS_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file; names file, line and column of what is wrong.
+    CheckConfig {
+        #[arg(long, env = "JARVIS_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Create or upgrade the database.
+    Migrate {
+        #[arg(long, env = "JARVIS_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Run a built-in worker, as the engine runs it.
+    Worker { module: String, task: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Cmd::Worker { module, task } = &cli.command {
+        // A worker is its own small program: no runtime, no logging setup of the daemon's.
+        return jarvis_workers::run(module, task);
+    }
+    let quiet = matches!(cli.command, Cmd::Shell { .. });
+    init_logging(quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("jarvis: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("jarvis: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JARVIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The configuration file's settings, or the embedded demonstration when there is none.
+fn settings(config: &Option<PathBuf>) -> anyhow::Result<(Settings, bool)> {
+    match config {
+        Some(path) => Ok((Settings::load(path)?, false)),
+        None => Ok((Settings::embedded(jarvis::config::default_data_dir()), true)),
+    }
+}
+
+fn builtin_workers() -> Option<BuiltinWorkers> {
+    let exe = std::env::current_exe().ok()?;
+    Some(BuiltinWorkers {
+        exe,
+        modules: jarvis_workers::MODULES
+            .iter()
+            .map(|m| m.to_string())
+            .collect(),
+    })
+}
+
+async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
+    match command {
+        Cmd::CheckConfig { config } => {
+            let Some(path) = config else {
+                anyhow::bail!("give the file to check with --config FILE (or JARVIS_CONFIG)");
+            };
+            let settings = match Settings::load(&path) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let problems = jarvis::engine::check_workers(&settings, builtin_workers());
+            for p in &problems {
+                eprintln!("{}: {p}", path.display());
+            }
+            if problems.is_empty() {
+                println!(
+                    "{}: ok ({} pipelines, {} IRC networks, {} XMPP accounts)",
+                    path.display(),
+                    settings.pipelines.len(),
+                    settings.chat.irc.len(),
+                    settings.chat.xmpp.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        Cmd::Migrate { config } => {
+            let (settings, _) = settings(&config)?;
+            let url = settings.database_url();
+            let applied = jarvis::store::Store::migrate(&url).await?;
+            println!("{url}: up to date ({applied} migrations applied)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Shell { config } => {
+            let (settings, embedded) = settings(&config)?;
+            let app = Application::start(settings, builtin_workers(), embedded).await?;
+            jarvis::adapters::console::run(app).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run { config } => {
+            let (settings, embedded) = settings(&config)?;
+            if embedded {
+                tracing::warn!(
+                    "no configuration given: running the demonstration setup with no chat networks"
+                );
+            }
+            let app = Application::start(settings, builtin_workers(), embedded).await?;
+            jarvis::adapters::start_networks(&app).await?;
+            wait_for_stop_signal().await;
+            tracing::info!("stopping; running workers are recovered at the next start");
+            app.engine().shutdown();
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Worker { .. } => Ok(ExitCode::SUCCESS),
+    }
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -14,12 +14,13 @@ use serde_json::Value;
 
 use crate::protocol::{self, Failure, Mapping, TaskResult};
 
-const TASKS: &[&str] = &["step", "check"];
+const TASKS: &[&str] = &["step", "check", "undo"];
 
 pub fn run(task: &str) -> ExitCode {
     match task {
         "step" => protocol::run_task(step),
         "check" => protocol::run_task(check),
+        "undo" => protocol::run_task(undo),
         other => crate::unknown_task("local", other, TASKS),
     }
 }
@@ -40,6 +41,17 @@ fn check(clipboard: Mapping) -> TaskResult {
     let host = protocol::require_str(&clipboard, "instance.hostname")?;
     protocol::progress(&format!("design for {host} looks complete"));
     Ok(None)
+}
+
+/// Undoes what the steps did: forgets `local.done`.
+fn undo(mut clipboard: Mapping) -> TaskResult {
+    let done = protocol::get_path(&clipboard, "local.done")
+        .and_then(Value::as_array)
+        .map(Vec::len)
+        .unwrap_or(0);
+    protocol::progress(&format!("undoing {done} demonstration steps"));
+    protocol::section(&mut clipboard, "local").remove("done");
+    Ok(Some(clipboard))
 }
 
 fn step(mut clipboard: Mapping) -> TaskResult {

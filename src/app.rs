@@ -1,0 +1,225 @@
+//! The application: everything built from typed [`Settings`] — the store, the engine, the
+//! bot, the notification router and couriers — and the adapters attached to it. `jarvis run`
+//! and `jarvis shell` are the same application with different adapters.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use nix::fcntl::{Flock, FlockArg};
+use tokio::sync::{Notify, mpsc};
+
+use crate::chat::bot::Bot;
+use crate::chat::outlet::{Outlet, Outlets};
+use crate::chat::{ChatNetwork, Incoming, Target, TargetKind, notify};
+use crate::config::Settings;
+use crate::engine::{BuiltinWorkers, Engine, EngineConfig};
+use crate::secrets::Masker;
+use crate::store::Store;
+
+/// The demonstration designs, written into the designs folder of the embedded setup.
+const DEMO_DESIGNS: &[(&str, &str)] = &[
+    ("demo.yaml", include_str!("../config/designs/demo.yaml")),
+    ("broken.yaml", include_str!("../config/designs/broken.yaml")),
+];
+
+#[derive(Clone)]
+pub struct Application {
+    settings: Arc<Settings>,
+    engine: Engine,
+    bot: Arc<Bot>,
+    masker: Masker,
+    outlets: Outlets,
+    outbox_written: Arc<Notify>,
+    _lock: Arc<Flock<File>>,
+}
+
+impl Application {
+    /// Builds and starts the application: takes the data folder's lock, opens the store,
+    /// recovers from whatever the last process left, and starts the engine and the router.
+    pub async fn start(
+        mut settings: Settings,
+        builtin: Option<BuiltinWorkers>,
+        embedded: bool,
+    ) -> anyhow::Result<Application> {
+        let data_dir = settings.data_dir();
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot make the data folder {}", data_dir.display()))?;
+        let lock = lock_data_dir(&data_dir)?;
+        if settings.designs.folder.is_none() {
+            settings.designs.folder = Some(data_dir.join("designs"));
+        }
+        if embedded {
+            write_demo_designs(&data_dir.join("designs"))?;
+        }
+        let store = Store::open(&settings.database_url())
+            .await
+            .with_context(|| format!("cannot open the database {}", settings.database_url()))?;
+        let masker = Masker::new(settings.secrets.keys.clone(), settings.secret_values());
+        let engine = Engine::new(
+            store.clone(),
+            EngineConfig {
+                data_dir: data_dir.clone(),
+                worker_folders: settings.workers.folders.clone(),
+                builtin,
+                grants: settings
+                    .workers
+                    .modules
+                    .iter()
+                    .map(|(m, g)| (m.clone(), g.env.clone()))
+                    .collect(),
+                max_workers: settings.limits.workers,
+                stdout_cap: settings.limits.stdout_bytes,
+                stderr_keep: settings.limits.stderr_lines,
+                kill_grace: settings.limits.kill_grace,
+                masker: masker.clone(),
+            },
+        );
+        engine
+            .start()
+            .await
+            .context("cannot recover the runs of the last start")?;
+        let settings = Arc::new(settings);
+        let designs = Arc::new(jarvis_design::DesignSources::new(settings.designs.clone()));
+        let bot = Arc::new(Bot::new(settings.clone(), engine.clone(), designs));
+        let outbox_written = Arc::new(Notify::new());
+        let extra: Vec<Target> = settings
+            .chat
+            .notify
+            .iter()
+            .filter_map(|t| t.split_once(' '))
+            .map(|(network, name)| notify_target(network, name.trim()))
+            .collect();
+        tokio::spawn(notify::route_events(
+            store.clone(),
+            engine.events_written(),
+            outbox_written.clone(),
+            extra,
+        ));
+        Ok(Application {
+            settings,
+            engine,
+            bot,
+            masker,
+            outlets: Outlets::default(),
+            outbox_written,
+            _lock: Arc::new(lock),
+        })
+    }
+
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.settings
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn bot(&self) -> &Arc<Bot> {
+        &self.bot
+    }
+
+    /// Connects a chat network: its outlet, and a courier for its notifications.
+    pub fn attach(&self, network: Arc<dyn ChatNetwork>) -> Arc<Outlet> {
+        let outlet = self.outlets.add(Outlet::new(network, self.masker.clone()));
+        tokio::spawn(notify::courier(
+            self.engine.store().clone(),
+            outlet.clone(),
+            self.outbox_written.clone(),
+        ));
+        outlet
+    }
+
+    /// Answers messages from the adapters, each in its own task so a slow design load
+    /// never holds up a `status`.
+    pub fn serve(&self, mut incoming: mpsc::Receiver<Incoming>) {
+        let app = self.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = incoming.recv().await {
+                let app = app.clone();
+                tokio::spawn(async move { app.answer(msg).await });
+            }
+        });
+    }
+
+    /// Answers one message where it was said (and privately for the overflow).
+    pub async fn answer(&self, msg: Incoming) {
+        let Some(reply) = self.bot.handle(&msg).await else {
+            return;
+        };
+        let Some(outlet) = self.outlets.get(&msg.reply_to.network) else {
+            tracing::error!(network = %msg.reply_to.network, "a message came from a network with no outlet");
+            return;
+        };
+        let prefix = match msg.reply_to.kind {
+            TargetKind::Room => format!("{}: ", msg.nick),
+            TargetKind::Direct => String::new(),
+        };
+        for line in &reply.public {
+            if let Err(e) = outlet.say(&msg.reply_to, &prefix, line).await {
+                tracing::warn!(error = %e, "reply not delivered");
+                return;
+            }
+        }
+        let private = Target::direct(&msg.reply_to.network, &msg.nick);
+        for line in &reply.private {
+            if let Err(e) = outlet.say(&private, "", line).await {
+                tracing::warn!(error = %e, "private reply not delivered");
+                return;
+            }
+        }
+    }
+
+    /// Waits until every notification for `network` has been delivered.
+    pub async fn wait_delivered(&self, network: &str) {
+        loop {
+            match self.engine.store().count_unsent(network).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+}
+
+/// `#ops` is a room; anything else is a person.
+fn notify_target(network: &str, name: &str) -> Target {
+    if name.starts_with('#')
+        || name.contains('@') && !name.contains('/') && name.contains("conference")
+    {
+        Target::room(network, name)
+    } else {
+        Target::direct(network, name)
+    }
+}
+
+/// One jarvis per data folder: a second one would recover runs the first is running.
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<Flock<File>> {
+    let path = data_dir.join("jarvis.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((_, _)) => bail!(
+            "another jarvis is already running with the data folder {}",
+            data_dir.display()
+        ),
+    }
+}
+
+fn write_demo_designs(folder: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(folder).with_context(|| format!("cannot make {}", folder.display()))?;
+    for (name, text) in DEMO_DESIGNS {
+        let path: PathBuf = folder.join(name);
+        if !path.exists() {
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
+    Ok(())
+}

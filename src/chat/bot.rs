@@ -1,0 +1,598 @@
+//! The bot: takes a message that addresses it, checks who may do what, carries the command
+//! out through the engine and the store, writes the audit log, and answers in a few lines.
+//! It speaks no protocol; adapters bring messages in and outlets take answers out.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::command::{self, COMMANDS, Command, ParseError, RunRef};
+use super::render;
+use super::roles::{Identity, Role};
+use super::{Incoming, Origin, TargetKind};
+use crate::clipboard::Clipboard;
+use crate::config::Settings;
+use crate::engine::pipeline::{self, RunKind};
+use crate::engine::{Engine, EngineError};
+use crate::store::{AuditEntry, NewRun, Run, StoreError};
+
+/// An answer: lines for where the message was said, and lines for the sender alone.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Reply {
+    pub public: Vec<String>,
+    pub private: Vec<String>,
+}
+
+impl Reply {
+    fn line(text: impl Into<String>) -> Reply {
+        Reply {
+            public: vec![text.into()],
+            private: vec![],
+        }
+    }
+
+    fn lines(lines: Vec<String>) -> Reply {
+        Reply {
+            public: lines,
+            private: vec![],
+        }
+    }
+}
+
+pub struct Bot {
+    settings: Arc<Settings>,
+    engine: Engine,
+    designs: Arc<jarvis_design::DesignSources>,
+}
+
+impl Bot {
+    pub fn new(
+        settings: Arc<Settings>,
+        engine: Engine,
+        designs: Arc<jarvis_design::DesignSources>,
+    ) -> Bot {
+        Bot {
+            settings,
+            engine,
+            designs,
+        }
+    }
+
+    pub fn nick(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// Answers a message, or `None` when it was not for jarvis.
+    pub async fn handle(&self, msg: &Incoming) -> Option<Reply> {
+        let direct = msg.reply_to.kind == TargetKind::Direct;
+        let text = command::addressed(&msg.text, &self.settings.name, direct)?;
+        let reply = match command::parse(text) {
+            Ok(cmd) => self.run_command(msg, &cmd, text).await,
+            Err(ParseError::Empty) if !direct => Reply::line(ParseError::Empty.to_string()),
+            Err(e) => Reply::line(e.to_string()),
+        };
+        Some(self.fit_for_room(msg, reply))
+    }
+
+    /// In a room, only a few lines: the rest goes to the sender directly.
+    fn fit_for_room(&self, msg: &Incoming, mut reply: Reply) -> Reply {
+        let keep = self.settings.limits.channel_lines.max(1);
+        if msg.reply_to.kind == TargetKind::Room && reply.public.len() > keep {
+            let rest = reply.public.split_off(keep - 1);
+            reply
+                .public
+                .push(format!("({} more lines sent to you privately)", rest.len()));
+            let mut private = rest;
+            private.append(&mut reply.private);
+            reply.private = private;
+        }
+        reply
+    }
+
+    async fn run_command(&self, msg: &Incoming, cmd: &Command, text: &str) -> Reply {
+        let roles = self.settings.roles.roles_of(&msg.identities);
+        if let Some(needed) = cmd.required_role()
+            && !roles.iter().any(|r| r.covers(needed))
+        {
+            let who = match (msg.identities.first(), &msg.identity_note) {
+                (_, Some(note)) => note.clone(),
+                (Some(id), None) => format!("you are {id}, with no such role"),
+                (None, None) => {
+                    "I cannot tell who you are — log in to your services account".into()
+                }
+            };
+            let reply = Reply::line(format!(
+                "{} needs the {} role; {who}",
+                cmd.name(),
+                needed.as_str()
+            ));
+            if cmd.changes_state() {
+                self.audit(msg, text, &format!("refused: needs {}", needed.as_str()))
+                    .await;
+            }
+            return reply;
+        }
+        let reply = match self.execute(msg, cmd, &roles).await {
+            Ok(r) => r,
+            Err(e) => {
+                match &e {
+                    BotError::User(_) => {
+                        tracing::debug!(command = cmd.name(), error = %e, "command refused")
+                    }
+                    _ => tracing::error!(command = cmd.name(), error = %e, "command failed"),
+                }
+                Reply::line(format!("{} failed: {}", cmd.name(), user_error(&e)))
+            }
+        };
+        if cmd.changes_state() {
+            let outcome = reply.public.first().cloned().unwrap_or_default();
+            self.audit(msg, text, &outcome).await;
+        }
+        reply
+    }
+
+    async fn audit(&self, msg: &Incoming, text: &str, outcome: &str) {
+        let entry = AuditEntry {
+            identity: msg
+                .identities
+                .first()
+                .map(|i| i.key())
+                .unwrap_or_else(|| format!("unverified:{}", msg.nick)),
+            network: msg.reply_to.network.clone(),
+            channel: msg.reply_to.name.clone(),
+            command: crate::text::one_line(text, 400),
+            outcome: crate::text::one_line(outcome, 400),
+        };
+        if let Err(e) = self.engine.store().audit(&entry).await {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+    }
+
+    async fn execute(
+        &self,
+        msg: &Incoming,
+        cmd: &Command,
+        roles: &[Role],
+    ) -> Result<Reply, BotError> {
+        match cmd {
+            Command::Deploy { reference } => {
+                self.queue(msg, RunKind::Deploy, reference, None).await
+            }
+            Command::Redeploy { host } => self.queue_for_host(msg, RunKind::Redeploy, host).await,
+            Command::Destroy { host } => self.queue_for_host(msg, RunKind::Destroy, host).await,
+            Command::Plan { reference } => self.plan(reference).await,
+            Command::Status { run } => self.status(run.as_ref()).await,
+            Command::History { host, count } => {
+                let runs = self.engine.store().history(host.as_deref(), *count).await?;
+                if runs.is_empty() {
+                    return Ok(Reply::line("no runs yet"));
+                }
+                Ok(Reply::lines(
+                    runs.iter().map(render::history_line).collect(),
+                ))
+            }
+            Command::Log { run, count } => {
+                let run = self.find_run(run).await?;
+                let lines = self.engine.store().log_tail(run.id, *count).await?;
+                if lines.is_empty() {
+                    return Ok(Reply::line(format!("run #{} has no log lines yet", run.id)));
+                }
+                let out = lines
+                    .into_iter()
+                    .map(|(stage, line)| match stage {
+                        Some(s) => format!("[{s}] {line}"),
+                        None => line,
+                    })
+                    .collect();
+                Ok(Reply::lines(out))
+            }
+            Command::Cancel { run } => {
+                let run = self.find_run(run).await?;
+                self.engine.cancel(run.id, &msg.nick).await?;
+                Ok(Reply::line(format!(
+                    "cancelling {}",
+                    render::run_name(&run.host, run.kind.as_str(), run.id)
+                )))
+            }
+            Command::Resume { run } => {
+                let run = self.find_run(run).await?;
+                let run = self.engine.resume(run.id).await?;
+                let at = match run.state {
+                    crate::store::RunState::Interrupted => run.next_stage,
+                    _ => run.failed_stage.unwrap_or(run.next_stage),
+                };
+                let task = run.stages.get(at).map(|s| s.task.as_str()).unwrap_or("");
+                Ok(Reply::line(format!(
+                    "resuming {} at stage {}/{} {task}",
+                    render::run_name(&run.host, run.kind.as_str(), run.id),
+                    at + 1,
+                    run.stages.len()
+                )))
+            }
+            Command::Retry { run } => self.retry(msg, run).await,
+            Command::Approve { run } => {
+                let run = self.find_run(run).await?;
+                if msg.identities.iter().any(|i| i.key() == run.requester) {
+                    return Ok(Reply::line(format!(
+                        "you asked for run #{}; another approver must approve it",
+                        run.id
+                    )));
+                }
+                let run = self.engine.approve(run.id, &msg.nick).await?;
+                let task = run
+                    .stages
+                    .get(run.next_stage)
+                    .map(|s| s.task.as_str())
+                    .unwrap_or("");
+                Ok(Reply::line(format!(
+                    "approved {} stage {}/{} {task}",
+                    render::run_name(&run.host, run.kind.as_str(), run.id),
+                    run.next_stage + 1,
+                    run.stages.len()
+                )))
+            }
+            Command::Pipelines => Ok(Reply::lines(self.pipelines())),
+            Command::Whoami => {
+                let who = match (msg.identities.first(), &msg.identity_note) {
+                    (Some(id), _) => id.to_string(),
+                    (None, Some(note)) => note.clone(),
+                    (None, None) => format!("{} (not logged in to an account)", msg.nick),
+                };
+                let roles = if roles.is_empty() {
+                    "none".to_string()
+                } else {
+                    roles
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                Ok(Reply::line(format!("you are {who}; roles: {roles}")))
+            }
+            Command::Help { command } => Ok(help(command.as_deref(), roles, &self.settings.name)),
+        }
+    }
+
+    async fn find_run(&self, r: &RunRef) -> Result<Run, BotError> {
+        let store = self.engine.store();
+        let found = match r {
+            RunRef::Id(id) => store.run(*id).await?,
+            RunRef::Host(host) => match store.active_run_for_host(host).await? {
+                Some(run) => Some(run),
+                None => store.last_run_for_host(host).await?,
+            },
+        };
+        found.ok_or_else(|| {
+            BotError::User(match r {
+                RunRef::Id(id) => format!("there is no run #{id}"),
+                RunRef::Host(h) => format!("{h} has no runs"),
+            })
+        })
+    }
+
+    async fn status(&self, run: Option<&RunRef>) -> Result<Reply, BotError> {
+        match run {
+            Some(r) => {
+                let run = self.find_run(r).await?;
+                let live = self.engine.live(run.id);
+                Ok(Reply::line(render::status_line(
+                    &run,
+                    live.as_ref().and_then(|l| l.progress.as_deref()),
+                )))
+            }
+            None => {
+                let runs = self.engine.store().active_runs().await?;
+                if runs.is_empty() {
+                    return Ok(Reply::line("nothing is running"));
+                }
+                Ok(Reply::lines(
+                    runs.iter()
+                        .map(|run| {
+                            let live = self.engine.live(run.id);
+                            render::status_line(
+                                run,
+                                live.as_ref().and_then(|l| l.progress.as_deref()),
+                            )
+                        })
+                        .collect(),
+                ))
+            }
+        }
+    }
+
+    /// Loads a design and picks its pipeline: what `deploy` and `plan` share.
+    async fn design_and_pipeline(
+        &self,
+        kind: RunKind,
+        reference: &str,
+    ) -> Result<(jarvis_design::Design, String), BotError> {
+        let design = self
+            .designs
+            .load(reference)
+            .await
+            .map_err(|e| BotError::User(e.to_string()))?;
+        let (name, _) = pipeline::select(
+            &self.settings.pipelines,
+            kind,
+            &design.provider,
+            design.pipeline.as_deref(),
+        )
+        .map_err(BotError::User)?;
+        Ok((design, name.to_string()))
+    }
+
+    async fn queue(
+        &self,
+        msg: &Incoming,
+        kind: RunKind,
+        reference: &str,
+        retry_of: Option<i64>,
+    ) -> Result<Reply, BotError> {
+        let (design, pipeline_name) = self.design_and_pipeline(kind, reference).await?;
+        let requester = requester_key(msg);
+        let clipboard = initial_clipboard(
+            &design.document,
+            &design.hostname,
+            kind,
+            &pipeline_name,
+            &requester,
+            reference,
+        );
+        self.submit(
+            msg,
+            kind,
+            &design.hostname,
+            &pipeline_name,
+            reference,
+            clipboard,
+            retry_of,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn submit(
+        &self,
+        msg: &Incoming,
+        kind: RunKind,
+        host: &str,
+        pipeline_name: &str,
+        reference: &str,
+        clipboard: Clipboard,
+        retry_of: Option<i64>,
+    ) -> Result<Reply, BotError> {
+        let Some(config) = self.settings.pipelines.get(pipeline_name) else {
+            return Err(BotError::User(format!(
+                "pipeline '{pipeline_name}' is no longer configured"
+            )));
+        };
+        let (stages, on_failure) = config.frozen_stages(self.settings.limits.default_timeout);
+        let count = stages.len();
+        let origin = Origin {
+            target: msg.reply_to.clone(),
+            nick: msg.nick.clone(),
+        };
+        let new = NewRun {
+            host: host.to_string(),
+            kind,
+            pipeline: pipeline_name.to_string(),
+            stages,
+            on_failure,
+            design_ref: reference.to_string(),
+            requester: requester_key(msg),
+            origin: origin.encode(),
+            clipboard,
+            retry_of,
+        };
+        match self.engine.submit(new).await {
+            Ok(id) => Ok(Reply::line(format!(
+                "{} #{id} of {host} queued ({pipeline_name} pipeline, {count} stages)",
+                kind.as_str()
+            ))),
+            Err(EngineError::Store(StoreError::HostBusy { host, run })) => {
+                let state = match self.engine.store().run(run).await? {
+                    Some(r) => r.state.as_str().replace('_', " "),
+                    None => "active".into(),
+                };
+                Ok(Reply::line(format!(
+                    "{host} already has run #{run} ({state}); say 'status #{run}', or 'cancel #{run}' first"
+                )))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `redeploy` and `destroy` of a known host: the design it was last deployed from, else
+    /// its LDAP entry when LDAP is configured, else a design of that name.
+    async fn queue_for_host(
+        &self,
+        msg: &Incoming,
+        kind: RunKind,
+        host: &str,
+    ) -> Result<Reply, BotError> {
+        let reference = match self.engine.store().last_run_for_host(host).await? {
+            Some(run) => run.design_ref,
+            None => host.to_string(),
+        };
+        self.queue(msg, kind, &reference, None).await
+    }
+
+    async fn retry(&self, msg: &Incoming, r: &RunRef) -> Result<Reply, BotError> {
+        let old = self.find_run(r).await?;
+        let mut document = old.initial_clipboard.clone();
+        document.remove("jarvis");
+        let requester = requester_key(msg);
+        let clipboard = initial_clipboard(
+            &document,
+            &old.host,
+            old.kind,
+            &old.pipeline,
+            &requester,
+            &old.design_ref,
+        );
+        let mut reply = self
+            .submit(
+                msg,
+                old.kind,
+                &old.host,
+                &old.pipeline,
+                &old.design_ref,
+                clipboard,
+                Some(old.id),
+            )
+            .await?;
+        if let Some(first) = reply.public.first_mut() {
+            *first = format!("retry of #{}: {first}", old.id);
+        }
+        Ok(reply)
+    }
+
+    async fn plan(&self, reference: &str) -> Result<Reply, BotError> {
+        let (design, name) = self.design_and_pipeline(RunKind::Deploy, reference).await?;
+        let Some(p) = self.settings.pipelines.get(&name) else {
+            return Err(BotError::User(format!(
+                "pipeline '{name}' is not configured"
+            )));
+        };
+        let mut lines = vec![format!(
+            "plan for {} ({}): {name} pipeline, {} stages; nothing was run",
+            design.hostname,
+            design.provider,
+            p.stages.len()
+        )];
+        lines.push(stage_list(&p.stages));
+        if !p.on_failure.is_empty() {
+            lines.push(format!("on failure: {}", stage_list(&p.on_failure)));
+        }
+        Ok(Reply::lines(lines))
+    }
+
+    fn pipelines(&self) -> Vec<String> {
+        if self.settings.pipelines.is_empty() {
+            return vec!["no pipelines are configured".into()];
+        }
+        self.settings
+            .pipelines
+            .iter()
+            .map(|(name, p)| {
+                let providers = if p.providers.is_empty() {
+                    String::new()
+                } else {
+                    format!(", providers {}", p.providers.join("/"))
+                };
+                format!(
+                    "{name} ({}{providers}): {}",
+                    p.command.as_str(),
+                    stage_list(&p.stages)
+                )
+            })
+            .collect()
+    }
+}
+
+fn stage_list(stages: &[pipeline::StageConfig]) -> String {
+    stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut flags = Vec::new();
+            if s.approval || s.approval_if.is_some() {
+                flags.push("approval");
+            }
+            if s.idempotent {
+                flags.push("idempotent");
+            }
+            if flags.is_empty() {
+                format!("{} {}", i + 1, s.task)
+            } else {
+                format!("{} {} ({})", i + 1, s.task, flags.join(", "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+fn requester_key(msg: &Incoming) -> String {
+    msg.identities
+        .first()
+        .map(Identity::key)
+        .unwrap_or_else(|| format!("unverified:{}", msg.nick))
+}
+
+/// The clipboard a run starts with: the design plus a `jarvis` mapping.
+fn initial_clipboard(
+    document: &Clipboard,
+    host: &str,
+    kind: RunKind,
+    pipeline: &str,
+    requester: &str,
+    reference: &str,
+) -> Clipboard {
+    let mut clipboard = document.clone();
+    clipboard.insert(
+        "jarvis".into(),
+        json!({
+            "host": host,
+            "command": kind.as_str(),
+            "pipeline": pipeline,
+            "requester": requester,
+            "design": reference,
+        }),
+    );
+    clipboard
+}
+
+/// `help` lists what the asker may run; `help CMD` gives usage and an example.
+fn help(command: Option<&str>, roles: &[Role], nick: &str) -> Reply {
+    let allowed = |needed: Option<Role>| needed.is_none_or(|n| roles.iter().any(|r| r.covers(n)));
+    match command {
+        Some(name) => match command::spec(name) {
+            Some(spec) => {
+                let role = spec
+                    .role
+                    .map(|r| format!(" (needs {})", r.as_str()))
+                    .unwrap_or_default();
+                Reply::line(format!(
+                    "{} — {}{role}. Example: {nick}: {}",
+                    spec.usage, spec.summary, spec.example
+                ))
+            }
+            None => Reply::line(format!(
+                "no command '{}'; say 'help'",
+                crate::text::one_line(name, 30)
+            )),
+        },
+        None => Reply::lines(
+            COMMANDS
+                .iter()
+                .filter(|c| allowed(c.role))
+                .map(|c| format!("{} — {}", c.usage, c.summary))
+                .collect(),
+        ),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BotError {
+    #[error("{0}")]
+    User(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the user is told of an error: their own mistakes in full, internal failures briefly
+/// (the detail is in the log).
+fn user_error(e: &BotError) -> String {
+    match e {
+        BotError::User(text) => text.clone(),
+        BotError::Engine(EngineError::Store(StoreError::HostBusy { host, run })) => {
+            format!("{host} already has run #{run}")
+        }
+        BotError::Engine(EngineError::Store(_)) | BotError::Store(_) => {
+            "the database did not answer; see jarvis's log".into()
+        }
+        BotError::Engine(e) => e.to_string(),
+    }
+}

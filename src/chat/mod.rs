@@ -1,0 +1,132 @@
+//! The chat side: the command language, who may do what, the bot that answers, and the
+//! notifications that tell of runs. Adapters (console, IRC, XMPP) implement [`ChatNetwork`]
+//! and push [`Incoming`] messages; everything here is the same for all of them, and nothing
+//! here knows a protocol.
+
+pub mod bot;
+pub mod command;
+pub mod notify;
+pub mod outlet;
+pub mod render;
+pub mod roles;
+
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use roles::Identity;
+
+/// A place to send a line: a channel or room, or one person directly.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Target {
+    pub network: String,
+    pub kind: TargetKind,
+    /// The channel or room name, or the nick/JID for a direct message.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    Room,
+    Direct,
+}
+
+impl Target {
+    pub fn room(network: &str, name: &str) -> Target {
+        Target {
+            network: network.into(),
+            kind: TargetKind::Room,
+            name: name.into(),
+        }
+    }
+
+    pub fn direct(network: &str, name: &str) -> Target {
+        Target {
+            network: network.into(),
+            kind: TargetKind::Direct,
+            name: name.into(),
+        }
+    }
+
+    /// The outbox's form: `room:#ops` or `direct:alice`.
+    pub fn outbox_key(&self) -> String {
+        match self.kind {
+            TargetKind::Room => format!("room:{}", self.name),
+            TargetKind::Direct => format!("direct:{}", self.name),
+        }
+    }
+
+    pub fn from_outbox(network: &str, key: &str) -> Target {
+        match key.split_once(':') {
+            Some(("room", name)) => Target::room(network, name),
+            Some(("direct", name)) => Target::direct(network, name),
+            _ => Target::direct(network, key),
+        }
+    }
+}
+
+/// Where a run was asked for, kept with the run so its notifications find their way back.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Origin {
+    pub target: Target,
+    /// The requester's nick as shown in that place.
+    pub nick: String,
+}
+
+impl Origin {
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn decode(text: &str) -> Option<Origin> {
+        serde_json::from_str(text).ok()
+    }
+}
+
+/// A message that reached jarvis, with who sent it as the adapter verified it.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// Where an answer goes: the room it was said in, or the sender for a direct message.
+    pub reply_to: Target,
+    pub nick: String,
+    /// Every verified identity of the sender; empty when the adapter could verify none.
+    pub identities: Vec<Identity>,
+    /// Why the identity is unknown, when the adapter knows (e.g. a room that hides JIDs).
+    pub identity_note: Option<String>,
+    pub text: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("not connected")]
+    Offline,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// How fast lines may go out on a connection: a burst, then a steady rate.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    pub burst: u32,
+    pub per_second: f64,
+}
+
+/// One chat connection, as the chat side needs it.
+pub trait ChatNetwork: Send + Sync {
+    /// The configured network name (`console`, `libera`, …).
+    fn name(&self) -> &str;
+    /// How many bytes of text one line to `target` may carry.
+    fn max_line_bytes(&self, target: &Target) -> usize;
+    /// How fast lines may be sent without being thrown off.
+    fn rate(&self) -> Rate;
+    /// Sends one line (already one line, already short enough). Resolves once the network
+    /// accepted it, as far as the protocol can tell.
+    fn send<'a>(
+        &'a self,
+        target: &'a Target,
+        line: &'a str,
+    ) -> BoxFuture<'a, Result<(), SendError>>;
+    /// True while connected and ready to send.
+    fn online(&self) -> watch::Receiver<bool>;
+}

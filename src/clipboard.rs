@@ -1,0 +1,104 @@
+//! The clipboard (SPEC 4): a YAML mapping handed from stage to stage. In memory and in the
+//! store it is a JSON object with keys in written order; users and workers see YAML.
+
+use serde_json::{Map, Value};
+
+pub type Clipboard = Map<String, Value>;
+
+/// Why a worker's stdout is not a clipboard.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ClipboardError {
+    #[error("stdout is not valid YAML: {0}")]
+    Yaml(String),
+    #[error("stdout is YAML but not one mapping (it is {0})")]
+    NotMapping(&'static str),
+    #[error("stdout is not UTF-8 text")]
+    NotText,
+}
+
+/// The clipboard as YAML, as a worker reads it on stdin.
+pub fn to_yaml(clipboard: &Clipboard) -> String {
+    serde_saphyr::to_string(clipboard).unwrap_or_else(|_| "{}\n".into())
+}
+
+/// Parses a worker's stdout: empty means "unchanged" (`None`); anything else must be one
+/// YAML mapping. Pure, so it can be fuzzed.
+pub fn parse_worker_output(bytes: &[u8]) -> Result<Option<Clipboard>, ClipboardError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ClipboardError::NotText)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let mut options = serde_saphyr::Options::default();
+    options.with_snippet = false;
+    let value: Value = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+        ClipboardError::Yaml(e.to_string().lines().next().unwrap_or("").to_string())
+    })?;
+    match value {
+        Value::Object(map) => Ok(Some(map)),
+        Value::Array(_) => Err(ClipboardError::NotMapping("a list")),
+        Value::String(_) => Err(ClipboardError::NotMapping("a string")),
+        Value::Number(_) => Err(ClipboardError::NotMapping("a number")),
+        Value::Bool(_) => Err(ClipboardError::NotMapping("a boolean")),
+        Value::Null => Err(ClipboardError::NotMapping("null")),
+    }
+}
+
+/// The value at a dotted path, e.g. `ldap.production`.
+pub fn get_path<'a>(clipboard: &'a Clipboard, path: &str) -> Option<&'a Value> {
+    let mut parts = path.split('.');
+    let mut cur = clipboard.get(parts.next()?)?;
+    for part in parts {
+        cur = cur.as_object()?.get(part)?;
+    }
+    Some(cur)
+}
+
+/// Whether a value counts as "yes" for a condition such as `approval_if`.
+pub fn is_truthy(value: Option<&Value>) -> bool {
+    match value {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => matches!(
+            s.to_ascii_lowercase().as_str(),
+            "true" | "yes" | "on" | "production"
+        ),
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_output_must_be_one_mapping() {
+        assert_eq!(parse_worker_output(b"").unwrap(), None);
+        assert_eq!(parse_worker_output(b"  \n").unwrap(), None);
+        let map = parse_worker_output(b"a: 1\nb: [x]\n").unwrap().unwrap();
+        assert_eq!(map["a"], Value::from(1));
+        assert_eq!(
+            parse_worker_output(b"- a\n- b\n"),
+            Err(ClipboardError::NotMapping("a list"))
+        );
+        assert!(matches!(
+            parse_worker_output(b"a: [\n"),
+            Err(ClipboardError::Yaml(_))
+        ));
+        assert_eq!(
+            parse_worker_output(&[0xff, 0xfe]),
+            Err(ClipboardError::NotText)
+        );
+    }
+
+    #[test]
+    fn yaml_round_trip_keeps_order() {
+        let map = parse_worker_output(b"z: 1\na: {c: 2, b: 3}\n")
+            .unwrap()
+            .unwrap();
+        let again = parse_worker_output(to_yaml(&map).as_bytes())
+            .unwrap()
+            .unwrap();
+        assert_eq!(map, again);
+        assert_eq!(map.keys().collect::<Vec<_>>(), vec!["z", "a"]);
+    }
+}

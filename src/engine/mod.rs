@@ -1,0 +1,874 @@
+//! The engine: queues runs, pushes each run's clipboard through its stages by running worker
+//! processes, and records every transition in the store together with the event that tells
+//! of it. It knows nothing of chat, designs or what any worker does.
+
+pub mod events;
+pub mod pipeline;
+pub mod recovery;
+pub mod worker;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::clipboard::{self, Clipboard};
+use crate::secrets::Masker;
+use crate::store::{NewRun, Phase, Run, RunId, RunState, Store, StoreError, now_ms};
+use events::{EventBody, kind};
+use pipeline::Stage;
+use worker::{Ending, StderrLine, WorkerSpec};
+
+/// The exit status that asks for a retry (EX_TEMPFAIL).
+pub const EXIT_TEMPFAIL: i32 = 75;
+
+/// Built-in workers: this program, run as `EXE worker MODULE TASK`.
+#[derive(Debug, Clone)]
+pub struct BuiltinWorkers {
+    pub exe: PathBuf,
+    pub modules: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    pub worker_folders: Vec<PathBuf>,
+    pub builtin: Option<BuiltinWorkers>,
+    /// Per module, the environment it is granted.
+    pub grants: BTreeMap<String, BTreeMap<String, String>>,
+    pub max_workers: usize,
+    pub stdout_cap: usize,
+    pub stderr_keep: usize,
+    pub kill_grace: Duration,
+    pub masker: Masker,
+}
+
+/// What `status` shows of a stage under way, kept in memory.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    pub progress: Option<String>,
+}
+
+struct ActiveRun {
+    cancel: CancellationToken,
+    live: Arc<Mutex<Live>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no run #{0}")]
+    NoSuchRun(RunId),
+    #[error("run #{id} is {state}, so it cannot be {action}")]
+    WrongState {
+        id: RunId,
+        state: &'static str,
+        action: &'static str,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    config: EngineConfig,
+    wake: Notify,
+    /// Rung whenever events were written, for whoever turns them into notifications.
+    events_written: Arc<Notify>,
+    /// Rung whenever a run reached an end or stopped to wait.
+    settled: Notify,
+    active: Mutex<HashMap<RunId, ActiveRun>>,
+    permits: Arc<Semaphore>,
+    shutdown: CancellationToken,
+}
+
+impl Engine {
+    pub fn new(store: Store, config: EngineConfig) -> Engine {
+        let permits = Arc::new(Semaphore::new(config.max_workers.max(1)));
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                wake: Notify::new(),
+                events_written: Arc::new(Notify::new()),
+                settled: Notify::new(),
+                active: Mutex::new(HashMap::new()),
+                permits,
+                shutdown: CancellationToken::new(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// Rung whenever events were stored.
+    pub fn events_written(&self) -> Arc<Notify> {
+        self.inner.events_written.clone()
+    }
+
+    /// Makes the state of a previous process safe to continue from (see `recovery`), then
+    /// starts the scheduler.
+    pub async fn start(&self) -> Result<(), EngineError> {
+        recovery::recover(self).await?;
+        let engine = self.clone();
+        tokio::spawn(async move { engine.schedule().await });
+        self.inner.wake.notify_one();
+        self.inner.events_written.notify_one();
+        Ok(())
+    }
+
+    /// Stops starting new stages; running workers are left to the recovery of the next start.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// Queues a run.
+    pub async fn submit(&self, new: NewRun) -> Result<RunId, EngineError> {
+        let id = self.inner.store.insert_run(&new).await?;
+        self.inner.wake.notify_one();
+        Ok(id)
+    }
+
+    /// What `status` may show live of a run under way.
+    pub fn live(&self, id: RunId) -> Option<Live> {
+        let active = self.inner.active.lock().ok()?;
+        active
+            .get(&id)
+            .and_then(|a| a.live.lock().ok().map(|l| l.clone()))
+    }
+
+    /// Stops a run: a queued, waiting or interrupted run ends at once; a running one has its
+    /// worker stopped (SIGTERM, SIGKILL after the grace) and then ends.
+    pub async fn cancel(&self, id: RunId, by: &str) -> Result<(), EngineError> {
+        let run = self.run(id).await?;
+        {
+            let active = self.lock_active();
+            if let Some(a) = active.get(&id) {
+                a.cancel.cancel();
+                return Ok(());
+            }
+        }
+        if !run.state.is_active() {
+            return Err(EngineError::WrongState {
+                id,
+                state: run.state.as_str(),
+                action: "cancelled",
+            });
+        }
+        let body = EventBody::for_run(&run)
+            .duration_ms(run_duration(&run))
+            .text(format!("cancelled by {by}"));
+        self.inner
+            .store
+            .finish_run(
+                id,
+                RunState::Cancelled,
+                None,
+                &[body.into_event(kind::CANCELLED)],
+            )
+            .await?;
+        self.after_events();
+        self.inner.settled.notify_waiters();
+        Ok(())
+    }
+
+    /// Continues a failed or interrupted run from its failed stage, with the stored clipboard.
+    pub async fn resume(&self, id: RunId) -> Result<Run, EngineError> {
+        let run = self.run(id).await?;
+        if !matches!(run.state, RunState::Failed | RunState::Interrupted) {
+            return Err(EngineError::WrongState {
+                id,
+                state: run.state.as_str(),
+                action: "resumed",
+            });
+        }
+        self.inner.store.resume(&run).await?;
+        self.inner.wake.notify_one();
+        Ok(run)
+    }
+
+    /// Releases the approval gate a run waits at.
+    pub async fn approve(&self, id: RunId, by: &str) -> Result<Run, EngineError> {
+        let run = self.run(id).await?;
+        if run.state != RunState::WaitingApproval {
+            return Err(EngineError::WrongState {
+                id,
+                state: run.state.as_str(),
+                action: "approved",
+            });
+        }
+        if self.inner.store.approve(id, run.next_stage, by).await? {
+            self.inner.wake.notify_one();
+        }
+        Ok(run)
+    }
+
+    async fn run(&self, id: RunId) -> Result<Run, EngineError> {
+        self.inner
+            .store
+            .run(id)
+            .await?
+            .ok_or(EngineError::NoSuchRun(id))
+    }
+
+    /// How many runs are queued, running or waiting for approval in this process's view.
+    pub async fn busy_runs(&self) -> Result<usize, EngineError> {
+        Ok(self.inner.store.count_active().await?)
+    }
+
+    /// Waits until no run is queued or running (runs waiting for approval or interrupted do
+    /// not count: they wait for a person).
+    pub async fn wait_idle(&self) {
+        loop {
+            let settled = self.inner.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            let busy = match self.inner.store.active_runs().await {
+                Ok(runs) => runs
+                    .iter()
+                    .any(|r| matches!(r.state, RunState::Queued | RunState::Running)),
+                Err(_) => false,
+            };
+            if !busy {
+                return;
+            }
+            settled.await;
+        }
+    }
+
+    fn lock_active(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, ActiveRun>> {
+        match self.inner.active.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn after_events(&self) {
+        self.inner.events_written.notify_one();
+    }
+
+    async fn schedule(self) {
+        loop {
+            match self.inner.store.queued_ids().await {
+                Ok(ids) => {
+                    for id in ids {
+                        let token = {
+                            let mut active = self.lock_active();
+                            if active.contains_key(&id) {
+                                continue;
+                            }
+                            let cancel = self.inner.shutdown.child_token();
+                            active.insert(
+                                id,
+                                ActiveRun {
+                                    cancel: cancel.clone(),
+                                    live: Arc::new(Mutex::new(Live::default())),
+                                },
+                            );
+                            cancel
+                        };
+                        let engine = self.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = engine.drive(id, token).await {
+                                tracing::error!(run = id, error = %e, "run stopped on an internal error");
+                            }
+                            engine.lock_active().remove(&id);
+                            engine.inner.settled.notify_waiters();
+                            // A run that ended may have freed its host for another.
+                            engine.inner.wake.notify_one();
+                        });
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot read the queue"),
+            }
+            tokio::select! {
+                _ = self.inner.wake.notified() => {}
+                _ = self.inner.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Pushes one run through its stages until it ends or has to wait.
+    async fn drive(&self, id: RunId, cancel: CancellationToken) -> Result<(), EngineError> {
+        loop {
+            let run = self.run(id).await?;
+            if !matches!(run.state, RunState::Queued | RunState::Running) {
+                return Ok(());
+            }
+            if self.inner.shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let stages = run.phase_stages();
+            if run.next_stage >= stages.len() {
+                self.finish(&run).await?;
+                return Ok(());
+            }
+            let index = run.next_stage;
+            let stage = stages[index].clone();
+
+            if run.phase == Phase::Main && needs_approval(&stage, &run) {
+                let body = EventBody::for_run(&run).stage(index, &stage.task);
+                self.inner
+                    .store
+                    .set_state(
+                        id,
+                        RunState::WaitingApproval,
+                        &[body.into_event(kind::APPROVAL_NEEDED)],
+                    )
+                    .await?;
+                self.after_events();
+                return Ok(());
+            }
+
+            let permit = tokio::select! {
+                p = self.inner.permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return Ok(()),
+                },
+                _ = cancel.cancelled() => {
+                    return self.end_cancelled(&run, None).await;
+                }
+            };
+
+            let attempt = run.attempt + 1;
+            let mut started = Vec::new();
+            if run.started_at.is_none() {
+                started.push(EventBody::for_run(&run).into_event(kind::RUN_STARTED));
+            }
+            if stage.notify && run.phase == Phase::Main {
+                started.push(
+                    EventBody::for_run(&run)
+                        .stage(index, &stage.task)
+                        .into_event(kind::STAGE_STARTED),
+                );
+            }
+            self.inner
+                .store
+                .start_stage(id, run.phase, index, attempt, &stage.task, &started)
+                .await?;
+            if !started.is_empty() {
+                self.after_events();
+            }
+
+            let stage_start = Instant::now();
+            let outcome = self.execute(&run, index, &stage, attempt, &cancel).await;
+            drop(permit);
+            let stage_ms = stage_start.elapsed().as_millis() as u64;
+
+            match outcome {
+                Outcome::Done {
+                    clipboard,
+                    progress,
+                } => {
+                    let clipboard = clipboard.unwrap_or_else(|| current_clipboard(&run).clone());
+                    self.inner
+                        .store
+                        .finish_stage(
+                            id,
+                            run.phase,
+                            index,
+                            attempt,
+                            &clipboard,
+                            progress.as_deref(),
+                            &[],
+                        )
+                        .await?;
+                }
+                Outcome::Cancelled => {
+                    self.inner
+                        .store
+                        .end_attempt(
+                            id,
+                            run.phase,
+                            index,
+                            attempt,
+                            "cancelled",
+                            None,
+                            "cancelled",
+                        )
+                        .await?;
+                    return self.end_cancelled(&run, Some((index, &stage.task))).await;
+                }
+                Outcome::Failed {
+                    reason,
+                    retry,
+                    exit_code,
+                } => {
+                    let state = if retry { "tempfailed" } else { "failed" };
+                    self.inner
+                        .store
+                        .end_attempt(id, run.phase, index, attempt, state, exit_code, &reason)
+                        .await?;
+                    if retry && attempt <= stage.retries {
+                        let pause = backoff(stage.backoff_ms, attempt);
+                        tracing::info!(run = id, stage = index + 1, attempt, ?pause, %reason, "retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = cancel.cancelled() => return self.end_cancelled(&run, Some((index, &stage.task))).await,
+                        }
+                        continue;
+                    }
+                    self.fail(&run, index, &stage, &reason, stage_ms).await?;
+                }
+            }
+        }
+    }
+
+    async fn finish(&self, run: &Run) -> Result<(), EngineError> {
+        let body = EventBody::for_run(run).duration_ms(run_duration(run));
+        match run.phase {
+            Phase::Main => {
+                self.inner
+                    .store
+                    .finish_run(
+                        run.id,
+                        RunState::Succeeded,
+                        None,
+                        &[body.into_event(kind::SUCCEEDED)],
+                    )
+                    .await?
+            }
+            Phase::Undo => {
+                let mut body = body;
+                body.undo_stages = Some(run.on_failure.len());
+                self.inner
+                    .store
+                    .finish_run(
+                        run.id,
+                        RunState::Failed,
+                        None,
+                        &[body.into_event(kind::UNDONE)],
+                    )
+                    .await?
+            }
+        }
+        self.after_events();
+        Ok(())
+    }
+
+    async fn fail(
+        &self,
+        run: &Run,
+        index: usize,
+        stage: &Stage,
+        reason: &str,
+        _stage_ms: u64,
+    ) -> Result<(), EngineError> {
+        let mut body = EventBody::for_run(run)
+            .stage(index, &stage.task)
+            .duration_ms(run_duration(run))
+            .text(reason);
+        match run.phase {
+            Phase::Main => {
+                let undo = !run.on_failure.is_empty();
+                if undo {
+                    body.undo_stages = Some(run.on_failure.len());
+                }
+                self.inner
+                    .store
+                    .fail_run(
+                        run.id,
+                        index,
+                        reason,
+                        undo,
+                        &[body.into_event(kind::FAILED)],
+                    )
+                    .await?;
+            }
+            Phase::Undo => {
+                body.stages = run.on_failure.len();
+                self.inner
+                    .store
+                    .skip_undo_stage(run.id, index, &[body.into_event(kind::UNDO_STAGE_FAILED)])
+                    .await?;
+            }
+        }
+        self.after_events();
+        Ok(())
+    }
+
+    async fn end_cancelled(
+        &self,
+        run: &Run,
+        stage: Option<(usize, &str)>,
+    ) -> Result<(), EngineError> {
+        let mut body = EventBody::for_run(run)
+            .duration_ms(run_duration(run))
+            .text("cancelled");
+        if let Some((index, task)) = stage {
+            body = body.stage(index, task);
+        }
+        self.inner
+            .store
+            .finish_run(
+                run.id,
+                RunState::Cancelled,
+                None,
+                &[body.into_event(kind::CANCELLED)],
+            )
+            .await?;
+        self.after_events();
+        Ok(())
+    }
+
+    /// Runs the worker for one stage attempt and judges its outcome.
+    async fn execute(
+        &self,
+        run: &Run,
+        index: usize,
+        stage: &Stage,
+        attempt: u32,
+        cancel: &CancellationToken,
+    ) -> Outcome {
+        let config = &self.inner.config;
+        let (module, task) = stage.module_task();
+        let (program, args) = match resolve_worker(config, module, task) {
+            Ok(found) => found,
+            Err(reason) => {
+                return Outcome::Failed {
+                    reason,
+                    retry: false,
+                    exit_code: None,
+                };
+            }
+        };
+        let input = current_clipboard(run);
+        let masker = config.masker.with_clipboard(input);
+        let workdir = config.data_dir.join("work").join(format!(
+            "{}-{}{}-{}",
+            run.id,
+            phase_letter(run.phase),
+            index + 1,
+            attempt
+        ));
+        let _ = std::fs::remove_dir_all(&workdir);
+        if let Err(e) = std::fs::create_dir_all(&workdir) {
+            return Outcome::Failed {
+                reason: format!("cannot make the working folder: {e}"),
+                retry: true,
+                exit_code: None,
+            };
+        }
+        let stages_total = run.phase_stages().len();
+        let mut env: Vec<(String, String)> = vec![
+            ("JARVIS_RUN_ID".into(), run.id.to_string()),
+            ("JARVIS_STAGE".into(), (index + 1).to_string()),
+            ("JARVIS_STAGES".into(), stages_total.to_string()),
+            ("JARVIS_TASK".into(), stage.task.clone()),
+            ("JARVIS_HOST".into(), run.host.clone()),
+            ("JARVIS_ATTEMPT".into(), attempt.to_string()),
+            (
+                "PATH".into(),
+                "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into(),
+            ),
+            ("HOME".into(), workdir.display().to_string()),
+            ("LANG".into(), "C.UTF-8".into()),
+        ];
+        if let Some(grant) = config.grants.get(module) {
+            for (k, v) in grant {
+                env.retain(|(name, _)| name != k);
+                env.push((k.clone(), v.clone()));
+            }
+        }
+        let spec = WorkerSpec {
+            program,
+            args,
+            env,
+            workdir: workdir.clone(),
+            stdin: clipboard::to_yaml(input).into_bytes(),
+            timeout: Duration::from_millis(stage.timeout_ms),
+            grace: config.kill_grace,
+            stdout_cap: config.stdout_cap,
+            stderr_keep: config.stderr_keep,
+        };
+
+        let (tx, rx) = mpsc::unbounded_channel();
+        let live = self
+            .lock_active()
+            .get(&run.id)
+            .map(|a| a.live.clone())
+            .unwrap_or_default();
+        if let Ok(mut l) = live.lock() {
+            l.progress = None;
+        }
+        let consumer = tokio::spawn(consume_stderr(
+            self.clone(),
+            run.clone(),
+            run.phase,
+            index,
+            stage.task.clone(),
+            masker.clone(),
+            live.clone(),
+            rx,
+        ));
+        let marker = recovery::running_marker(&config.data_dir, run.id);
+        let finished = worker::run(spec, tx, cancel.clone(), |pgid| {
+            recovery::write_marker(&marker, pgid);
+        })
+        .await;
+        recovery::remove_marker(&marker);
+        let _ = std::fs::remove_dir_all(&workdir);
+        let _ = consumer.await;
+        let progress = live.lock().ok().and_then(|l| l.progress.clone());
+
+        let reason_from_worker = |fallback: String| -> String {
+            let text = finished
+                .error_line
+                .clone()
+                .or_else(|| finished.last_stderr().map(str::to_string))
+                .unwrap_or(fallback);
+            masker.mask(&crate::text::one_line(&text, 300))
+        };
+        match finished.ending {
+            Ending::Exited(0) => match clipboard::parse_worker_output(&finished.stdout) {
+                Ok(clipboard) => Outcome::Done {
+                    clipboard,
+                    progress,
+                },
+                Err(e) => Outcome::Failed {
+                    reason: masker.mask(&e.to_string()),
+                    retry: false,
+                    exit_code: Some(0),
+                },
+            },
+            Ending::Exited(code) => Outcome::Failed {
+                reason: reason_from_worker(format!("worker exited with status {code}")),
+                retry: code == EXIT_TEMPFAIL,
+                exit_code: Some(code),
+            },
+            Ending::Signalled(sig) => Outcome::Failed {
+                reason: format!("worker was killed by signal {}", signal_name(sig)),
+                retry: false,
+                exit_code: None,
+            },
+            Ending::TimedOut(limit) => Outcome::Failed {
+                reason: format!(
+                    "timed out after {}",
+                    crate::text::duration(limit.as_millis() as u64)
+                ),
+                retry: true,
+                exit_code: None,
+            },
+            Ending::StdoutOverflow(cap) => Outcome::Failed {
+                reason: format!(
+                    "worker printed more than {} on stdout, the limit for a clipboard",
+                    crate::text::bytes(cap as u64)
+                ),
+                retry: false,
+                exit_code: None,
+            },
+            Ending::Cancelled => Outcome::Cancelled,
+            Ending::SpawnFailed(reason) => Outcome::Failed {
+                reason,
+                retry: false,
+                exit_code: None,
+            },
+        }
+    }
+}
+
+enum Outcome {
+    Done {
+        clipboard: Option<Clipboard>,
+        progress: Option<String>,
+    },
+    Failed {
+        reason: String,
+        retry: bool,
+        exit_code: Option<i32>,
+    },
+    Cancelled,
+}
+
+fn phase_letter(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Main => "s",
+        Phase::Undo => "u",
+    }
+}
+
+fn current_clipboard(run: &Run) -> &Clipboard {
+    match (run.phase, &run.undo_clipboard) {
+        (Phase::Undo, Some(c)) => c,
+        _ => &run.clipboard,
+    }
+}
+
+fn needs_approval(stage: &Stage, run: &Run) -> bool {
+    let gated = stage.approval
+        || stage
+            .approval_if
+            .as_deref()
+            .is_some_and(|path| clipboard::is_truthy(clipboard::get_path(&run.clipboard, path)));
+    gated && run.approved_stage != Some(run.next_stage)
+}
+
+fn backoff(first_ms: u64, attempt: u32) -> Duration {
+    let factor = 1u64 << (attempt.saturating_sub(1)).min(10);
+    Duration::from_millis(first_ms.saturating_mul(factor).min(10 * 60 * 1000))
+}
+
+/// How long a run has taken so far.
+pub fn run_duration(run: &Run) -> u64 {
+    let start = run.started_at.unwrap_or(run.created_at);
+    let end = run.finished_at.unwrap_or_else(now_ms);
+    (end - start).max(0) as u64
+}
+
+fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| sig.to_string())
+}
+
+/// Finds the program for `MODULE`: the configured folders first, then the built-in workers.
+pub fn resolve_worker(
+    config: &EngineConfig,
+    module: &str,
+    task: &str,
+) -> Result<(PathBuf, Vec<String>), String> {
+    use std::os::unix::fs::PermissionsExt;
+    for folder in &config.worker_folders {
+        let path = folder.join(module);
+        if let Ok(meta) = std::fs::metadata(&path) {
+            if !meta.is_file() {
+                return Err(format!(
+                    "worker {module} in {} is not a file",
+                    folder.display()
+                ));
+            }
+            if meta.permissions().mode() & 0o111 == 0 {
+                return Err(format!(
+                    "worker {module} in {} is not executable",
+                    folder.display()
+                ));
+            }
+            return Ok((path, vec![task.to_string()]));
+        }
+    }
+    if let Some(builtin) = &config.builtin
+        && builtin.modules.iter().any(|m| m == module)
+    {
+        return Ok((
+            builtin.exe.clone(),
+            vec!["worker".into(), module.into(), task.into()],
+        ));
+    }
+    Err(format!(
+        "no worker named '{module}' in the worker folders{}",
+        if config.builtin.is_some() {
+            " or among the built-in ones"
+        } else {
+            ""
+        }
+    ))
+}
+
+/// Whether a module resolves to some worker (for `check-config`).
+pub fn worker_exists(config: &EngineConfig, module: &str) -> Result<(), String> {
+    resolve_worker(config, module, "check").map(|_| ())
+}
+
+/// Reads a worker's stderr lines as they come: progress for `status`, notices as events,
+/// everything masked into the run's log, flushed in batches.
+async fn consume_stderr(
+    engine: Engine,
+    run: Run,
+    phase: Phase,
+    index: usize,
+    task: String,
+    masker: Masker,
+    live: Arc<Mutex<Live>>,
+    mut rx: mpsc::UnboundedReceiver<StderrLine>,
+) {
+    let store = engine.store().clone();
+    let mut batch: Vec<String> = Vec::new();
+    let mut last_flush = Instant::now();
+    // Undo stages log without a stage number, marked instead, so `log` never confuses them
+    // with the main stages.
+    let (stage, mark) = match phase {
+        Phase::Main => (Some(index + 1), String::new()),
+        Phase::Undo => (None, format!("[on_failure {}] ", index + 1)),
+    };
+    while let Some(line) = rx.recv().await {
+        let shown = match &line {
+            StderrLine::Progress(t) => {
+                let masked = masker.mask(&crate::text::one_line(t, 300));
+                if let Ok(mut l) = live.lock() {
+                    l.progress = Some(masked.clone());
+                }
+                format!("progress: {masked}")
+            }
+            StderrLine::Notice(t) => {
+                let masked = masker.mask(&crate::text::one_line(t, 300));
+                let body = EventBody::for_run(&run)
+                    .stage(index, &task)
+                    .text(masked.clone());
+                if let Err(e) = store.add_events(&[body.into_event(kind::NOTICE)]).await {
+                    tracing::error!(run = run.id, error = %e, "cannot store a notice");
+                }
+                engine.after_events();
+                format!("notice: {masked}")
+            }
+            StderrLine::Error(t) => format!("error: {}", masker.mask(t)),
+            StderrLine::Log(t) => masker.mask(t),
+        };
+        batch.push(format!("{mark}{shown}"));
+        if batch.len() >= 200 || last_flush.elapsed() > Duration::from_millis(500) {
+            flush_log(&store, run.id, stage, &mut batch).await;
+            last_flush = Instant::now();
+        }
+    }
+    flush_log(&store, run.id, stage, &mut batch).await;
+}
+
+async fn flush_log(store: &Store, run: RunId, stage: Option<usize>, batch: &mut Vec<String>) {
+    if let Err(e) = store.append_log(run, stage, batch).await {
+        tracing::error!(run, error = %e, "cannot store log lines");
+    }
+    batch.clear();
+}
+
+/// Where the working folders of workers live.
+pub fn work_root(data_dir: &Path) -> PathBuf {
+    data_dir.join("work")
+}
+
+/// Every stage's module must resolve to a worker; returns what does not (for `check-config`).
+pub fn check_workers(
+    settings: &crate::config::Settings,
+    builtin: Option<BuiltinWorkers>,
+) -> Vec<String> {
+    let config = EngineConfig {
+        data_dir: settings.data_dir(),
+        worker_folders: settings.workers.folders.clone(),
+        builtin,
+        grants: BTreeMap::new(),
+        max_workers: 1,
+        stdout_cap: 0,
+        stderr_keep: 0,
+        kill_grace: Duration::ZERO,
+        masker: Masker::new(vec![], vec![]),
+    };
+    let mut problems = Vec::new();
+    for (name, p) in &settings.pipelines {
+        for (list, stages) in [("stages", &p.stages), ("on_failure", &p.on_failure)] {
+            for (i, s) in stages.iter().enumerate() {
+                let (module, _) = s.module_task();
+                if let Err(e) = worker_exists(&config, module) {
+                    problems.push(format!("pipelines.{name}.{list}[{i}].task: {e}"));
+                }
+            }
+        }
+    }
+    problems
+}

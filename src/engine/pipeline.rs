@@ -1,0 +1,246 @@
+//! Pipelines as configured (SPEC 4), and which one a command and a design select.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What a run does to its host; selects among the pipelines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RunKind {
+    #[default]
+    Deploy,
+    Redeploy,
+    Destroy,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Deploy => "deploy",
+            RunKind::Redeploy => "redeploy",
+            RunKind::Destroy => "destroy",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RunKind> {
+        match text {
+            "deploy" => Some(RunKind::Deploy),
+            "redeploy" => Some(RunKind::Redeploy),
+            "destroy" => Some(RunKind::Destroy),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The command this pipeline serves.
+    #[serde(default)]
+    pub command: RunKind,
+    /// The design providers it serves (case-insensitive); a design's `pipeline:` key may
+    /// also name it directly.
+    #[serde(default)]
+    pub providers: Vec<String>,
+    pub stages: Vec<StageConfig>,
+    /// Run in order with the failed run's clipboard, to undo what was done.
+    #[serde(default)]
+    pub on_failure: Vec<StageConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// `MODULE:TASK`.
+    pub task: String,
+    #[serde(
+        default,
+        with = "crate::config::humantime_serde_compat::option",
+        skip_serializing
+    )]
+    pub timeout: Option<Duration>,
+    /// Further attempts after a failure worth retrying (exit 75).
+    #[serde(default)]
+    pub retries: u32,
+    /// First pause between attempts; it doubles each time.
+    #[serde(
+        default,
+        with = "crate::config::humantime_serde_compat::option",
+        skip_serializing
+    )]
+    pub backoff: Option<Duration>,
+    /// May be re-run after a crash without asking.
+    #[serde(default)]
+    pub idempotent: bool,
+    /// Needs an approver's `approve` before it runs.
+    #[serde(default)]
+    pub approval: bool,
+    /// Needs approval only when the clipboard value at this dotted path is true.
+    #[serde(default)]
+    pub approval_if: Option<String>,
+    /// Announce this stage's start in the run's channel.
+    #[serde(default)]
+    pub notify: bool,
+}
+
+impl StageConfig {
+    /// The module and task of `MODULE:TASK`.
+    pub fn module_task(&self) -> (&str, &str) {
+        self.task
+            .split_once(':')
+            .unwrap_or((self.task.as_str(), ""))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+                && !s.starts_with('.')
+        };
+        match self.task.split_once(':') {
+            Some((m, t)) if valid(m) && valid(t) => Ok(()),
+            _ => Err(format!(
+                "task: '{}' is not MODULE:TASK (letters, digits, '_', '-', '.')",
+                self.task.escape_default()
+            )),
+        }
+    }
+}
+
+/// A stage as frozen into a run when it is queued, so later configuration changes do not
+/// change a run under way.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Stage {
+    pub task: String,
+    pub timeout_ms: u64,
+    pub retries: u32,
+    pub backoff_ms: u64,
+    pub idempotent: bool,
+    pub approval: bool,
+    #[serde(default)]
+    pub approval_if: Option<String>,
+    pub notify: bool,
+}
+
+impl Stage {
+    pub fn from_config(c: &StageConfig, default_timeout: Duration) -> Stage {
+        Stage {
+            task: c.task.clone(),
+            timeout_ms: c.timeout.unwrap_or(default_timeout).as_millis() as u64,
+            retries: c.retries,
+            backoff_ms: c.backoff.unwrap_or(Duration::from_secs(2)).as_millis() as u64,
+            idempotent: c.idempotent,
+            approval: c.approval,
+            approval_if: c.approval_if.clone(),
+            notify: c.notify,
+        }
+    }
+
+    pub fn module_task(&self) -> (&str, &str) {
+        self.task
+            .split_once(':')
+            .unwrap_or((self.task.as_str(), ""))
+    }
+}
+
+impl PipelineConfig {
+    pub fn check(&self) -> Result<(), String> {
+        if self.stages.is_empty() {
+            return Err("stages: a pipeline needs at least one stage".into());
+        }
+        for (i, stage) in self.stages.iter().enumerate() {
+            stage.check().map_err(|e| format!("stages[{i}].{e}"))?;
+        }
+        for (i, stage) in self.on_failure.iter().enumerate() {
+            stage.check().map_err(|e| format!("on_failure[{i}].{e}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn frozen_stages(&self, default_timeout: Duration) -> (Vec<Stage>, Vec<Stage>) {
+        let freeze = |list: &[StageConfig]| {
+            list.iter()
+                .map(|s| Stage::from_config(s, default_timeout))
+                .collect()
+        };
+        (freeze(&self.stages), freeze(&self.on_failure))
+    }
+}
+
+/// Picks the pipeline for `kind` and a design: its explicit `pipeline:` key when it names a
+/// pipeline for that command, else the first pipeline for that command serving its provider.
+pub fn select<'a>(
+    pipelines: &'a std::collections::BTreeMap<String, PipelineConfig>,
+    kind: RunKind,
+    provider: &str,
+    explicit: Option<&str>,
+) -> Result<(&'a str, &'a PipelineConfig), String> {
+    if let Some(name) = explicit {
+        if let Some((n, p)) = pipelines.get_key_value(name) {
+            if p.command == kind {
+                return Ok((n.as_str(), p));
+            }
+        } else if kind == RunKind::Deploy {
+            return Err(format!(
+                "the design names pipeline '{name}', which is not configured"
+            ));
+        }
+    }
+    pipelines
+        .iter()
+        .find(|(_, p)| {
+            p.command == kind && p.providers.iter().any(|q| q.eq_ignore_ascii_case(provider))
+        })
+        .map(|(n, p)| (n.as_str(), p))
+        .ok_or_else(|| {
+            format!(
+                "no {} pipeline serves provider '{}'",
+                kind.as_str(),
+                provider.escape_default()
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn pipeline(command: RunKind, providers: &[&str]) -> PipelineConfig {
+        PipelineConfig {
+            description: None,
+            command,
+            providers: providers.iter().map(|s| s.to_string()).collect(),
+            stages: vec![],
+            on_failure: vec![],
+        }
+    }
+
+    #[test]
+    fn selection_follows_command_provider_and_explicit_key() {
+        let mut map = BTreeMap::new();
+        map.insert("a".to_string(), pipeline(RunKind::Deploy, &["Linode"]));
+        map.insert("b".to_string(), pipeline(RunKind::Redeploy, &["Linode"]));
+        map.insert("c".to_string(), pipeline(RunKind::Deploy, &["local"]));
+        assert_eq!(
+            select(&map, RunKind::Deploy, "linode", None).unwrap().0,
+            "a"
+        );
+        assert_eq!(
+            select(&map, RunKind::Redeploy, "Linode", None).unwrap().0,
+            "b"
+        );
+        assert_eq!(
+            select(&map, RunKind::Deploy, "Linode", Some("c"))
+                .unwrap()
+                .0,
+            "c"
+        );
+        assert!(select(&map, RunKind::Destroy, "Linode", None).is_err());
+        assert!(select(&map, RunKind::Deploy, "x", Some("zzz")).is_err());
+    }
+}

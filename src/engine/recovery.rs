@@ -1,0 +1,173 @@
+//! Starting again after any end of the previous process, `kill -9` and power loss included:
+//! worker processes it left behind are killed first, then every run it had under way is
+//! either queued again (its stage was idempotent, or no stage was in flight) or marked
+//! `interrupted` and announced, until someone says `resume` or `cancel`.
+//!
+//! A running stage is known from the store (its attempt is written before the worker is
+//! spawned). Its process group is known from a marker file written right after the spawn:
+//! no fsync is needed, since a power loss takes the workers with it.
+
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::events::{EventBody, kind};
+use super::{Engine, EngineError};
+use crate::store::{Phase, RunState};
+
+/// The marker that records a running worker's process group.
+pub fn running_marker(data_dir: &Path, run: i64) -> PathBuf {
+    data_dir.join("running").join(format!("{run}.pgid"))
+}
+
+pub fn write_marker(path: &Path, pgid: i32) {
+    if let Some(parent) = path.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    if let Err(e) = std::fs::write(path, pgid.to_string()) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot record a worker's process group");
+    }
+}
+
+pub fn remove_marker(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
+
+pub(super) async fn recover(engine: &Engine) -> Result<(), EngineError> {
+    let data_dir = engine.inner.config.data_dir.clone();
+    let killed = kill_leftovers(&data_dir);
+    if killed > 0 {
+        tracing::warn!(
+            killed,
+            "killed worker processes left behind by a previous jarvis"
+        );
+    }
+    let _ = std::fs::remove_dir_all(super::work_root(&data_dir));
+
+    let store = engine.store();
+    for run in store.runs_in_state(RunState::Running).await? {
+        let stages = run.phase_stages();
+        let in_flight = store
+            .stage_runs(run.id)
+            .await?
+            .into_iter()
+            .find(|s| s.state == "running");
+        if let Some(s) = &in_flight {
+            let phase = if s.phase == "on_failure" {
+                Phase::Undo
+            } else {
+                Phase::Main
+            };
+            store
+                .end_attempt(
+                    run.id,
+                    phase,
+                    s.stage,
+                    s.attempt,
+                    "interrupted",
+                    None,
+                    "jarvis stopped",
+                )
+                .await?;
+        }
+        let stage = stages.get(run.next_stage);
+        match (in_flight, stage) {
+            (Some(_), Some(stage)) if !stage.idempotent => {
+                let body = EventBody::for_run(&run).stage(run.next_stage, &stage.task);
+                store
+                    .set_state(
+                        run.id,
+                        RunState::Interrupted,
+                        &[body.into_event(kind::INTERRUPTED)],
+                    )
+                    .await?;
+                tracing::warn!(
+                    run = run.id,
+                    stage = run.next_stage + 1,
+                    "run interrupted by a restart"
+                );
+            }
+            (Some(_), Some(stage)) => {
+                let body = EventBody::for_run(&run).stage(run.next_stage, &stage.task);
+                store
+                    .set_state(
+                        run.id,
+                        RunState::Queued,
+                        &[body.into_event(kind::RERUN_AFTER_RESTART)],
+                    )
+                    .await?;
+                tracing::info!(
+                    run = run.id,
+                    stage = run.next_stage + 1,
+                    "re-running an idempotent stage after a restart"
+                );
+            }
+            _ => store.set_state(run.id, RunState::Queued, &[]).await?,
+        }
+    }
+    Ok(())
+}
+
+/// Kills every process recorded in a marker's process group, and every process whose
+/// working folder is under ours (a worker's child that left the group still has it).
+/// Returns how many were killed.
+fn kill_leftovers(data_dir: &Path) -> usize {
+    let mut groups = Vec::new();
+    let running = data_dir.join("running");
+    if let Ok(entries) = std::fs::read_dir(&running) {
+        for entry in entries.flatten() {
+            if let Ok(text) = std::fs::read_to_string(entry.path())
+                && let Ok(pgid) = text.trim().parse::<i32>()
+                && pgid > 1
+            {
+                groups.push(pgid);
+            }
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    let work = std::fs::canonicalize(super::work_root(data_dir)).ok();
+    let mut killed = 0;
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let me = std::process::id() as i32;
+    for entry in procs.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let in_group = process_group(pid).is_some_and(|g| groups.contains(&g) && is_worker(pid));
+        let in_work = work.as_ref().is_some_and(|w| {
+            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(w))
+        });
+        if (in_group || in_work) && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+            killed += 1;
+        }
+    }
+    killed
+}
+
+/// The process group of `pid`, from /proc/PID/stat (the field after the state).
+fn process_group(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    after_comm.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Whether a process was started as a jarvis worker (its environment says so), so that a
+/// reused process-group id never gets a stranger killed.
+fn is_worker(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| {
+            env.split(|&b| b == 0)
+                .any(|v| v.starts_with(b"JARVIS_RUN_ID="))
+        })
+        .unwrap_or(false)
+}

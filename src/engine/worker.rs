@@ -1,0 +1,346 @@
+//! Running one worker process (SPEC 5): its own process group, a fresh working folder, the
+//! clipboard on stdin, stdout and stderr read at the same time and capped, a timeout that
+//! sends SIGTERM to the whole group and SIGKILL after a grace. Nothing here parses the
+//! clipboard or knows about runs; it reports how the process ended and what it said.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// The longest stderr line kept; the rest of a longer line is dropped.
+const MAX_LINE_BYTES: usize = 4096;
+
+/// How long to wait for the pipes to close after the process group is gone.
+const PIPE_DRAIN: Duration = Duration::from_secs(2);
+
+/// What to run and with which limits.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub workdir: PathBuf,
+    pub stdin: Vec<u8>,
+    pub timeout: Duration,
+    pub grace: Duration,
+    pub stdout_cap: usize,
+    pub stderr_keep: usize,
+}
+
+/// One stderr line, classified by its prefix.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StderrLine {
+    Progress(String),
+    Notice(String),
+    Error(String),
+    Log(String),
+}
+
+impl StderrLine {
+    /// Classifies a line. Pure.
+    pub fn parse(line: &str) -> StderrLine {
+        let line = line.trim_end_matches('\r');
+        if let Some(rest) = line.strip_prefix("progress:") {
+            StderrLine::Progress(rest.trim().to_string())
+        } else if let Some(rest) = line.strip_prefix("notice:") {
+            StderrLine::Notice(rest.trim().to_string())
+        } else if let Some(rest) = line.strip_prefix("error:") {
+            StderrLine::Error(rest.trim().to_string())
+        } else {
+            StderrLine::Log(line.to_string())
+        }
+    }
+}
+
+/// How the process ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ending {
+    Exited(i32),
+    Signalled(i32),
+    TimedOut(Duration),
+    StdoutOverflow(usize),
+    Cancelled,
+    SpawnFailed(String),
+}
+
+#[derive(Debug)]
+pub struct Finished {
+    pub ending: Ending,
+    pub stdout: Vec<u8>,
+    /// The last `error:` line.
+    pub error_line: Option<String>,
+    /// The last stderr lines, newest last.
+    pub stderr_tail: VecDeque<String>,
+}
+
+impl Finished {
+    /// The last non-empty stderr line that is not progress chatter.
+    pub fn last_stderr(&self) -> Option<&str> {
+        self.stderr_tail
+            .iter()
+            .rev()
+            .map(|l| l.trim())
+            .find(|l| !l.is_empty() && !l.starts_with("progress:"))
+    }
+}
+
+/// Runs the worker to its end. `on_spawn` gets the process group id as soon as there is one
+/// (for the crash-recovery record); every stderr line goes to `lines` as it arrives.
+pub async fn run(
+    spec: WorkerSpec,
+    lines: mpsc::UnboundedSender<StderrLine>,
+    cancel: CancellationToken,
+    on_spawn: impl FnOnce(i32),
+) -> Finished {
+    let mut command = Command::new(&spec.program);
+    command
+        .args(&spec.args)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.workdir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            return Finished {
+                ending: Ending::SpawnFailed(spawn_reason(&spec.program, &e)),
+                stdout: Vec::new(),
+                error_line: None,
+                stderr_tail: VecDeque::new(),
+            };
+        }
+    };
+    let pgid = child.id().map(|p| p as i32).unwrap_or(0);
+    on_spawn(pgid);
+
+    if let Some(mut stdin) = child.stdin.take() {
+        let input = spec.stdin;
+        // A worker may exit without reading its input; a broken pipe is no error of ours.
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&input).await;
+            let _ = stdin.shutdown().await;
+        });
+    }
+
+    let overflow = Arc::new(AtomicBool::new(false));
+    let overflow_seen = Arc::new(Notify::new());
+    let stdout_task = child.stdout.take().map(|out| {
+        let overflow = overflow.clone();
+        let seen = overflow_seen.clone();
+        let cap = spec.stdout_cap;
+        tokio::spawn(async move { read_capped(out, cap, &overflow, &seen).await })
+    });
+    let stderr_task = child.stderr.take().map(|err| {
+        let keep = spec.stderr_keep.max(1);
+        tokio::spawn(async move { read_lines(err, keep, lines).await })
+    });
+
+    let ending = tokio::select! {
+        status = child.wait() => status_ending(status),
+        _ = tokio::time::sleep(spec.timeout) => Ending::TimedOut(spec.timeout),
+        _ = cancel.cancelled() => Ending::Cancelled,
+        _ = overflow_seen.notified() => Ending::StdoutOverflow(spec.stdout_cap),
+    };
+    match &ending {
+        Ending::TimedOut(_) | Ending::Cancelled => {
+            signal_group(pgid, Signal::SIGTERM);
+            if tokio::time::timeout(spec.grace, child.wait())
+                .await
+                .is_err()
+            {
+                signal_group(pgid, Signal::SIGKILL);
+                let _ = child.wait().await;
+            }
+        }
+        Ending::StdoutOverflow(_) => {
+            signal_group(pgid, Signal::SIGKILL);
+            let _ = child.wait().await;
+        }
+        _ => {}
+    }
+    // Whatever the worker left behind in its group goes with it.
+    signal_group(pgid, Signal::SIGKILL);
+
+    let stdout = match stdout_task {
+        Some(task) => join_within(task, PIPE_DRAIN).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let (stderr_tail, error_line) = match stderr_task {
+        Some(task) => join_within(task, PIPE_DRAIN).await.unwrap_or_default(),
+        None => (VecDeque::new(), None),
+    };
+    let ending = if overflow.load(Ordering::SeqCst) {
+        Ending::StdoutOverflow(spec.stdout_cap)
+    } else {
+        ending
+    };
+    Finished {
+        ending,
+        stdout,
+        error_line,
+        stderr_tail,
+    }
+}
+
+async fn join_within<T: Default>(task: tokio::task::JoinHandle<T>, limit: Duration) -> Option<T> {
+    let abort = task.abort_handle();
+    match tokio::time::timeout(limit, task).await {
+        Ok(Ok(value)) => Some(value),
+        _ => {
+            abort.abort();
+            None
+        }
+    }
+}
+
+fn status_ending(status: std::io::Result<std::process::ExitStatus>) -> Ending {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => Ending::Exited(code),
+            (None, Some(sig)) => Ending::Signalled(sig),
+            _ => Ending::Exited(-1),
+        },
+        Err(e) => Ending::SpawnFailed(format!("lost the worker process: {e}")),
+    }
+}
+
+/// Sends `signal` to a process group; a group that is already gone is fine.
+pub fn signal_group(pgid: i32, signal: Signal) {
+    if pgid > 1 {
+        let _ = killpg(Pid::from_raw(pgid), signal);
+    }
+}
+
+fn spawn_reason(program: &std::path::Path, e: &std::io::Error) -> String {
+    let name = program
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match e.kind() {
+        std::io::ErrorKind::NotFound => format!("worker {name} was not found"),
+        std::io::ErrorKind::PermissionDenied => format!("worker {name} is not executable"),
+        _ => format!("worker {name} could not start: {e}"),
+    }
+}
+
+async fn read_capped(
+    mut out: impl tokio::io::AsyncRead + Unpin,
+    cap: usize,
+    overflow: &AtomicBool,
+    seen: &Notify,
+) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match out.read(&mut chunk).await {
+            Ok(0) | Err(_) => return buf,
+            Ok(n) => {
+                if buf.len() + n > cap {
+                    overflow.store(true, Ordering::SeqCst);
+                    seen.notify_one();
+                    // Stop reading: the worker blocks on a full pipe until it is killed, and
+                    // memory stays at the cap.
+                    return Vec::new();
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+}
+
+async fn read_lines(
+    err: impl tokio::io::AsyncRead + Unpin,
+    keep: usize,
+    lines: mpsc::UnboundedSender<StderrLine>,
+) -> (VecDeque<String>, Option<String>) {
+    let mut reader = BufReader::new(err);
+    let mut tail = VecDeque::with_capacity(keep.min(1024));
+    let mut error_line = None;
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        match read_line_capped(&mut reader, &mut raw).await {
+            Ok(false) | Err(_) => break,
+            Ok(true) => {}
+        }
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let parsed = StderrLine::parse(&text);
+        if let StderrLine::Error(e) = &parsed {
+            error_line = Some(e.clone());
+        }
+        if tail.len() == keep {
+            tail.pop_front();
+        }
+        tail.push_back(text.trim_end_matches('\r').to_string());
+        let _ = lines.send(parsed);
+    }
+    (tail, error_line)
+}
+
+/// Reads one line into `raw` (without the newline), keeping at most MAX_LINE_BYTES of it.
+/// Returns false at end of input with nothing read.
+async fn read_line_capped(
+    reader: &mut BufReader<impl tokio::io::AsyncRead + Unpin>,
+    raw: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    let mut any = false;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(any);
+        }
+        any = true;
+        let (used, done) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        let content = if done {
+            &available[..used - 1]
+        } else {
+            available
+        };
+        let room = MAX_LINE_BYTES.saturating_sub(raw.len());
+        raw.extend_from_slice(&content[..content.len().min(room)]);
+        reader.consume(used);
+        if done {
+            return Ok(true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_lines_are_classified_by_prefix() {
+        assert_eq!(
+            StderrLine::parse("progress: waiting for sshd\r"),
+            StderrLine::Progress("waiting for sshd".into())
+        );
+        assert_eq!(
+            StderrLine::parse("notice: hi"),
+            StderrLine::Notice("hi".into())
+        );
+        assert_eq!(
+            StderrLine::parse("error: boom"),
+            StderrLine::Error("boom".into())
+        );
+        assert_eq!(StderrLine::parse("plain"), StderrLine::Log("plain".into()));
+    }
+}

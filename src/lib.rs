@@ -1,0 +1,11 @@
+//! jarvis, a chat-ops deployment daemon. See ARCHITECTURE.md for the map.
+
+pub mod adapters;
+pub mod app;
+pub mod chat;
+pub mod clipboard;
+pub mod config;
+pub mod engine;
+pub mod secrets;
+pub mod store;
+pub mod text;

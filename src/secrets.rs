@@ -1,0 +1,201 @@
+//! Masking (SPEC 2): values under keys that name secrets, and known secret values, never
+//! leave jarvis. Used on everything shown or stored as text: replies, notifications, log
+//! lines, errors.
+
+use std::sync::Arc;
+
+use regex::Regex;
+use serde_json::Value;
+
+use crate::clipboard::Clipboard;
+
+pub const MASK: &str = "********";
+
+/// Words that make a key a secret; `sshpubkey` and `*_pub` are public by name.
+const SECRET_WORDS: &[&str] = &["password", "passwd", "secret", "token", "key"];
+
+/// Whether `key` names a secret, given the configured extra names.
+pub fn is_secret_key(key: &str, extra: &[String]) -> bool {
+    let k = key.to_ascii_lowercase();
+    if k.ends_with("_pub") || k.ends_with("-pub") || k.contains("pubkey") || k.contains("public") {
+        return false;
+    }
+    SECRET_WORDS.iter().any(|w| k.contains(w)) || extra.iter().any(|e| e.eq_ignore_ascii_case(&k))
+}
+
+/// Masks secrets in text, knowing some secret values by heart.
+#[derive(Clone)]
+pub struct Masker {
+    extra_keys: Arc<Vec<String>>,
+    known: Arc<Vec<String>>,
+    inline: Arc<Regex>,
+}
+
+impl Masker {
+    pub fn new(extra_keys: Vec<String>, known_values: Vec<String>) -> Masker {
+        let mut words: Vec<String> = SECRET_WORDS.iter().map(|w| regex::escape(w)).collect();
+        words.extend(extra_keys.iter().map(|k| regex::escape(k)));
+        // `password: x`, `token=x`, `"secret": "x"`, `--password x`: the value is masked.
+        let pattern = format!(
+            r#"(?i)\b([A-Za-z0-9_\-]*(?:{})[A-Za-z0-9_\-]*)("?\s*[:=]\s*"?|\s+)([^\s"',;]+)"#,
+            words.join("|")
+        );
+        let inline = Regex::new(&pattern).unwrap_or_else(|_| {
+            // The pattern is built from escaped words only; this cannot fail, but a
+            // never-matching fallback beats a panic.
+            Regex::new("a^").unwrap_or_else(|_| unreachable!("a fixed, valid pattern"))
+        });
+        let mut known: Vec<String> = known_values.into_iter().filter(|v| v.len() >= 4).collect();
+        known.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        Masker {
+            extra_keys: Arc::new(extra_keys),
+            known: Arc::new(known),
+            inline: Arc::new(inline),
+        }
+    }
+
+    /// A masker that also knows the secret values found on a clipboard.
+    pub fn with_clipboard(&self, clipboard: &Clipboard) -> Masker {
+        let mut values = Vec::new();
+        collect_secret_values(
+            &Value::Object(clipboard.clone()),
+            false,
+            &self.extra_keys,
+            &mut values,
+        );
+        if values.is_empty() {
+            return self.clone();
+        }
+        let mut known: Vec<String> = self.known.as_ref().clone();
+        known.extend(values.into_iter().filter(|v| v.len() >= 4));
+        known.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        known.dedup();
+        Masker {
+            extra_keys: self.extra_keys.clone(),
+            known: Arc::new(known),
+            inline: self.inline.clone(),
+        }
+    }
+
+    /// The text with every known secret value and every `secret-key: value` masked.
+    pub fn mask(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for value in self.known.iter() {
+            if out.contains(value.as_str()) {
+                out = out.replace(value.as_str(), MASK);
+            }
+        }
+        self.inline
+            .replace_all(&out, |caps: &regex::Captures| {
+                let key = &caps[1];
+                if is_secret_key(key, &self.extra_keys) {
+                    format!("{}{}{}", key, &caps[2], MASK)
+                } else {
+                    caps[0].to_string()
+                }
+            })
+            .into_owned()
+    }
+
+    /// A copy of the clipboard with the values under secret keys masked, for display.
+    pub fn mask_clipboard(&self, clipboard: &Clipboard) -> Clipboard {
+        match mask_value(&Value::Object(clipboard.clone()), &self.extra_keys) {
+            Value::Object(m) => m,
+            _ => Clipboard::new(),
+        }
+    }
+}
+
+fn mask_value(value: &Value, extra: &[String]) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let masked = if is_secret_key(k, extra) && !v.is_object() {
+                        Value::String(MASK.into())
+                    } else {
+                        mask_value(v, extra)
+                    };
+                    (k.clone(), masked)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(|v| mask_value(v, extra)).collect()),
+        other => other.clone(),
+    }
+}
+
+fn collect_secret_values(value: &Value, secret: bool, extra: &[String], out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                collect_secret_values(v, secret || is_secret_key(k, extra), extra, out);
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                collect_secret_values(v, secret, extra, out);
+            }
+        }
+        Value::String(s) if secret => out.push(s.clone()),
+        Value::Number(n) if secret => out.push(n.to_string()),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_that_name_secrets() {
+        for k in [
+            "password",
+            "root_password",
+            "TOKEN",
+            "api_key",
+            "tsig-secret",
+            "passwd",
+        ] {
+            assert!(is_secret_key(k, &[]), "{k}");
+        }
+        for k in ["sshpubkey", "host_key_pub", "hostname", "public_key"] {
+            assert!(!is_secret_key(k, &[]), "{k}");
+        }
+        assert!(is_secret_key("pin", &["pin".into()]));
+    }
+
+    #[test]
+    fn text_is_masked_by_value_and_by_key() {
+        let m = Masker::new(vec![], vec!["s3cr3t-value".into()]);
+        assert_eq!(m.mask("got s3cr3t-value here"), format!("got {MASK} here"));
+        assert_eq!(
+            m.mask("root_password: hunter2"),
+            format!("root_password: {MASK}")
+        );
+        assert_eq!(m.mask("token=abc def"), format!("token={MASK} def"));
+        assert_eq!(
+            m.mask(r#"{"api_key": "zzz"}"#),
+            format!(r#"{{"api_key": "{MASK}"}}"#)
+        );
+        assert_eq!(
+            m.mask("sshpubkey: ssh-ed25519 AAAA"),
+            "sshpubkey: ssh-ed25519 AAAA"
+        );
+        assert_eq!(m.mask("nothing to see"), "nothing to see");
+    }
+
+    #[test]
+    fn clipboard_secrets_are_learnt_and_masked() {
+        let clip: Clipboard = serde_json::from_str(
+            r#"{"instance":{"hostname":"loki","root_password":"pa55word!"},"sshpubkey":"ssh-ed25519 A"}"#,
+        )
+        .unwrap();
+        let m = Masker::new(vec![], vec![]).with_clipboard(&clip);
+        assert_eq!(m.mask("echo pa55word!"), format!("echo {MASK}"));
+        let shown = m.mask_clipboard(&clip);
+        assert_eq!(shown["instance"]["root_password"], MASK);
+        assert_eq!(shown["instance"]["hostname"], "loki");
+        assert_eq!(shown["sshpubkey"], "ssh-ed25519 A");
+    }
+}
