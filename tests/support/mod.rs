@@ -1,0 +1,233 @@
+//! Test support: the real `jarvis` binary driven through `jarvis shell` on pipes, each test
+//! in its own throwaway data folder with its own configuration.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+pub const JARVIS: &str = env!("CARGO_BIN_EXE_jarvis");
+
+/// How long any single expectation may wait: generous, since CI has 2 cores.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The folder of the test workers in tests/workers.
+pub fn test_workers() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workers")
+}
+
+/// A throwaway jarvis home: data folder, designs folder, configuration.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Home {
+    /// `config` is YAML without `data_dir` and `designs`, which are filled in.
+    pub fn new(config: &str) -> Home {
+        let dir = tempfile::Builder::new().prefix("jarvis-test-").tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("designs")).unwrap();
+        let full = format!(
+            "data_dir: {}\ndesigns:\n  folder: {}\n{}",
+            dir.path().join("data").display(),
+            dir.path().join("designs").display(),
+            config
+        );
+        std::fs::write(dir.path().join("jarvis.yaml"), full).unwrap();
+        Home { dir }
+    }
+
+    pub fn design(&self, name: &str, yaml: &str) {
+        std::fs::write(self.dir.path().join("designs").join(format!("{name}.yaml")), yaml).unwrap();
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("jarvis.yaml")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("data/jarvis.db")
+    }
+
+    pub fn shell(&self) -> Shell {
+        Shell::start(&self.config())
+    }
+
+    /// One SQL query's first column, via the sqlite3 command-line tool.
+    pub fn sql(&self, query: &str) -> Vec<String> {
+        let out = Command::new("sqlite3")
+            .arg("-readonly")
+            .arg(self.db())
+            .arg(query)
+            .output()
+            .expect("sqlite3 is installed (deploy/testbed/install)");
+        assert!(out.status.success(), "sqlite3: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    }
+}
+
+/// `jarvis shell` on pipes: what it prints arrives line by line.
+pub struct Shell {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    pub seen: Vec<String>,
+    stderr: Receiver<String>,
+}
+
+impl Shell {
+    pub fn start(config: &Path) -> Shell {
+        let mut child = Command::new(JARVIS)
+            .arg("shell")
+            .arg("--config")
+            .arg(config)
+            .env("JARVIS_LOG", "info")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("jarvis starts");
+        let stdout = child.stdout.take().unwrap();
+        let errout = child.stderr.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (etx, stderr) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(errout).lines() {
+                let Ok(line) = line else { break };
+                let _ = etx.send(line);
+            }
+        });
+        Shell {
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            seen: Vec::new(),
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("input is still open");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Waits for a printed line containing `needle`; returns it.
+    pub fn expect(&mut self, needle: &str) -> String {
+        self.expect_where(|l| l.contains(needle), needle)
+    }
+
+    pub fn expect_where(&mut self, pred: impl Fn(&str) -> bool, what: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "no line with {what:?} within {PATIENCE:?}; saw:\n{}\nstderr:\n{}",
+                    self.seen.join("\n"),
+                    self.stderr_text()
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!(
+                    "jarvis ended before printing {what:?}; saw:\n{}\nstderr:\n{}",
+                    self.seen.join("\n"),
+                    self.stderr_text()
+                ),
+            }
+        }
+    }
+
+    /// Says `line` and returns the first line printed after it that contains `needle`.
+    pub fn ask(&mut self, line: &str, needle: &str) -> String {
+        self.say(line);
+        self.expect(needle)
+    }
+
+    /// Everything jarvis wrote to stderr so far.
+    pub fn stderr_text(&self) -> String {
+        let mut text = String::new();
+        while let Ok(l) = self.stderr.try_recv() {
+            text.push_str(&l);
+            text.push('\n');
+        }
+        text
+    }
+
+    /// Closes input and waits for the shell to end by itself; returns all it printed after.
+    pub fn finish(mut self) -> Vec<String> {
+        self.stdin.take();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.child.try_wait().unwrap() {
+                Some(status) => {
+                    assert!(status.success(), "jarvis shell exited with {status}");
+                    break;
+                }
+                None if Instant::now() > deadline => {
+                    let _ = self.child.kill();
+                    panic!("jarvis shell did not end after its input ended");
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        std::mem::take(&mut self.seen)
+    }
+
+    /// `kill -9`.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a process is still alive (and not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits until `cond` holds (polling; for conditions outside jarvis's output).
+pub fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
