@@ -31,7 +31,10 @@ fn home() -> Home {
             trace.display()
         );
     std::fs::write(home.config(), config).unwrap();
-    home.design("k", "instance:\n  hostname: k\n  provider: local\ndemo:\n  step_ms: 120\n");
+    home.design(
+        "k",
+        "instance:\n  hostname: k\n  provider: local\ndemo:\n  step_ms: 120\n",
+    );
     home
 }
 
@@ -71,7 +74,12 @@ fn trial(seed: u64) {
         let started = |h: &Home| trace(h).iter().any(|(s, _)| *s >= at);
         let mut done = false;
         while !started(&home) {
-            if home.sql("SELECT state FROM runs WHERE id = 1").first().map(String::as_str) == Some("succeeded") {
+            if home
+                .sql("SELECT state FROM runs WHERE id = 1")
+                .first()
+                .map(String::as_str)
+                == Some("succeeded")
+            {
                 done = true;
                 break;
             }
@@ -97,17 +105,29 @@ fn trial(seed: u64) {
             shell.ask("resume #1", "resuming");
         }
         outcome = shell.expect_where(
-            |l| l.contains("k deploy #1 succeeded") || l.contains("interrupted") || l.contains("FAILED"),
+            |l| {
+                l.contains("k deploy #1 succeeded")
+                    || l.contains("interrupted")
+                    || l.contains("FAILED")
+            },
             "the run's end",
         );
         assert!(!outcome.contains("FAILED"), "seed {seed}: {outcome}");
     }
     shell.finish();
 
-    assert_eq!(home.sql("SELECT state FROM runs WHERE id = 1"), vec!["succeeded"], "seed {seed}");
+    assert_eq!(
+        home.sql("SELECT state FROM runs WHERE id = 1"),
+        vec!["succeeded"],
+        "seed {seed}"
+    );
     let done = home.sql("SELECT json_extract(clipboard, '$.local.done') FROM runs WHERE id = 1");
     let expected: Vec<String> = (1..=STAGES).map(|i| i.to_string()).collect();
-    assert_eq!(done, vec![format!("[{}]", expected.join(","))], "seed {seed}: the final clipboard");
+    assert_eq!(
+        done,
+        vec![format!("[{}]", expected.join(","))],
+        "seed {seed}: the final clipboard"
+    );
 
     // The attempt each stage finished with, and every attempt that started.
     let finished: BTreeMap<usize, u32> = home
@@ -118,11 +138,18 @@ fn trial(seed: u64) {
             Some((s.parse::<usize>().ok()? + 1, a.parse().ok()?))
         })
         .collect();
-    assert_eq!(finished.len(), STAGES, "seed {seed}: every stage finished once");
+    assert_eq!(
+        finished.len(),
+        STAGES,
+        "seed {seed}: every stage finished once"
+    );
     let started = trace(&home);
     let mut seen = BTreeSet::new();
     for (stage, attempt) in &started {
-        assert!(seen.insert((*stage, *attempt)), "seed {seed}: stage {stage} attempt {attempt} started twice");
+        assert!(
+            seen.insert((*stage, *attempt)),
+            "seed {seed}: stage {stage} attempt {attempt} started twice"
+        );
         assert!(
             *attempt <= finished[stage],
             "seed {seed}: stage {stage} ran again (attempt {attempt}) after it finished with attempt {}",
@@ -130,7 +157,10 @@ fn trial(seed: u64) {
         );
     }
     let reruns = started.len() - STAGES;
-    assert!(reruns as u64 <= kills, "seed {seed}: {reruns} re-runs for {kills} kills");
+    assert!(
+        reruns as u64 <= kills,
+        "seed {seed}: {reruns} re-runs for {kills} kills"
+    );
 }
 
 #[test]

@@ -28,7 +28,10 @@ fn one_stage(task: &str, extra: &str) -> Home {
 fn deploy_and_fail(home: &Home) -> String {
     let mut shell = home.shell();
     shell.ask("deploy h", "queued");
-    let line = shell.expect_where(|l| l.contains("FAILED") || l.contains("succeeded"), "an outcome");
+    let line = shell.expect_where(
+        |l| l.contains("FAILED") || l.contains("succeeded"),
+        "an outcome",
+    );
     shell.finish();
     line
 }
@@ -70,7 +73,10 @@ fn a_worker_flooding_stdout_is_capped_and_memory_stays_bounded() {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|n| n.parse().ok())
         .unwrap();
-    assert!(peak_kb < 100 * 1024, "jarvis peaked at {peak_kb} kB while a worker wrote 100 MiB");
+    assert!(
+        peak_kb < 100 * 1024,
+        "jarvis peaked at {peak_kb} kB while a worker wrote 100 MiB"
+    );
     shell.finish();
 }
 
@@ -117,7 +123,10 @@ fn a_missing_worker_fails_the_stage_by_name() {
 #[test]
 fn a_worker_that_is_not_executable_says_so() {
     let line = deploy_and_fail(&one_stage("notexec:x", ""));
-    assert!(line.contains("worker notexec") && line.contains("is not executable"), "{line}");
+    assert!(
+        line.contains("worker notexec") && line.contains("is not executable"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -129,30 +138,60 @@ fn workers_get_the_protocol_environment_and_nothing_else() {
     shell.expect("succeeded");
     shell.finish();
     let clip = home.sql("SELECT clipboard FROM runs WHERE id = 1").join("");
-    for name in ["JARVIS_RUN_ID", "JARVIS_STAGE", "JARVIS_STAGES", "JARVIS_TASK", "JARVIS_HOST", "JARVIS_ATTEMPT"] {
-        assert!(clip.contains(&format!("\"{name}\"")), "{name} missing from {clip}");
+    for name in [
+        "JARVIS_RUN_ID",
+        "JARVIS_STAGE",
+        "JARVIS_STAGES",
+        "JARVIS_TASK",
+        "JARVIS_HOST",
+        "JARVIS_ATTEMPT",
+    ] {
+        assert!(
+            clip.contains(&format!("\"{name}\"")),
+            "{name} missing from {clip}"
+        );
     }
-    assert!(!clip.contains("JARVIS_LOG"), "jarvis's own environment leaked: {clip}");
-    assert!(!clip.contains("CARGO"), "jarvis's own environment leaked: {clip}");
-    assert!(clip.contains("/work/"), "workers run in a working folder of their own: {clip}");
+    assert!(
+        !clip.contains("JARVIS_LOG"),
+        "jarvis's own environment leaked: {clip}"
+    );
+    assert!(
+        !clip.contains("CARGO"),
+        "jarvis's own environment leaked: {clip}"
+    );
+    assert!(
+        clip.contains("/work/"),
+        "workers run in a working folder of their own: {clip}"
+    );
 }
 
 #[test]
 fn workers_left_by_a_killed_jarvis_are_killed_before_anything_runs_again() {
     let home = one_stage("sleeper:x", "");
-    let text = std::fs::read_to_string(home.config()).unwrap().replace("timeout: 2s", "timeout: 10m");
+    let text = std::fs::read_to_string(home.config())
+        .unwrap()
+        .replace("timeout: 2s", "timeout: 10m");
     std::fs::write(home.config(), text).unwrap();
     let mut shell = home.shell();
     shell.ask("deploy h", "queued");
     let pidfile = home.path("grandchild.pid");
-    wait_until("the worker to start", || std::fs::read_to_string(&pidfile).is_ok_and(|t| t.ends_with('\n')));
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    wait_until("the worker to start", || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|t| t.ends_with('\n'))
+    });
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     shell.kill9();
     assert!(alive(pid), "the worker outlives a kill -9 of jarvis");
     let mut shell = home.shell();
     let line = shell.expect("was interrupted at stage 1/1 sleeper:x by a restart");
     assert!(line.contains("resume #1"), "{line}");
-    assert!(!alive(pid), "the restarted jarvis killed the left-behind worker");
+    assert!(
+        !alive(pid),
+        "the restarted jarvis killed the left-behind worker"
+    );
     shell.ask("cancel #1", "cancelled");
     shell.finish();
 }

@@ -212,6 +212,13 @@ impl Bot {
             Command::Retry { run } => self.retry(msg, run).await,
             Command::Approve { run } => {
                 let run = self.find_run(run).await?;
+                if run.state != crate::store::RunState::WaitingApproval {
+                    return Ok(Reply::line(format!(
+                        "run #{} is {}, not waiting for approval",
+                        run.id,
+                        run.state.as_str().replace('_', " ")
+                    )));
+                }
                 if msg.identities.iter().any(|i| i.key() == run.requester) {
                     return Ok(Reply::line(format!(
                         "you asked for run #{}; another approver must approve it",

@@ -27,7 +27,10 @@ pub struct Home {
 impl Home {
     /// `config` is YAML without `data_dir` and `designs`, which are filled in.
     pub fn new(config: &str) -> Home {
-        let dir = tempfile::Builder::new().prefix("jarvis-test-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("jarvis-test-")
+            .tempdir()
+            .unwrap();
         std::fs::create_dir_all(dir.path().join("designs")).unwrap();
         let full = format!(
             "data_dir: {}\ndesigns:\n  folder: {}\n{}",
@@ -40,7 +43,11 @@ impl Home {
     }
 
     pub fn design(&self, name: &str, yaml: &str) {
-        std::fs::write(self.dir.path().join("designs").join(format!("{name}.yaml")), yaml).unwrap();
+        std::fs::write(
+            self.dir.path().join("designs").join(format!("{name}.yaml")),
+            yaml,
+        )
+        .unwrap();
     }
 
     pub fn config(&self) -> PathBuf {
@@ -67,8 +74,15 @@ impl Home {
             .arg(query)
             .output()
             .expect("sqlite3 is installed (deploy/testbed/install)");
-        assert!(out.status.success(), "sqlite3: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+        assert!(
+            out.status.success(),
+            "sqlite3: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 }
 
