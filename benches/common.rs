@@ -1,0 +1,69 @@
+//! Shared by the benchmarks: a throwaway jarvis home and figures printed as `name value unit`.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub struct Bench {
+    pub dir: tempfile::TempDir,
+}
+
+impl Bench {
+    /// A home with a designs folder and a worker folder holding `noop` (/bin/true).
+    pub fn new() -> Bench {
+        let dir = tempfile::Builder::new()
+            .prefix("jarvis-bench-")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("designs")).expect("designs");
+        std::fs::create_dir_all(dir.path().join("workers")).expect("workers");
+        std::os::unix::fs::symlink("/bin/true", dir.path().join("workers/noop")).expect("noop");
+        Bench { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A configuration with `pipeline` as its pipelines section.
+    pub fn settings(&self, pipelines: &str, workers: usize) -> jarvis::config::Settings {
+        let text = format!(
+            "data_dir: {}\ndesigns:\n  folder: {}\nworkers:\n  folders: [{}]\nlimits:\n  workers: {workers}\n\
+             pipelines:\n{pipelines}\nroles:\n  grants:\n    - {{ console: \"*\", roles: [admin] }}\n",
+            self.path("data").display(),
+            self.path("designs").display(),
+            self.path("workers").display(),
+        );
+        std::fs::write(self.path("jarvis.yaml"), &text).expect("config");
+        jarvis::config::Settings::parse("bench.yaml", &text, &Default::default()).expect("valid")
+    }
+}
+
+pub fn figure(name: &str, value: f64, unit: &str) {
+    println!("{name} {value:.3} {unit}");
+}
+
+pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// A process's memory figure from /proc (VmRSS, VmHWM) in MB.
+pub fn memory_mb(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
