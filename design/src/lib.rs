@@ -1,114 +1,118 @@
-//! Designs (SPEC 3). A stand-in for the loaders being written in parallel: the designs
-//! folder only.
+//! Designs (SPEC 3): what a design reference may be, where a design is loaded from (a gist,
+//! an LDAP entry, an allowed URL, the designs folder), and the strict checks a document
+//! passes before anything is queued. Knows nothing of chat, the store or the engine; whether
+//! `provider` names a configured pipeline is the daemon's check.
+//!
+//! Every refusal is a [`DesignError`] whose text is one line for the user: which field or
+//! what, and why. Outside text in it is escaped ([`printable`]); secrets never enter it.
 
-use std::path::PathBuf;
+mod config;
+mod dn;
+mod error;
+mod folder;
+mod gist;
+mod http;
+mod ldap;
+mod names;
+mod reference;
+mod url_source;
+mod validate;
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
+pub use config::{
+    AllowedHost, DesignsConfig, FieldPath, FieldSpec, GistConfig, HostPort, HttpBase, LdapConfig,
+    LdapUrl, Secret, UrlsConfig, ValueKind, YamlLimits, duration,
+};
+pub use dn::Dn;
+pub use error::{DesignError, is_unsafe_char, printable};
+pub use names::{check_dns_name, check_label};
+pub use reference::{Reference, is_design_name, parse_reference};
+pub use validate::{Refusal, parse, parse_bytes, parse_document, parse_with_limits, validate};
+
+/// A design's YAML document, as a mapping with string keys in written order.
 pub type Document = Map<String, Value>;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DesignsConfig {
-    pub folder: Option<PathBuf>,
-    #[serde(default = "default_max_bytes")]
-    pub max_bytes: usize,
-}
-
-impl Default for DesignsConfig {
-    fn default() -> Self {
-        DesignsConfig {
-            folder: None,
-            max_bytes: default_max_bytes(),
-        }
-    }
-}
-
-fn default_max_bytes() -> usize {
-    256 * 1024
-}
-
-#[derive(Debug, Clone)]
+/// A loaded, validated design.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Design {
+    /// The reference it was loaded from, as the user wrote it (trimmed).
     pub reference: String,
+    /// Where it actually came from, for logs and `plan`: "gist 912450 (loki.yaml)",
+    /// "LDAP entry cn=loki,ou=Hosts,dc=example,dc=com", … Printable.
+    pub origin: String,
+    /// `instance.hostname`, an RFC 1123 label.
     pub hostname: String,
+    /// `instance.provider`, which selects the pipeline unless `pipeline` is set.
     pub provider: String,
+    /// An explicit top-level `pipeline:` key, which wins over the provider.
     pub pipeline: Option<String>,
+    /// The whole document, which becomes the clipboard (plus jarvis's own `jarvis` mapping).
     pub document: Document,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DesignError {
-    #[error("{0}")]
-    Reference(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Invalid(String),
-}
-
+/// Where designs come from, built once from the configuration. Cheap to clone; clones share
+/// HTTP connection pools and the LDAP connection.
 #[derive(Debug, Clone)]
 pub struct DesignSources {
-    config: DesignsConfig,
+    config: std::sync::Arc<DesignsConfig>,
+    gist: gist::GistSource,
+    urls: url_source::UrlSource,
+    ldap: ldap::LdapSource,
 }
 
 impl DesignSources {
+    /// Sets the sources up. Nothing is contacted yet; problems that only show when a source
+    /// is used (a TLS setup failure, an unreachable server) are reported by [`Self::load`].
     pub fn new(config: DesignsConfig) -> Self {
-        DesignSources { config }
-    }
-
-    pub async fn load(&self, reference: &str) -> Result<Design, DesignError> {
-        let name = reference.trim();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(DesignError::Reference(format!(
-                "'{}' is not a design reference",
-                name.escape_default()
-            )));
+        DesignSources {
+            gist: gist::GistSource::new(&config.gist),
+            urls: url_source::UrlSource::new(&config.urls),
+            ldap: ldap::LdapSource::default(),
+            config: std::sync::Arc::new(config),
         }
-        let Some(folder) = &self.config.folder else {
-            return Err(DesignError::NotFound(
-                "no designs folder is configured".into(),
-            ));
-        };
-        let text = tokio::fs::read_to_string(folder.join(format!("{name}.yaml")))
-            .await
-            .map_err(|_| DesignError::NotFound(format!("no design named '{name}'")))?;
-        parse(name, &text, self.config.max_bytes)
     }
-}
 
-pub fn parse(reference: &str, text: &str, max_bytes: usize) -> Result<Design, DesignError> {
-    if text.len() > max_bytes {
-        return Err(DesignError::Invalid(format!(
-            "design is over {max_bytes} bytes"
-        )));
+    /// The configuration these sources were built from.
+    pub fn config(&self) -> &DesignsConfig {
+        &self.config
     }
-    let document: Document = serde_saphyr::from_str(text)
-        .map_err(|e| DesignError::Invalid(format!("design is not a YAML mapping: {e}")))?;
-    let instance = document
-        .get("instance")
-        .and_then(Value::as_object)
-        .ok_or_else(|| DesignError::Invalid("design has no 'instance' mapping".into()))?;
-    let field = |key: &str| {
-        instance
-            .get(key)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| DesignError::Invalid(format!("instance.{key} is missing or not text")))
-    };
-    Ok(Design {
-        reference: reference.to_string(),
-        hostname: field("hostname")?,
-        provider: field("provider")?,
-        pipeline: document
-            .get("pipeline")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        document: document.clone(),
-    })
+
+    /// Checks `reference` without loading anything.
+    pub fn parse_reference(&self, reference: &str) -> Result<Reference, DesignError> {
+        parse_reference(reference, &self.config)
+    }
+
+    /// Loads and validates the design named by `reference`.
+    pub async fn load(&self, reference: &str) -> Result<Design, DesignError> {
+        let shown = printable(reference::without_query(reference));
+        let result = self.load_parsed(reference).await;
+        match &result {
+            Ok(design) => {
+                tracing::info!(reference = %shown, origin = %design.origin, host = %design.hostname, "design loaded")
+            }
+            Err(e) => tracing::info!(reference = %shown, error = %e, "design refused"),
+        }
+        result
+    }
+
+    async fn load_parsed(&self, reference: &str) -> Result<Design, DesignError> {
+        let config = &self.config;
+        let trimmed = reference.trim_matches(' ');
+        let mut design = match parse_reference(trimmed, config)? {
+            Reference::Gist { id, .. } => self.gist.load(config, trimmed, &id).await?,
+            Reference::LdapName { name } => {
+                let lookup = ldap::Lookup::Name(&name);
+                self.ldap.load(config, trimmed, lookup).await?
+            }
+            Reference::LdapDn { dn } => {
+                let lookup = ldap::Lookup::Dn(&dn);
+                self.ldap.load(config, trimmed, lookup).await?
+            }
+            Reference::Url { url } => self.urls.load(config, trimmed, &url).await?,
+            Reference::Name { name } => folder::load(config, trimmed, &name).await?,
+        };
+        design.reference = trimmed.to_string();
+        Ok(design)
+    }
 }

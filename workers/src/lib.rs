@@ -4,16 +4,29 @@
 
 use std::process::ExitCode;
 
+pub mod alertmanager;
+pub mod clock;
+pub mod dns;
+pub mod host_facts;
+pub mod ldap;
+pub mod linode;
 pub mod local;
+mod local_host;
 pub mod protocol;
+pub mod ssh;
 
 /// The modules this crate answers, as the engine looks them up by name.
-pub const MODULES: &[&str] = &["local"];
+pub const MODULES: &[&str] = &["alertmanager", "dns", "ldap", "linode", "local", "ssh"];
 
 /// Runs `TASK` of built-in module `MODULE` in this process, as the engine asked for it.
 pub fn run(module: &str, task: &str) -> ExitCode {
     match module {
+        "alertmanager" => alertmanager::run(task),
+        "dns" => dns::run(task),
+        "ldap" => ldap::run(task),
+        "linode" => linode::run(task),
         "local" => local::run(task),
+        "ssh" => ssh::run(task),
         other => protocol::finish(Err(protocol::Failure::fatal(format!(
             "no built-in worker module '{other}'"
         )))),

@@ -14,13 +14,15 @@ use serde_json::Value;
 
 use crate::protocol::{self, Failure, Mapping, TaskResult};
 
-const TASKS: &[&str] = &["step", "check", "undo"];
+const TASKS: &[&str] = &["step", "check", "undo", "create_host", "destroy_host"];
 
 pub fn run(task: &str) -> ExitCode {
     match task {
         "step" => protocol::run_task(step),
         "check" => protocol::run_task(check),
         "undo" => protocol::run_task(undo),
+        "create_host" => protocol::run_task(crate::local_host::create_host),
+        "destroy_host" => protocol::run_task(crate::local_host::destroy_host),
         other => crate::unknown_task("local", other, TASKS),
     }
 }

@@ -145,3 +145,13 @@ pub fn section<'a>(map: &'a mut Mapping, key: &str) -> &'a mut Mapping {
         _ => unreachable!("made a mapping just above"),
     }
 }
+
+/// Runs an async task body on a current-thread runtime: a worker is one short-lived process,
+/// so it needs no thread pool.
+pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(|runtime| runtime.block_on(future))
+        .map_err(|e| Failure::retry(format!("cannot start the async runtime: {e}")))
+}

@@ -1,0 +1,555 @@
+//! `linode`: Linode instances through API v4.
+//!
+//! Environment (granted by the configuration): `LINODE_TOKEN` (required, never logged),
+//! `LINODE_API` (default `https://api.linode.com/v4`).
+//!
+//! The instance is found by `linode.id`, else by its label: `linode.label`, else
+//! `instance.hostname`. Settings on the clipboard: `linode.regions`, `linode.types`,
+//! `linode.images` (tables from the design's words to Linode ids, see `tables`),
+//! `linode.tags` (extra tags), `linode.authorized_keys` (extra keys), `linode.wait_seconds`
+//! (default 900), `linode.poll_ms` (default 5000).
+//!
+//! Tasks:
+//! - `password`: puts a fresh random root password at `linode.root_password` unless the
+//!   clipboard or the design (`instance.root_password`) has one. Running it before `deploy`
+//!   keeps the password across a crash in `deploy`.
+//! - `deploy`: creates the instance from `instance.datacenter`, `instance.size`,
+//!   `instance.guestid`, the root password (as `password` finds it, else a new one) and the
+//!   keys in `instance.sshpubkey`, labelled as above and tagged `jarvis` and
+//!   `jarvis-run-RUN`. Run again (after a crash or a retry) it finds the instance this run
+//!   made instead of making a second; an instance with that label that this run did not make
+//!   fails the task. Writes `linode.id`, `linode.label`, `linode.status`, `linode.region`,
+//!   `linode.type`, `linode.image`, and `linode.root_password` when it made one.
+//! - `wait`: polls until the instance is `running` (booting it once if it stays `offline`),
+//!   then writes `linode.ipv4`, `linode.ipv6` (without prefix length) and `instance.ip`.
+//! - `shutdown`: shuts the instance down and waits until it is `offline`; no instance is
+//!   nothing to do.
+//! - `delete`: deletes the instance and removes `linode.id` and its addresses from the
+//!   clipboard; no instance is nothing to do.
+//! - `rebuild`: rebuilds the instance from `instance.guestid` with the root password and keys
+//!   as `deploy` takes them; `wait` follows it.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::protocol::{self, Failure, Mapping, TaskResult};
+
+mod api;
+mod tables;
+
+use api::Api;
+use tables::Table;
+
+const TASKS: &[&str] = &[
+    "password", "deploy", "wait", "shutdown", "delete", "rebuild",
+];
+const INSTANCES: &str = "/linode/instances";
+
+pub fn run(task: &str) -> ExitCode {
+    match task {
+        "password" => protocol::run_task(password),
+        "deploy" => async_task(deploy),
+        "wait" => async_task(wait),
+        "shutdown" => async_task(shutdown),
+        "delete" => async_task(delete),
+        "rebuild" => async_task(rebuild),
+        other => crate::unknown_task("linode", other, TASKS),
+    }
+}
+
+fn async_task<F>(body: fn(Api, Mapping) -> F) -> ExitCode
+where
+    F: Future<Output = TaskResult>,
+{
+    protocol::run_task(|clipboard| {
+        let api = Api::from_env()?;
+        protocol::block_on(body(api, clipboard))?
+    })
+}
+
+fn password(mut clipboard: Mapping) -> TaskResult {
+    if known_password(&clipboard).is_some() {
+        protocol::log("linode: a root password is already set; keeping it");
+        return Ok(None);
+    }
+    let password = new_password()?;
+    protocol::section(&mut clipboard, "linode").insert("root_password".into(), password.into());
+    Ok(Some(clipboard))
+}
+
+async fn deploy(api: Api, mut clipboard: Mapping) -> TaskResult {
+    let label = label(&clipboard)?;
+    let field = |path: &str| {
+        protocol::get_path(&clipboard, path)
+            .ok_or_else(|| Failure::fatal(format!("the design has no {path}")))
+    };
+    let region = Table::Region.lookup(
+        &clipboard,
+        "instance.datacenter",
+        field("instance.datacenter")?,
+    )?;
+    let type_id = Table::Type.lookup(&clipboard, "instance.size", field("instance.size")?)?;
+    let image = Table::Image.lookup(&clipboard, "instance.guestid", field("instance.guestid")?)?;
+    let keys = authorized_keys(&clipboard)?;
+    let run_tag = run_tag(&clipboard);
+
+    if let Some(found) = find(&api, &clipboard, &label).await? {
+        let id = found.get("id").and_then(Value::as_u64).unwrap_or(0);
+        let tagged = run_tag.as_ref().is_some_and(|tag| has_tag(&found, tag));
+        let known = linode_id(&clipboard) == Some(id);
+        if !(tagged || known) {
+            return Err(Failure::fatal(format!(
+                "a Linode labelled '{label}' already exists (id {id}) and this run did not make \
+                 it; delete it first (linode:delete) or choose another label"
+            )));
+        }
+        protocol::notice(&format!(
+            "Linode {id} '{label}' was made by this run before; using it instead of making another"
+        ));
+        if known_password(&clipboard).is_none() {
+            protocol::notice(&format!(
+                "the root password of Linode {id} was lost with the earlier attempt; log in by \
+                 key, or rebuild it (linode:rebuild); run linode:password before deploy to avoid this"
+            ));
+        }
+        record(&mut clipboard, &found);
+        return Ok(Some(clipboard));
+    }
+
+    let (password, made_password) = match known_password(&clipboard) {
+        Some(password) => (password, false),
+        None => (new_password()?, true),
+    };
+    let mut tags = vec![Value::from("jarvis")];
+    if let Some(tag) = &run_tag {
+        tags.push(Value::from(tag.as_str()));
+    }
+    if let Some(extra) = protocol::get_path(&clipboard, "linode.tags").and_then(Value::as_array) {
+        tags.extend(extra.iter().filter(|t| t.is_string()).cloned());
+    }
+    let body = json!({
+        "label": label,
+        "region": region,
+        "type": type_id,
+        "image": image,
+        "root_pass": password,
+        "authorized_keys": keys,
+        "tags": tags,
+        "booted": true,
+    });
+    protocol::progress(&format!(
+        "creating Linode '{label}': {type_id} in {region} from {image}"
+    ));
+    let made = api.call(Method::POST, INSTANCES, Some(&body)).await?;
+    let id = made.get("id").and_then(Value::as_u64).unwrap_or(0);
+    protocol::notice(&format!("created Linode {id} '{label}'"));
+    if made_password {
+        protocol::section(&mut clipboard, "linode").insert("root_password".into(), password.into());
+    }
+    record(&mut clipboard, &made);
+    Ok(Some(clipboard))
+}
+
+async fn wait(api: Api, mut clipboard: Mapping) -> TaskResult {
+    let label = label(&clipboard)?;
+    let Some(mut instance) = find(&api, &clipboard, &label).await? else {
+        return Err(Failure::fatal(format!(
+            "no Linode labelled '{label}' to wait for (run linode:deploy first)"
+        )));
+    };
+    let id = instance_id(&instance)?;
+    let (deadline, poll) = wait_settings(&clipboard);
+    let started = Instant::now();
+    let mut last_status = String::new();
+    let mut offline_polls = 0;
+    let mut booted = false;
+    loop {
+        let status = instance
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown");
+        if status == "running" {
+            break;
+        }
+        offline_polls = if status == "offline" {
+            offline_polls + 1
+        } else {
+            0
+        };
+        if offline_polls >= 2 && !booted {
+            protocol::notice(&format!("Linode {id} '{label}' is offline; booting it"));
+            api.call(Method::POST, &format!("{INSTANCES}/{id}/boot"), None)
+                .await?;
+            booted = true;
+        }
+        if status != last_status {
+            protocol::progress(&format!(
+                "Linode {id} '{label}' is {status} ({}s)",
+                started.elapsed().as_secs()
+            ));
+            last_status = status.to_string();
+        }
+        if started.elapsed() > deadline {
+            return Err(Failure::retry(format!(
+                "Linode {id} '{label}' is still {status} after {}s",
+                deadline.as_secs()
+            )));
+        }
+        tokio::time::sleep(poll).await;
+        instance = get(&api, id).await?.ok_or_else(|| {
+            Failure::fatal(format!(
+                "Linode {id} '{label}' vanished while waiting for it"
+            ))
+        })?;
+    }
+    record(&mut clipboard, &instance);
+    let ipv4 = protocol::get_path(&clipboard, "linode.ipv4").cloned();
+    match ipv4 {
+        Some(ip) => {
+            protocol::section(&mut clipboard, "instance").insert("ip".into(), ip.clone());
+            protocol::notice(&format!(
+                "Linode {id} '{label}' is running at {}",
+                ip.as_str().unwrap_or("?")
+            ));
+        }
+        None => protocol::notice(&format!("Linode {id} '{label}' is running, with no IPv4")),
+    }
+    Ok(Some(clipboard))
+}
+
+async fn shutdown(api: Api, mut clipboard: Mapping) -> TaskResult {
+    let label = label(&clipboard)?;
+    let Some(mut instance) = find(&api, &clipboard, &label).await? else {
+        protocol::notice(&format!(
+            "no Linode labelled '{label}': nothing to shut down"
+        ));
+        return Ok(None);
+    };
+    let id = instance_id(&instance)?;
+    let status = |i: &Value| {
+        i.get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    if status(&instance) != "offline" {
+        api.call(Method::POST, &format!("{INSTANCES}/{id}/shutdown"), None)
+            .await?;
+    }
+    let (deadline, poll) = wait_settings(&clipboard);
+    let started = Instant::now();
+    while status(&instance) != "offline" {
+        protocol::progress(&format!(
+            "Linode {id} '{label}' is {} ({}s)",
+            status(&instance),
+            started.elapsed().as_secs()
+        ));
+        if started.elapsed() > deadline {
+            return Err(Failure::retry(format!(
+                "Linode {id} '{label}' is still {} after {}s",
+                status(&instance),
+                deadline.as_secs()
+            )));
+        }
+        tokio::time::sleep(poll).await;
+        match get(&api, id).await? {
+            Some(now) => instance = now,
+            None => {
+                protocol::notice(&format!("Linode {id} '{label}' is gone"));
+                return Ok(None);
+            }
+        }
+    }
+    protocol::notice(&format!("Linode {id} '{label}' is offline"));
+    record(&mut clipboard, &instance);
+    Ok(Some(clipboard))
+}
+
+async fn delete(api: Api, mut clipboard: Mapping) -> TaskResult {
+    let label = label(&clipboard)?;
+    if let Some(instance) = find(&api, &clipboard, &label).await? {
+        let id = instance_id(&instance)?;
+        let path = format!("{INSTANCES}/{id}");
+        let (status, answer) = api.send(Method::DELETE, &path, &[], None, None).await?;
+        if status != StatusCode::NOT_FOUND {
+            api::expect_success(&format!("DELETE {path}"), status, answer)?;
+        }
+        protocol::notice(&format!("deleted Linode {id} '{label}'"));
+    } else {
+        protocol::notice(&format!("no Linode labelled '{label}': nothing to delete"));
+    }
+    let old_ipv4 = protocol::get_path(&clipboard, "linode.ipv4").cloned();
+    if let Some(linode) = clipboard.get_mut("linode").and_then(Value::as_object_mut) {
+        for key in ["id", "status", "ipv4", "ipv6"] {
+            linode.remove(key);
+        }
+    }
+    if let Some(instance) = clipboard.get_mut("instance").and_then(Value::as_object_mut)
+        && old_ipv4.is_some()
+        && instance.get("ip") == old_ipv4.as_ref()
+    {
+        instance.remove("ip");
+    }
+    Ok(Some(clipboard))
+}
+
+async fn rebuild(api: Api, mut clipboard: Mapping) -> TaskResult {
+    let label = label(&clipboard)?;
+    let guestid = protocol::get_path(&clipboard, "instance.guestid")
+        .ok_or_else(|| Failure::fatal("the design has no instance.guestid"))?;
+    let image = Table::Image.lookup(&clipboard, "instance.guestid", guestid)?;
+    let keys = authorized_keys(&clipboard)?;
+    let Some(instance) = find(&api, &clipboard, &label).await? else {
+        return Err(Failure::fatal(format!(
+            "no Linode labelled '{label}' to rebuild"
+        )));
+    };
+    let id = instance_id(&instance)?;
+    let (password, made_password) = match known_password(&clipboard) {
+        Some(password) => (password, false),
+        None => (new_password()?, true),
+    };
+    let body = json!({ "image": image, "root_pass": password, "authorized_keys": keys });
+    protocol::progress(&format!("rebuilding Linode {id} '{label}' from {image}"));
+    let rebuilt = api
+        .call(
+            Method::POST,
+            &format!("{INSTANCES}/{id}/rebuild"),
+            Some(&body),
+        )
+        .await?;
+    if made_password {
+        protocol::section(&mut clipboard, "linode").insert("root_password".into(), password.into());
+    }
+    record(&mut clipboard, &rebuilt);
+    Ok(Some(clipboard))
+}
+
+/// The instance by `linode.id`, else by label (reading every page of the list).
+async fn find(api: &Api, clipboard: &Mapping, label: &str) -> Result<Option<Value>, Failure> {
+    if let Some(id) = linode_id(clipboard)
+        && let Some(instance) = get(api, id).await?
+    {
+        return Ok(Some(instance));
+    }
+    let listed = api.list_all(INSTANCES, &json!({ "label": label })).await?;
+    // The filter is the server's business; the label check here is ours.
+    Ok(listed
+        .into_iter()
+        .find(|i| i.get("label").and_then(Value::as_str) == Some(label)))
+}
+
+async fn get(api: &Api, id: u64) -> Result<Option<Value>, Failure> {
+    let path = format!("{INSTANCES}/{id}");
+    let (status, answer) = api.send(Method::GET, &path, &[], None, None).await?;
+    if status == StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    api::expect_success(&format!("GET {path}"), status, answer).map(Some)
+}
+
+/// What the clipboard keeps of an instance.
+fn record(clipboard: &mut Mapping, instance: &Value) {
+    let linode = protocol::section(clipboard, "linode");
+    for (key, from) in [
+        ("id", "id"),
+        ("label", "label"),
+        ("status", "status"),
+        ("region", "region"),
+        ("type", "type"),
+        ("image", "image"),
+    ] {
+        if let Some(value) = instance.get(from).filter(|v| !v.is_null()) {
+            linode.insert(key.into(), value.clone());
+        }
+    }
+    if let Some(ipv4) = public_ipv4(instance) {
+        linode.insert("ipv4".into(), ipv4.into());
+    }
+    if let Some(ipv6) = instance.get("ipv6").and_then(Value::as_str) {
+        let address = ipv6.split('/').next().unwrap_or(ipv6);
+        linode.insert("ipv6".into(), address.into());
+    }
+}
+
+/// The first public IPv4 address the instance lists (it lists private ones too).
+fn public_ipv4(instance: &Value) -> Option<String> {
+    let addresses: Vec<std::net::Ipv4Addr> = instance
+        .get("ipv4")
+        .and_then(Value::as_array)?
+        .iter()
+        .filter_map(|a| a.as_str()?.parse().ok())
+        .collect();
+    addresses
+        .iter()
+        .find(|a| !a.is_private() && !a.is_link_local())
+        .or(addresses.first())
+        .map(ToString::to_string)
+}
+
+fn linode_id(clipboard: &Mapping) -> Option<u64> {
+    match protocol::get_path(clipboard, "linode.id")? {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn instance_id(instance: &Value) -> Result<u64, Failure> {
+    instance
+        .get("id")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| Failure::fatal("the Linode API listed an instance without an id"))
+}
+
+fn has_tag(instance: &Value, tag: &str) -> bool {
+    instance
+        .get("tags")
+        .and_then(Value::as_array)
+        .is_some_and(|tags| tags.iter().any(|t| t.as_str() == Some(tag)))
+}
+
+/// The label: `linode.label`, else `instance.hostname`, checked against Linode's rules.
+fn label(clipboard: &Mapping) -> Result<String, Failure> {
+    let (path, label) = match protocol::get_path(clipboard, "linode.label").and_then(Value::as_str)
+    {
+        Some(label) => ("linode.label", label),
+        None => (
+            "instance.hostname",
+            protocol::require_str(clipboard, "instance.hostname")?,
+        ),
+    };
+    let bytes = label.as_bytes();
+    let ok = (3..=64).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(b))
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+        && !["--", "__", ".."].iter().any(|pair| label.contains(pair));
+    if !ok {
+        return Err(Failure::fatal(format!(
+            "{path} '{label}' is no Linode label (3 to 64 letters, digits, '-', '_' or '.', \
+             starting and ending with a letter or digit)"
+        )));
+    }
+    Ok(label.to_string())
+}
+
+/// `jarvis-run-RUN`, the tag that tells this run's instance from anyone else's.
+fn run_tag(clipboard: &Mapping) -> Option<String> {
+    let run = std::env::var("JARVIS_RUN_ID").ok().or_else(|| {
+        protocol::get_path(clipboard, "jarvis.run_id").map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    })?;
+    let clean: String = run
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(39)
+        .collect();
+    (!clean.is_empty()).then(|| format!("jarvis-run-{clean}"))
+}
+
+/// The public keys for root: `instance.sshpubkey` (a text, one key a line, or a list) and
+/// `linode.authorized_keys`.
+fn authorized_keys(clipboard: &Mapping) -> Result<Vec<String>, Failure> {
+    let mut keys = Vec::new();
+    for path in ["instance.sshpubkey", "linode.authorized_keys"] {
+        let texts: Vec<&str> = match protocol::get_path(clipboard, path) {
+            None | Some(Value::Null) => continue,
+            Some(Value::String(text)) => text.lines().collect(),
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
+            Some(_) => return Err(Failure::fatal(format!("{path} must be a text or a list"))),
+        };
+        for key in texts.into_iter().map(str::trim).filter(|k| !k.is_empty()) {
+            let mut words = key.split_whitespace();
+            let kind = words.next().unwrap_or("");
+            let blob = words.next().unwrap_or("");
+            let known_kind = ["ssh-", "ecdsa-", "sk-"]
+                .iter()
+                .any(|p| kind.starts_with(p));
+            if !known_kind || blob.len() < 16 {
+                return Err(Failure::fatal(format!(
+                    "{path} holds something that is no SSH public key (starts '{}')",
+                    kind.chars().take(20).collect::<String>()
+                )));
+            }
+            keys.push(key.to_string());
+        }
+    }
+    Ok(keys)
+}
+
+/// A root password from the clipboard (`linode.root_password`) or the design
+/// (`instance.root_password`).
+fn known_password(clipboard: &Mapping) -> Option<String> {
+    ["linode.root_password", "instance.root_password"]
+        .iter()
+        .find_map(|path| protocol::get_path(clipboard, path).and_then(Value::as_str))
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+}
+
+/// 32 random letters and digits: about 190 bits, and safe in any form field.
+fn new_password() -> Result<String, Failure> {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let rng = ring::rand::SystemRandom::new();
+    let mut password = String::with_capacity(32);
+    while password.len() < 32 {
+        let mut byte = [0u8; 1];
+        ring::rand::SecureRandom::fill(&rng, &mut byte)
+            .map_err(|_| Failure::retry("the system's random source failed"))?;
+        // Rejection sampling keeps every letter equally likely.
+        let limit = 256 - 256 % ALPHABET.len();
+        if usize::from(byte[0]) < limit {
+            password.push(char::from(ALPHABET[usize::from(byte[0]) % ALPHABET.len()]));
+        }
+    }
+    Ok(password)
+}
+
+fn wait_settings(clipboard: &Mapping) -> (Duration, Duration) {
+    let number = |path: &str| protocol::get_path(clipboard, path).and_then(Value::as_u64);
+    let deadline = Duration::from_secs(number("linode.wait_seconds").unwrap_or(900));
+    let poll = Duration::from_millis(number("linode.poll_ms").unwrap_or(5000).max(50));
+    (deadline, poll)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_long_and_distinct() {
+        let a = new_password().unwrap();
+        let b = new_password().unwrap();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    #[test]
+    fn labels_follow_linode_rules() {
+        let with = |host: &str| {
+            let v = json!({"instance": {"hostname": host}});
+            label(v.as_object().unwrap())
+        };
+        assert_eq!(with("loki").unwrap(), "loki");
+        assert!(with("lo").is_err());
+        assert!(with("-loki").is_err());
+        assert!(with("lo ki").is_err());
+    }
+
+    #[test]
+    fn public_address_first() {
+        let i = json!({"ipv4": ["192.168.1.4", "203.0.113.7"]});
+        assert_eq!(public_ipv4(&i).unwrap(), "203.0.113.7");
+        let i = json!({"ipv4": ["127.0.0.1"]});
+        assert_eq!(public_ipv4(&i).unwrap(), "127.0.0.1");
+    }
+}
