@@ -298,7 +298,13 @@ impl Settings {
             .collect();
         values.extend(self.chat.irc.iter().filter_map(|n| n.secret_values()));
         values.extend(self.chat.xmpp.iter().map(|a| a.password.clone()));
-        values.extend(self.designs.gist.token.iter().map(|t| t.expose().to_string()));
+        values.extend(
+            self.designs
+                .gist
+                .token
+                .iter()
+                .map(|t| t.expose().to_string()),
+        );
         values.extend(
             self.designs
                 .ldap

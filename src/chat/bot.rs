@@ -393,8 +393,9 @@ impl Bot {
         };
         match self.engine.submit(new).await {
             Ok(id) => Ok(Reply::line(format!(
-                "{} #{id} of {host} queued ({pipeline_name} pipeline, {count} stages)",
-                kind.as_str()
+                "{} #{id} of {host} queued ({pipeline_name} pipeline, {})",
+                kind.as_str(),
+                render::count(count, "stage")
             ))),
             Err(EngineError::Store(StoreError::HostBusy { host, run })) => {
                 let state = match self.engine.store().run(run).await? {
@@ -462,10 +463,10 @@ impl Bot {
             )));
         };
         let mut lines = vec![format!(
-            "plan for {} ({}): {name} pipeline, {} stages; nothing was run",
+            "plan for {} ({}): {name} pipeline, {}; nothing was run",
             design.hostname,
             design.provider,
-            p.stages.len()
+            render::count(p.stages.len(), "stage")
         )];
         lines.push(stage_list(&p.stages));
         if !p.on_failure.is_empty() {

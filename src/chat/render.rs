@@ -36,10 +36,7 @@ pub fn event_text(event_kind: &str, e: &EventBody) -> Option<String> {
         kind::FAILED => {
             let mut line = format!("{name} FAILED at {} after {}: {text}", stage(), took());
             if let Some(n) = e.undo_stages {
-                line.push_str(&format!(
-                    " — undoing with {n} on_failure stage{}",
-                    plural(n)
-                ));
+                line.push_str(&format!(" — undoing with {}", count(n, "on_failure stage")));
             }
             line
         }
@@ -82,8 +79,13 @@ fn requester_nick(e: &EventBody) -> String {
         .unwrap_or_else(|| "the requester".into())
 }
 
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
+/// `1 stage`, `4 stages`.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// One line on where a run stands, as `status` shows it.
@@ -104,7 +106,11 @@ pub fn status_line(run: &Run, live_progress: Option<&str>) -> String {
         .unwrap_or_default();
     match run.state {
         RunState::Queued if run.started_at.is_none() => {
-            format!("{name}: queued ({} pipeline, {n} stages)", run.pipeline)
+            format!(
+                "{name}: queued ({} pipeline, {})",
+                run.pipeline,
+                count(n, "stage")
+            )
         }
         RunState::Queued => format!(
             "{name}: queued to continue at {undo}stage {}/{n} {task}",
