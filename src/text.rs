@@ -89,9 +89,9 @@ pub fn duration(ms: u64) -> String {
 /// `512 B`, `4 KiB`, `1 MiB`.
 pub fn bytes(n: u64) -> String {
     const KIB: u64 = 1024;
-    if n >= KIB * KIB && n % (KIB * KIB) == 0 {
+    if n >= KIB * KIB && n.is_multiple_of(KIB * KIB) {
         format!("{} MiB", n / (KIB * KIB))
-    } else if n >= KIB && n % KIB == 0 {
+    } else if n >= KIB && n.is_multiple_of(KIB) {
         format!("{} KiB", n / KIB)
     } else {
         format!("{n} B")

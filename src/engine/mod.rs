@@ -603,7 +603,6 @@ impl Engine {
         let consumer = tokio::spawn(consume_stderr(
             self.clone(),
             run.clone(),
-            run.phase,
             index,
             stage.task.clone(),
             masker.clone(),
@@ -783,7 +782,6 @@ pub fn worker_exists(config: &EngineConfig, module: &str) -> Result<(), String> 
 async fn consume_stderr(
     engine: Engine,
     run: Run,
-    phase: Phase,
     index: usize,
     task: String,
     masker: Masker,
@@ -795,7 +793,7 @@ async fn consume_stderr(
     let mut last_flush = Instant::now();
     // Undo stages log without a stage number, marked instead, so `log` never confuses them
     // with the main stages.
-    let (stage, mark) = match phase {
+    let (stage, mark) = match run.phase {
         Phase::Main => (Some(index + 1), String::new()),
         Phase::Undo => (None, format!("[on_failure {}] ", index + 1)),
     };

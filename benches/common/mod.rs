@@ -9,6 +9,12 @@ pub struct Bench {
     pub dir: tempfile::TempDir,
 }
 
+impl Default for Bench {
+    fn default() -> Self {
+        Bench::new()
+    }
+}
+
 impl Bench {
     /// A home with a designs folder and a worker folder holding `noop` (/bin/true).
     pub fn new() -> Bench {
