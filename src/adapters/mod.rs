@@ -17,8 +17,6 @@ pub async fn start_networks(app: &Application) -> anyhow::Result<()> {
     if !settings.chat.irc.is_empty() {
         tracing::error!("IRC networks are configured, but the IRC adapter is not built yet");
     }
-    if !settings.chat.xmpp.is_empty() {
-        tracing::error!("XMPP accounts are configured, but the XMPP adapter is not built yet");
-    }
+    xmpp::start_all(app).await?;
     Ok(())
 }
