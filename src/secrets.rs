@@ -35,9 +35,10 @@ impl Masker {
     pub fn new(extra_keys: Vec<String>, known_values: Vec<String>) -> Masker {
         let mut words: Vec<String> = SECRET_WORDS.iter().map(|w| regex::escape(w)).collect();
         words.extend(extra_keys.iter().map(|k| regex::escape(k)));
-        // `password: x`, `token=x`, `"secret": "x"`, `--password x`: the value is masked.
+        // `password: x`, `token=x`, `"secret": "x"`: the value is masked. A secret word in
+        // prose ("TSIG key dns-jarvis") is not a key: known values catch real secrets there.
         let pattern = format!(
-            r#"(?i)\b([A-Za-z0-9_\-]*(?:{})[A-Za-z0-9_\-]*)("?\s*[:=]\s*"?|\s+)([^\s"',;]+)"#,
+            r#"(?i)\b([A-Za-z0-9_\-]*(?:{})[A-Za-z0-9_\-]*)("?\s*[:=]\s*"?)([^\s"',;]+)"#,
             words.join("|")
         );
         let inline = Regex::new(&pattern).unwrap_or_else(|_| {
@@ -183,6 +184,10 @@ mod tests {
             "sshpubkey: ssh-ed25519 AAAA"
         );
         assert_eq!(m.mask("nothing to see"), "nothing to see");
+        assert_eq!(
+            m.mask("BADSIG (TSIG key dns-jarvis): the key is wrong"),
+            "BADSIG (TSIG key dns-jarvis): the key is wrong"
+        );
     }
 
     #[test]

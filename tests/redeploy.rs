@@ -1,0 +1,277 @@
+//! SPEC 4's reference redeploy end to end through the real jarvis, against real BIND 9,
+//! slapd, Alertmanager and sshd, and the Linode API stand-in: the records, the LDAP entry and
+//! the silences afterwards are what an operator would check by hand.
+
+mod support;
+
+use std::process::Command;
+
+use jarvis_standins::process::Standin;
+use jarvis_testbed::Server;
+use support::{Home, Shell};
+
+const TOKEN: &str = "standin-token";
+
+struct World {
+    bind: Server,
+    slapd: Server,
+    alertmanager: Server,
+    sshd: Server,
+    linode: Standin,
+}
+
+fn world() -> Option<World> {
+    Some(World {
+        bind: Server::start("bind").unwrap()?,
+        slapd: Server::start("slapd").unwrap()?,
+        alertmanager: Server::start("alertmanager").unwrap()?,
+        sshd: Server::start("sshd").unwrap()?,
+        linode: Standin::spawn_named(
+            "linode-standin",
+            &[
+                "--token",
+                TOKEN,
+                "--ipv4",
+                "203.0.113.7",
+                "--provision-ms",
+                "150",
+                "--boot-ms",
+                "150",
+                "--shutdown-ms",
+                "100",
+            ],
+        )
+        .unwrap(),
+    })
+}
+
+const STAGES: &[&str] = &[
+    "ldap:lookup",
+    "alertmanager:silence",
+    "linode:shutdown",
+    "linode:delete",
+    "linode:deploy",
+    "linode:wait",
+    "ssh:wait",
+    "ssh:fingerprints",
+    "dns:update",
+    "ldap:update_host",
+    "ssh:run",
+    "alertmanager:unsilence",
+];
+
+fn home(w: &World, tsig_secret: &str) -> Home {
+    let mut stages = String::new();
+    for task in STAGES {
+        stages.push_str(&format!(
+            "      - {{ task: \"{task}\", idempotent: true, notify: true, timeout: 60s }}\n"
+        ));
+    }
+    let config = format!(
+        "workers:
+  modules:
+    linode: {{ env: {{ LINODE_TOKEN: '{TOKEN}', LINODE_API: '{linode}/v4' }} }}
+    ssh: {{ env: {{ SSH_KEY_FILE: '{key}', SSH_USER: '{user}' }} }}
+    dns: {{ env: {{ DNS_SERVER: '{dns}', DNS_TSIG_NAME: '{tsig_name}', DNS_TSIG_SECRET: '{tsig_secret}', DNS_ZONE: '{zone}' }} }}
+    ldap: {{ env: {{ LDAP_URL: '{ldap_url}', LDAP_BASE: '{ldap_base}', LDAP_BIND_DN: '{bind_dn}', LDAP_PASSWORD: '{ldap_pw}' }} }}
+    alertmanager: {{ env: {{ ALERTMANAGER_URL: '{am}' }} }}
+pipelines:
+  linode-redeploy:
+    command: redeploy
+    providers: [Linode]
+    stages:
+{stages}    on_failure:
+      - {{ task: \"linode:delete\", idempotent: true }}
+      - {{ task: \"dns:remove_host\", idempotent: true }}
+      - {{ task: \"alertmanager:unsilence\", idempotent: true }}
+  linode-deploy:
+    command: deploy
+    providers: [Linode]
+    stages:
+      - {{ task: \"linode:deploy\", idempotent: true, notify: true }}
+      - {{ task: \"linode:wait\", idempotent: true }}
+roles:
+  grants:
+    - {{ console: \"*\", roles: [admin] }}
+",
+        linode = w.linode.url(),
+        key = w.sshd.get("SSHD_KEY"),
+        user = w.sshd.get("SSHD_USER"),
+        dns = w.bind.get("DNS_SERVER"),
+        tsig_name = w.bind.get("DNS_TSIG_NAME"),
+        zone = w.bind.get("DNS_ZONE"),
+        ldap_url = w.slapd.get("LDAP_URL"),
+        ldap_base = w.slapd.get("LDAP_BASE"),
+        bind_dn = w.slapd.get("LDAP_BIND_DN"),
+        ldap_pw = w.slapd.get("LDAP_PASSWORD"),
+        am = w.alertmanager.get("ALERTMANAGER_URL"),
+    );
+    let home = Home::new(&config);
+    home.design(
+        "loki",
+        &format!(
+            "instance:
+  hostname: loki
+  fqdn: loki.example.com
+  provider: Linode
+  guestid: Debian 12
+  datacenter: Atlanta
+  size: 512
+  sshpubkey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm9kIPLxbBzbChzl2iYsnf4LfYPhk7aeWbeKYw6rf+k admin@example.com
+linode:
+  poll_ms: 50
+ssh:
+  host: 127.0.0.1
+  port: {port}
+  poll_ms: 50
+  commands:
+    - [echo, 'configured {{instance.hostname}}']
+",
+            port = w.sshd.get("SSHD_PORT")
+        ),
+    );
+    home
+}
+
+fn dig(w: &World, kind: &str) -> String {
+    let out = Command::new("dig")
+        .args([
+            "+short",
+            "-p",
+            w.bind.get("DNS_PORT"),
+            "@127.0.0.1",
+            "loki.example.com",
+            kind,
+        ])
+        .output()
+        .expect("dig (bind9-dnsutils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ldapsearch(w: &World) -> String {
+    let out = Command::new("ldapsearch")
+        .args([
+            "-x",
+            "-LLL",
+            "-H",
+            w.slapd.get("LDAP_URL"),
+            "-D",
+            w.slapd.get("LDAP_BIND_DN"),
+            "-w",
+            w.slapd.get("LDAP_PASSWORD"),
+            "-b",
+            w.slapd.get("LDAP_BASE"),
+            "(cn=loki)",
+        ])
+        .output()
+        .expect("ldapsearch (ldap-utils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The active silences whose matchers mention loki.
+fn active_silences(w: &World) -> usize {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            &format!("{}/api/v2/silences", w.alertmanager.get("ALERTMANAGER_URL")),
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let silences: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    silences
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter(|s| {
+                    s["status"]["state"] == "active" && s["matchers"].to_string().contains("loki")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn redeploy_loki_end_to_end() {
+    let Some(w) = world() else { return };
+    let home = home(&w, w.bind.get("DNS_TSIG_SECRET"));
+    let mut sh = home.shell();
+    sh.ask(
+        "redeploy loki",
+        "redeploy #1 of loki queued (linode-redeploy pipeline, 12 stages)",
+    );
+    for (i, task) in STAGES.iter().enumerate() {
+        sh.expect(&format!(
+            "loki redeploy #1: stage {}/12 {task} started",
+            i + 1
+        ));
+    }
+    sh.expect("loki redeploy #1 succeeded in");
+    sh.finish();
+
+    assert_eq!(dig(&w, "A").trim(), "203.0.113.7", "the new A record");
+    let sshfp = dig(&w, "SSHFP");
+    assert!(
+        sshfp.lines().count() >= 2,
+        "SSHFP records for each host key: {sshfp}"
+    );
+    assert!(
+        !sshfp.contains("0000000000000000"),
+        "the old all-zero SSHFP is gone: {sshfp}"
+    );
+    let entry = ldapsearch(&w);
+    assert!(entry.contains("ipHostNumber: 203.0.113.7"), "{entry}");
+    assert_eq!(active_silences(&w), 0, "the silence was lifted");
+    assert_eq!(w.linode.instances().unwrap().len(), 1, "one instance");
+}
+
+#[test]
+fn a_wrong_tsig_key_fails_at_the_dns_stage_and_undoes() {
+    let Some(w) = world() else { return };
+    let home = home(&w, "d3Jvbmcgc2VjcmV0IGZvciB0ZXN0cw==");
+    let mut sh = home.shell();
+    sh.ask("redeploy loki", "redeploy #1 of loki queued");
+    let failed = sh.expect("FAILED");
+    assert!(
+        failed.contains("FAILED at stage 9/12 dns:update"),
+        "{failed}"
+    );
+    assert!(failed.contains("BADSIG"), "{failed}");
+    assert!(
+        failed.contains(w.bind.get("DNS_TSIG_NAME")),
+        "names the key: {failed}"
+    );
+    sh.expect("loki redeploy #1: on_failure stages finished");
+    sh.finish();
+    assert!(
+        w.linode.instances().unwrap().is_empty(),
+        "the new instance was deleted"
+    );
+    assert_eq!(active_silences(&w), 0, "the silence was lifted");
+}
+
+#[test]
+fn kill_9_during_linode_deploy_leaves_exactly_one_instance() {
+    let Some(w) = world() else { return };
+    let home = home(&w, w.bind.get("DNS_TSIG_SECRET"));
+    let mut sh = home.shell();
+    sh.ask("deploy loki", "deploy #1 of loki queued");
+    sh.expect("loki deploy #1: stage 1/2 linode:deploy started");
+    // Kill as soon as the create request reached the API.
+    support::wait_until("the create request", || {
+        w.linode
+            .requests()
+            .unwrap()
+            .iter()
+            .any(|r| r["method"] == "POST")
+    });
+    sh.kill9();
+    let mut sh = Shell::start(&home.config());
+    sh.expect("loki deploy #1 succeeded");
+    sh.finish();
+    assert_eq!(
+        w.linode.instances().unwrap().len(),
+        1,
+        "exactly one instance"
+    );
+}
