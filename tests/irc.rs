@@ -487,3 +487,121 @@ async fn a_server_restart_mid_run_loses_and_repeats_nothing() {
     let log = jarvis.log();
     assert!(log.contains("reconnecting"), "{log}");
 }
+
+/// The text of a PRIVMSG sent by `nick`.
+fn text_from<'a>(line: &'a str, nick: &str) -> Option<&'a str> {
+    if !from(line, nick) {
+        return None;
+    }
+    let (_, rest) = untagged(line).split_once(" PRIVMSG ")?;
+    Some(rest.split_once(" :")?.1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_networks_with_tls_external_and_whois_fallback() {
+    let Some(server) = start_server() else { return };
+    let port = server.get("IRC_PORT").to_string();
+    let ws = workspace(200);
+    // Three more connections of the same jarvis, each its own network in jarvis's eyes: one
+    // as on an old server (no IRCv3: accounts by WHOIS), one over TLS with SASL PLAIN, one
+    // over TLS logged in by its client certificate (SASL EXTERNAL).
+    let extra = format!(
+        r###"    - name: oldnet
+      server: 127.0.0.1
+      port: {port}
+      nick: jarvis-old
+      ircv3: false
+      channels: ["#legacy"]
+    - name: tlsnet
+      server: 127.0.0.1
+      port: {tls}
+      tls: true
+      tls_ca: {ca}
+      nick: jarvis-tls
+      sasl:
+        account: jarvis
+        password: ${{JARVIS_IRC_PASSWORD}}
+    - name: extnet
+      server: localhost
+      port: {tls}
+      tls: true
+      tls_ca: {ca}
+      tls_cert: {cert}
+      tls_key: {key}
+      nick: jarvis-ext
+      sasl:
+        mechanism: external
+"###,
+        tls = server.get("IRC_TLS_PORT"),
+        ca = server.get("IRC_TLS_CERT"),
+        cert = server.get("IRC_JARVIS_CERT"),
+        key = server.get("IRC_JARVIS_KEY"),
+    );
+    let mut alice = Client::connect(
+        &port,
+        "alice",
+        Some(("alice", server.get("IRC_ALICE_PASSWORD"))),
+    )
+    .await;
+    alice.join("#legacy").await;
+    let jarvis = Jarvis::start(
+        ws.path(),
+        &config(ws.path(), &port, &extra, ""),
+        &[("JARVIS_IRC_PASSWORD", server.get("IRC_JARVIS_PASSWORD"))],
+    );
+    let joined = alice
+        .wait_for(DEADLINE, &mut |l: &str| {
+            from(l, "jarvis-old") && l.contains(" JOIN ")
+        })
+        .await;
+    assert!(
+        joined.is_some(),
+        "jarvis-old never joined:\n{}",
+        jarvis.log()
+    );
+
+    // Old server: the account comes from WHOIS, in a channel and privately.
+    alice.say("#legacy", "!whoami").await;
+    let line = alice
+        .wait(|l| text_from(l, "jarvis-old").is_some_and(|t| t.contains("alice: ")))
+        .await;
+    assert!(line.contains("IRC account alice on oldnet"), "{line}");
+    alice.say("jarvis-old", "whoami").await;
+    let line = alice
+        .wait(|l| text_from(l, "jarvis-old").is_some_and(|t| t.contains("you are")))
+        .await;
+    assert!(line.contains("IRC account alice on oldnet"), "{line}");
+
+    // TLS, with a password and with a certificate: both logged in, both answer.
+    for (nick, account) in [("jarvis-tls", "jarvis"), ("jarvis-ext", "jarvis")] {
+        alice.send(&format!("WHOIS {nick}")).await;
+        let who = alice
+            .wait(|l| l.contains(" 330 ") || l.contains(" 318 "))
+            .await;
+        assert!(
+            who.contains(&format!(" 330 alice {nick} {account} ")),
+            "{nick} is not logged in: {who}\n{}",
+            jarvis.log()
+        );
+        alice.say(nick, "whoami").await;
+        let line = alice
+            .wait(|l| text_from(l, nick).is_some_and(|t| t.contains("you are")))
+            .await;
+        assert!(line.contains("IRC account alice on"), "{line}");
+    }
+
+    // The same nick without the account, privately to the old-style connection: the WHOIS
+    // is asked again, and the account is gone.
+    alice.send("QUIT :bye").await;
+    let mut fake = Client::connect(&port, "alice", None).await;
+    fake.say("jarvis-old", "whoami").await;
+    let line = fake
+        .wait(|l| text_from(l, "jarvis-old").is_some_and(|t| t.contains("you are")))
+        .await;
+    assert!(!line.contains("IRC account"), "{line}");
+    fake.say("jarvis-old", "deploy demo").await;
+    let line = fake
+        .wait(|l| text_from(l, "jarvis-old").is_some_and(|t| t.contains("needs")))
+        .await;
+    assert!(line.contains("deployer role"), "{line}");
+}

@@ -7,12 +7,13 @@
 # self-signed certificate (IRC_TLS_CERT), which asks for client certificates.
 #
 # Accounts jarvis, alice and bob are written straight into Anope's flat-file database with
-# plain passwords. Emits IRC_PORT, IRC_STRICT_PORT, IRC_TLS_PORT, IRC_TLS_CERT,
+# plain passwords; jarvis's also accepts the client certificate IRC_JARVIS_CERT (with its
+# key IRC_JARVIS_KEY) for SASL EXTERNAL over TLS. Emits IRC_PORT, IRC_STRICT_PORT, IRC_TLS_PORT, IRC_TLS_CERT,
 # IRC_SERVER_NAME, IRC_SERVICES_NAME, IRC_JARVIS_PASSWORD, IRC_ALICE_PASSWORD,
 # IRC_BOB_PASSWORD. Ready means a client can log in with SASL (the services are linked).
 start() {
   need inspircd anope openssl python3
-  local port strict tls link linkpw server services
+  local port strict tls link linkpw server services certfp
   port=$(port_for IRC_PORT)
   strict=$(port_for IRC_STRICT_PORT)
   tls=$(port_for IRC_TLS_PORT)
@@ -26,8 +27,18 @@ start() {
   if [ ! -f "$DIR/tls-key.pem" ]; then
     openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=localhost" \
       -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+      -addext "basicConstraints=critical,CA:FALSE" -addext "extendedKeyUsage=serverAuth" \
       -keyout "$DIR/tls-key.pem" -out "$DIR/tls-cert.pem" >/dev/null 2>&1
   fi
+
+  # jarvis's client certificate, whose fingerprint logs it in with SASL EXTERNAL.
+  if [ ! -f "$DIR/jarvis-key.pem" ]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=jarvis" \
+      -addext "basicConstraints=critical,CA:FALSE" -addext "extendedKeyUsage=clientAuth" \
+      -keyout "$DIR/jarvis-key.pem" -out "$DIR/jarvis-cert.pem" >/dev/null 2>&1
+  fi
+  certfp=$(openssl x509 -in "$DIR/jarvis-cert.pem" -noout -fingerprint -sha256 \
+    | sed 's/.*=//; s/://g' | tr '[:upper:]' '[:lower:]')
 
   write_inspircd_conf
   write_anope_conf
@@ -53,6 +64,8 @@ start() {
   emit IRC_LINK_PORT "$link"
   emit IRC_LINK_PASSWORD "$linkpw"
   emit IRC_TLS_CERT "$DIR/tls-cert.pem"
+  emit IRC_JARVIS_CERT "$DIR/jarvis-cert.pem"
+  emit IRC_JARVIS_KEY "$DIR/jarvis-key.pem"
   emit IRC_SERVER_NAME "$server"
   emit IRC_SERVICES_NAME "$services"
   emit IRC_JARVIS_PASSWORD "$(password_of jarvis)"
@@ -188,6 +201,7 @@ DATA language
 DATA access
 DATA memomax 20
 DATA HIDE_EMAIL 1
+$( [ "$who" = jarvis ] && echo "DATA cert $certfp" )
 END
 OBJECT NickAlias
 DATA nick $who

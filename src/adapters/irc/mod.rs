@@ -272,7 +272,7 @@ async fn keep_connected(
     loop {
         let started = Instant::now();
         let outcome = match conn::open(cfg, tls.as_ref()).await {
-            Ok(stream) => session::run(&shared, stream, &incoming).await,
+            Ok((stream, quick)) => session::run(&shared, stream, quick, &incoming).await,
             Err(e) => Err(session::Ended::new(e, false)),
         };
         shared.set_offline();

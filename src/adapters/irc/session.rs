@@ -10,7 +10,7 @@ use base64::Engine as _;
 use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
-use super::conn::Io;
+use super::conn::{Io, QuickAck};
 use super::proto::{self, LineReader, Message};
 use super::{Outgoing, SaslMechanism, Shared};
 use crate::chat::roles::Identity;
@@ -112,6 +112,7 @@ struct Session<'a> {
 pub async fn run(
     shared: &Shared,
     stream: Box<dyn Io>,
+    quick: QuickAck,
     incoming: &mpsc::Sender<Incoming>,
 ) -> Result<(), Ended> {
     let (read, write) = tokio::io::split(stream);
@@ -156,6 +157,7 @@ pub async fn run(
                     let Some(line) = line else {
                         return Err(s.ended("the server closed the connection"));
                     };
+                    quick.poke();
                     s.last_rx = Instant::now();
                     s.ping_sent = None;
                     let Some(msg) = Message::parse(&line) else { continue };
@@ -659,6 +661,9 @@ impl Session<'_> {
         }
         if self.caps.contains("extended-join") && msg.params.len() >= 2 {
             self.remember(&nick, account_value(msg.param(1)));
+        } else {
+            // Possibly someone new behind a known nick.
+            self.accounts.remove(&nick.to_ascii_lowercase());
         }
     }
 
@@ -742,9 +747,14 @@ impl Session<'_> {
             return;
         }
         let key = nick.to_ascii_lowercase();
+        // The cache is kept true by what jarvis sees in its channels (QUIT, NICK, PART,
+        // account-notify); a private message can come from someone in none of them, whose
+        // nick may have changed hands unseen, so it is always asked about.
+        let in_channel = proto::is_channel(msg.param(0));
         let fresh = self
             .accounts
             .get(&key)
+            .filter(|_| in_channel)
             .filter(|k| k.at.elapsed() < ACCOUNT_TTL || self.caps.contains("account-notify"))
             .map(|k| k.account.clone());
         if let Some(account) = fresh
