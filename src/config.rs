@@ -265,6 +265,9 @@ impl Settings {
         self.roles
             .check()
             .map_err(|e| ConfigError::at(file, format!("roles.{e}")))?;
+        for network in &self.chat.irc {
+            network.check().map_err(|e| ConfigError::at(file, e))?;
+        }
         for (i, target) in self.chat.notify.iter().enumerate() {
             if target.split_whitespace().count() != 2 {
                 return Err(ConfigError::at(

@@ -14,8 +14,16 @@ pub async fn start_networks(app: &Application) -> anyhow::Result<()> {
     if settings.chat.irc.is_empty() && settings.chat.xmpp.is_empty() {
         tracing::warn!("no chat networks are configured");
     }
-    if !settings.chat.irc.is_empty() {
-        tracing::error!("IRC networks are configured, but the IRC adapter is not built yet");
+    let mut names = std::collections::HashSet::new();
+    for cfg in &settings.chat.irc {
+        if !names.insert(cfg.name.clone()) {
+            anyhow::bail!("chat.irc: two networks are named '{}'", cfg.name);
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let network = irc::IrcNetwork::start(cfg.clone(), &settings.name, tx)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        app.attach(network);
+        app.serve(rx);
     }
     xmpp::start_all(app).await?;
     Ok(())

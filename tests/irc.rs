@@ -1,0 +1,607 @@
+//! jarvis on a real IRC network: InspIRCd 3 + Anope 2 (deploy/testbed/servers/ircd.sh),
+//! with the real `jarvis run` binary and test clients speaking raw IRC over TCP.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use jarvis_testbed::Server;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A chat client on the test server, logged in to an account or not.
+struct Client {
+    nick: String,
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    /// Every line received, in order.
+    seen: Vec<String>,
+}
+
+impl Client {
+    /// Connects and registers; with `account`, logs in with SASL PLAIN first.
+    async fn connect(port: &str, nick: &str, account: Option<(&str, &str)>) -> Client {
+        let stream = TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap()))
+            .await
+            .expect("connect to the IRC server");
+        let (r, w) = stream.into_split();
+        let mut c = Client {
+            nick: nick.into(),
+            reader: BufReader::new(r),
+            writer: w,
+            seen: Vec::new(),
+        };
+        c.send("CAP LS 302").await;
+        c.send(&format!("NICK {nick}")).await;
+        c.send(&format!("USER {nick} 0 * :{nick}")).await;
+        c.wait(|l| l.contains(" CAP * LS ")).await;
+        match account {
+            Some((user, pw)) => {
+                c.send("CAP REQ :sasl account-tag").await;
+                c.wait(|l| l.contains(" ACK ")).await;
+                c.send("AUTHENTICATE PLAIN").await;
+                c.wait(|l| l.starts_with("AUTHENTICATE")).await;
+                let token = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{user}\0{user}\0{pw}"));
+                c.send(&format!("AUTHENTICATE {token}")).await;
+                c.wait(|l| l.contains(" 903 ")).await;
+            }
+            None => {
+                c.send("CAP REQ :account-tag").await;
+                c.wait(|l| l.contains(" ACK ")).await;
+            }
+        }
+        c.send("CAP END").await;
+        c.wait(|l| l.contains(" 001 ")).await;
+        c
+    }
+
+    async fn send(&mut self, line: &str) {
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await
+            .expect("write to the IRC server");
+    }
+
+    async fn say(&mut self, target: &str, text: &str) {
+        self.send(&format!("PRIVMSG {target} :{text}")).await;
+    }
+
+    async fn join(&mut self, channel: &str) {
+        self.send(&format!("JOIN {channel}")).await;
+        self.wait(|l| l.contains(" 366 ")).await;
+    }
+
+    /// Reads lines (answering PINGs) until one satisfies `pred`; panics after the deadline.
+    async fn wait(&mut self, mut pred: impl FnMut(&str) -> bool) -> String {
+        self.wait_for(DEADLINE, &mut pred)
+            .await
+            .unwrap_or_else(|| panic!("{} waited in vain; saw:\n{}", self.nick, self.tail()))
+    }
+
+    async fn wait_for(
+        &mut self,
+        limit: Duration,
+        pred: &mut impl FnMut(&str) -> bool,
+    ) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let mut line = String::new();
+            let read = tokio::time::timeout_at(deadline, self.reader.read_line(&mut line)).await;
+            match read {
+                Err(_) => return None,
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    panic!("{}: connection closed; saw:\n{}", self.nick, self.tail())
+                }
+                Ok(Ok(_)) => {}
+            }
+            let line = line.trim_end_matches(['\r', '\n']).to_string();
+            if let Some(rest) = line.strip_prefix("PING ") {
+                self.send(&format!("PONG {rest}")).await;
+            }
+            self.seen.push(line.clone());
+            if pred(&line) {
+                return Some(line);
+            }
+        }
+    }
+
+    /// The next PRIVMSG from jarvis whose text contains `needle`; returns its text.
+    async fn from_jarvis(&mut self, needle: &str) -> String {
+        let line = self
+            .wait(|l| jarvis_text(l).is_some_and(|t| t.contains(needle)))
+            .await;
+        jarvis_text(&line).unwrap().to_string()
+    }
+
+    fn tail(&self) -> String {
+        let start = self.seen.len().saturating_sub(30);
+        self.seen[start..].join("\n")
+    }
+}
+
+/// A line without its IRCv3 tags.
+fn untagged(line: &str) -> &str {
+    match line.strip_prefix('@') {
+        Some(rest) => rest.split_once(' ').map(|(_, l)| l).unwrap_or(""),
+        None => line,
+    }
+}
+
+/// Whether `line` comes from `nick`.
+fn from(line: &str, nick: &str) -> bool {
+    untagged(line)
+        .strip_prefix(':')
+        .and_then(|l| l.strip_prefix(nick))
+        .is_some_and(|l| l.starts_with('!'))
+}
+
+/// The text of a PRIVMSG sent by jarvis, tags and prefix stripped.
+fn jarvis_text(line: &str) -> Option<&str> {
+    let line = untagged(line);
+    let rest = line.strip_prefix(":jarvis!")?;
+    let (_, rest) = rest.split_once(" PRIVMSG ")?;
+    let (_, text) = rest.split_once(" :")?;
+    Some(text)
+}
+
+/// The real daemon, stopped when dropped.
+struct Jarvis {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Jarvis {
+    fn start(dir: &Path, config: &str, env: &[(&str, &str)]) -> Jarvis {
+        let path = dir.join("jarvis.yaml");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.join("jarvis.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_jarvis"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&path)
+            .env("JARVIS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Jarvis {
+            child: cmd.spawn().expect("start jarvis"),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Jarvis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A folder with the demonstration design (fast steps) and a worker whose output carries
+/// CR and IRC control codes and many log lines.
+fn workspace(step_ms: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let designs = dir.path().join("designs");
+    std::fs::create_dir_all(&designs).unwrap();
+    std::fs::write(
+        designs.join("demo.yaml"),
+        format!(
+            "instance:\n  hostname: demo\n  fqdn: demo.localdomain\n  provider: local\ndemo:\n  step_ms: {step_ms}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        designs.join("evil.yaml"),
+        "instance:\n  hostname: evil\n  provider: chatty\n",
+    )
+    .unwrap();
+    let workers = dir.path().join("workers");
+    std::fs::create_dir_all(&workers).unwrap();
+    let script = workers.join("chatty");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncat >/dev/null\n\
+         printf 'notice: all fine\\rPRIVMSG #ops :pwned \\001ACTION dances\\001 \\002bold\\003 4red\\n' >&2\n\
+         i=1; while [ $i -le 45 ]; do echo \"chatter line $i\" >&2; i=$((i+1)); done\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// jarvis's configuration: one IRC network `testnet` on `port` (plus `extra` networks).
+fn config(dir: &Path, port: &str, extra: &str, flood: &str) -> String {
+    format!(
+        r###"name: jarvis
+data_dir: {data}
+designs:
+  folder: {designs}
+workers:
+  folders: [{workers}]
+pipelines:
+  demo:
+    command: deploy
+    providers: [local]
+    stages:
+      - {{ task: "local:check", idempotent: true }}
+      - {{ task: "local:step", idempotent: true, notify: true }}
+      - {{ task: "local:step", idempotent: true }}
+      - {{ task: "local:step", idempotent: true }}
+  chatty:
+    command: deploy
+    providers: [chatty]
+    stages:
+      - {{ task: "chatty:talk", idempotent: true }}
+chat:
+  irc:
+    - name: testnet
+      server: 127.0.0.1
+      port: {port}
+      channels: ["#ops"]
+      reconnect_min: 300ms
+      reconnect_max: 2s
+{flood}      sasl:
+        account: jarvis
+        password: ${{JARVIS_IRC_PASSWORD}}
+{extra}roles:
+  grants:
+    - {{ irc_account: alice, network: testnet, roles: [admin] }}
+    - {{ irc_account: bob, network: other, roles: [deployer] }}
+"###,
+        data = dir.join("data").display(),
+        designs = dir.join("designs").display(),
+        workers = dir.join("workers").display(),
+    )
+}
+
+fn start_server() -> Option<Server> {
+    Server::start("ircd").expect("start InspIRCd + Anope")
+}
+
+/// Waits until jarvis has joined #ops, as seen by `client` (already in #ops).
+async fn wait_jarvis_joined(client: &mut Client, jarvis: &Jarvis) {
+    let nick = client.nick.clone();
+    let found = client
+        .wait_for(DEADLINE, &mut |l: &str| {
+            from(l, "jarvis") && l.contains(" JOIN ")
+        })
+        .await;
+    assert!(
+        found.is_some(),
+        "{nick} never saw jarvis join; jarvis log:\n{}",
+        jarvis.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_decide_roles_and_notifications_reach_the_channel() {
+    let Some(server) = start_server() else { return };
+    let port = server.get("IRC_PORT").to_string();
+    let ws = workspace(200);
+    let mut alice = Client::connect(
+        &port,
+        "alice",
+        Some(("alice", server.get("IRC_ALICE_PASSWORD"))),
+    )
+    .await;
+    alice.join("#ops").await;
+    let jarvis = Jarvis::start(
+        ws.path(),
+        &config(ws.path(), &port, "", ""),
+        &[("JARVIS_IRC_PASSWORD", server.get("IRC_JARVIS_PASSWORD"))],
+    );
+    wait_jarvis_joined(&mut alice, &jarvis).await;
+
+    alice.say("#ops", "jarvis: deploy demo").await;
+    let queued = alice.from_jarvis("deploy #").await;
+    assert!(
+        queued.starts_with("alice: deploy #1 of demo queued"),
+        "{queued}"
+    );
+    alice.say("#ops", "jarvis: status").await;
+    let status = alice.from_jarvis("alice: ").await;
+    assert!(!status.contains("needs"), "{status}");
+    alice.from_jarvis("started").await;
+    let done = alice.from_jarvis("succeeded in").await;
+    assert!(done.contains("demo"), "{done}");
+
+    // Bob is logged in, but his grant is for another network.
+    let mut bob =
+        Client::connect(&port, "bob", Some(("bob", server.get("IRC_BOB_PASSWORD")))).await;
+    bob.join("#ops").await;
+    bob.say("#ops", "jarvis: deploy demo").await;
+    let refused = bob.from_jarvis("bob: ").await;
+    assert!(refused.contains("needs the deployer role"), "{refused}");
+    assert!(refused.contains("IRC account bob on testnet"), "{refused}");
+
+    // Someone using the nick alice without her account is nobody.
+    alice.send("QUIT :bye").await;
+    bob.wait(|l| from(l, "alice") && l.contains(" QUIT ")).await;
+    let mut fake = Client::connect(&port, "alice", None).await;
+    fake.join("#ops").await;
+    fake.say("#ops", "jarvis: deploy demo").await;
+    let refused = fake.from_jarvis("alice: ").await;
+    assert!(refused.contains("needs the deployer role"), "{refused}");
+    assert!(refused.contains("not logged in"), "{refused}");
+    fake.say("jarvis", "cancel demo").await;
+    let refused = fake.from_jarvis("needs").await;
+    assert!(refused.contains("deployer role"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_codes_from_workers_never_become_protocol_lines() {
+    let Some(server) = start_server() else { return };
+    let port = server.get("IRC_PORT").to_string();
+    let ws = workspace(200);
+    let mut alice = Client::connect(
+        &port,
+        "alice",
+        Some(("alice", server.get("IRC_ALICE_PASSWORD"))),
+    )
+    .await;
+    alice.join("#ops").await;
+    let mut bob = Client::connect(&port, "bob", None).await;
+    bob.join("#ops").await;
+    let jarvis = Jarvis::start(
+        ws.path(),
+        &config(ws.path(), &port, "", ""),
+        &[("JARVIS_IRC_PASSWORD", server.get("IRC_JARVIS_PASSWORD"))],
+    );
+    wait_jarvis_joined(&mut alice, &jarvis).await;
+    bob.wait(|l| from(l, "jarvis") && l.contains(" JOIN "))
+        .await;
+
+    alice.say("#ops", "jarvis: deploy evil").await;
+    alice.from_jarvis("succeeded in").await;
+    // Bob, watching the channel, sees the notice folded into one message and then the end.
+    bob.wait(|l| jarvis_text(l).is_some_and(|t| t.contains("succeeded in")))
+        .await;
+    let from_jarvis: Vec<&String> = bob.seen.iter().filter(|l| from(l, "jarvis")).collect();
+    let notice: Vec<&&String> = from_jarvis.iter().filter(|l| l.contains("pwned")).collect();
+    assert_eq!(notice.len(), 1, "{from_jarvis:#?}");
+    let text = jarvis_text(notice[0]).unwrap();
+    assert!(
+        text.contains("all fine"),
+        "the injection must stay inside the notice: {text}"
+    );
+    for line in &from_jarvis {
+        let text = jarvis_text(line).unwrap_or("");
+        assert!(!text.starts_with("pwned"), "injected line: {line}");
+        assert!(
+            !text.chars().any(|c| c.is_control()),
+            "control code sent raw: {line:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forty_line_answer_arrives_in_order_without_flooding_off() {
+    let Some(server) = start_server() else { return };
+    // This port keeps InspIRCd's stock flood limits, without fake lag: a client that
+    // floods is thrown off at once.
+    let strict = server.get("IRC_STRICT_PORT").to_string();
+    let ws = workspace(200);
+
+    // The limit is real: 30 lines at once get a client thrown off.
+    let mut flooder = Client::connect(&strict, "flooder", None).await;
+    let burst: String = (0..30)
+        .map(|i| format!("PRIVMSG flooder :line {i}\r\n"))
+        .collect();
+    flooder.writer.write_all(burst.as_bytes()).await.unwrap();
+    let thrown = flooder
+        .wait_for(DEADLINE, &mut |l: &str| l.starts_with("ERROR"))
+        .await
+        .expect("a flooding client is thrown off");
+    assert!(thrown.contains("Excess Flood"), "{thrown}");
+
+    let mut alice = Client::connect(
+        &strict,
+        "alice",
+        Some(("alice", server.get("IRC_ALICE_PASSWORD"))),
+    )
+    .await;
+    alice.join("#ops").await;
+    // jarvis with its default pacing (no `flood:` setting).
+    let jarvis = Jarvis::start(
+        ws.path(),
+        &config(ws.path(), &strict, "", ""),
+        &[("JARVIS_IRC_PASSWORD", server.get("IRC_JARVIS_PASSWORD"))],
+    );
+    wait_jarvis_joined(&mut alice, &jarvis).await;
+    alice.say("#ops", "jarvis: deploy evil").await;
+    alice.from_jarvis("succeeded in").await;
+
+    alice.say("jarvis", "log evil 40").await;
+    let mut numbers = Vec::new();
+    while numbers.len() < 40 {
+        let line = alice
+            .wait(|l| from(l, "jarvis") && (l.contains(" PRIVMSG alice :") || l.contains(" QUIT ")))
+            .await;
+        assert!(!line.contains(" QUIT "), "jarvis was thrown off: {line}");
+        numbers.push(jarvis_text(&line).unwrap().to_string());
+    }
+    // The log's last 40 lines: chatter 6..45, in order.
+    let expected: Vec<String> = (6..=45).map(|i| format!("chatter line {i}")).collect();
+    for (got, want) in numbers.iter().zip(&expected) {
+        assert!(
+            got.ends_with(want.as_str()),
+            "{got} (wanted {want})\n{numbers:#?}"
+        );
+    }
+    // Still there: it answers.
+    alice.say("jarvis", "whoami").await;
+    alice.from_jarvis("IRC account alice").await;
+    assert!(!jarvis.log().contains("disconnected"), "{}", jarvis.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_mid_run_loses_and_repeats_nothing() {
+    let Some(mut server) = start_server() else {
+        return;
+    };
+    let port = server.get("IRC_PORT").to_string();
+    let alice_pw = server.get("IRC_ALICE_PASSWORD").to_string();
+    let ws = workspace(4000);
+    let mut alice = Client::connect(&port, "alice", Some(("alice", &alice_pw))).await;
+    alice.join("#ops").await;
+    let jarvis = Jarvis::start(
+        ws.path(),
+        &config(ws.path(), &port, "", ""),
+        &[("JARVIS_IRC_PASSWORD", server.get("IRC_JARVIS_PASSWORD"))],
+    );
+    wait_jarvis_joined(&mut alice, &jarvis).await;
+    alice.say("#ops", "jarvis: deploy demo").await;
+    alice.from_jarvis("stage 2/4").await;
+
+    server.stop(None).unwrap();
+    server.restart().unwrap();
+    // restart() returns once services answer SASL logins again.
+    let mut alice = Client::connect(&port, "alice", Some(("alice", &alice_pw))).await;
+    alice.join("#ops").await;
+    let done = alice.from_jarvis("succeeded in").await;
+    assert!(done.contains("demo deploy #1"), "{done}");
+    // Anything repeated would come before the answer to a later question.
+    alice.say("#ops", "jarvis: whoami").await;
+    alice.from_jarvis("alice: you are").await;
+    let successes = alice
+        .seen
+        .iter()
+        .filter(|l| jarvis_text(l).is_some_and(|t| t.contains("succeeded in")))
+        .count();
+    assert_eq!(successes, 1, "{:#?}", alice.seen);
+    let log = jarvis.log();
+    assert!(log.contains("reconnecting"), "{log}");
+}
+
+/// The text of a PRIVMSG sent by `nick`.
+fn text_from<'a>(line: &'a str, nick: &str) -> Option<&'a str> {
+    if !from(line, nick) {
+        return None;
+    }
+    let (_, rest) = untagged(line).split_once(" PRIVMSG ")?;
+    Some(rest.split_once(" :")?.1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_networks_with_tls_external_and_whois_fallback() {
+    let Some(server) = start_server() else { return };
+    let port = server.get("IRC_PORT").to_string();
+    let ws = workspace(200);
+    // Three more connections of the same jarvis, each its own network in jarvis's eyes: one
+    // as on an old server (no IRCv3: accounts by WHOIS), one over TLS with SASL PLAIN, one
+    // over TLS logged in by its client certificate (SASL EXTERNAL).
+    let extra = format!(
+        r###"    - name: oldnet
+      server: 127.0.0.1
+      port: {port}
+      nick: jarvis-old
+      ircv3: false
+      channels: ["#legacy"]
+    - name: tlsnet
+      server: 127.0.0.1
+      port: {tls}
+      tls: true
+      tls_ca: {ca}
+      nick: jarvis-tls
+      sasl:
+        account: jarvis
+        password: ${{JARVIS_IRC_PASSWORD}}
+    - name: extnet
+      server: localhost
+      port: {tls}
+      tls: true
+      tls_ca: {ca}
+      tls_cert: {cert}
+      tls_key: {key}
+      nick: jarvis-ext
+      sasl:
+        mechanism: external
+"###,
+        tls = server.get("IRC_TLS_PORT"),
+        ca = server.get("IRC_TLS_CERT"),
+        cert = server.get("IRC_JARVIS_CERT"),
+        key = server.get("IRC_JARVIS_KEY"),
+    );
+    let mut alice = Client::connect(
+        &port,
+        "alice",
+        Some(("alice", server.get("IRC_ALICE_PASSWORD"))),
+    )
+    .await;
+    alice.join("#legacy").await;
+    let jarvis = Jarvis::start(
+        ws.path(),
+        &config(ws.path(), &port, &extra, ""),
+        &[("JARVIS_IRC_PASSWORD", server.get("IRC_JARVIS_PASSWORD"))],
+    );
+    let joined = alice
+        .wait_for(DEADLINE, &mut |l: &str| {
+            from(l, "jarvis-old") && l.contains(" JOIN ")
+        })
+        .await;
+    assert!(
+        joined.is_some(),
+        "jarvis-old never joined:\n{}",
+        jarvis.log()
+    );
+
+    // Old server: the account comes from WHOIS, in a channel and privately.
+    alice.say("#legacy", "!whoami").await;
+    let line = alice
+        .wait(|l| text_from(l, "jarvis-old").is_some_and(|t| t.contains("alice: ")))
+        .await;
+    assert!(line.contains("IRC account alice on oldnet"), "{line}");
+    alice.say("jarvis-old", "whoami").await;
+    let line = alice
+        .wait(|l| text_from(l, "jarvis-old").is_some_and(|t| t.contains("you are")))
+        .await;
+    assert!(line.contains("IRC account alice on oldnet"), "{line}");
+
+    // TLS, with a password and with a certificate: both logged in, both answer.
+    for (nick, account) in [("jarvis-tls", "jarvis"), ("jarvis-ext", "jarvis")] {
+        alice.send(&format!("WHOIS {nick}")).await;
+        let who = alice
+            .wait(|l| l.contains(" 330 ") || l.contains(" 318 "))
+            .await;
+        assert!(
+            who.contains(&format!(" 330 alice {nick} {account} ")),
+            "{nick} is not logged in: {who}\n{}",
+            jarvis.log()
+        );
+        alice.say(nick, "whoami").await;
+        let line = alice
+            .wait(|l| text_from(l, nick).is_some_and(|t| t.contains("you are")))
+            .await;
+        assert!(line.contains("IRC account alice on"), "{line}");
+    }
+
+    // The same nick without the account, privately to the old-style connection: the WHOIS
+    // is asked again, and the account is gone.
+    alice.send("QUIT :bye").await;
+    let mut fake = Client::connect(&port, "alice", None).await;
+    fake.say("jarvis-old", "whoami").await;
+    let line = fake
+        .wait(|l| text_from(l, "jarvis-old").is_some_and(|t| t.contains("you are")))
+        .await;
+    assert!(!line.contains("IRC account"), "{line}");
+    fake.say("jarvis-old", "deploy demo").await;
+    let line = fake
+        .wait(|l| text_from(l, "jarvis-old").is_some_and(|t| t.contains("needs")))
+        .await;
+    assert!(line.contains("deployer role"), "{line}");
+}
