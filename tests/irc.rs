@@ -113,7 +113,7 @@ impl Client {
     }
 
     /// The next PRIVMSG from jarvis whose text contains `needle`; returns its text.
-    async fn from_jarvis(&mut self, needle: &str) -> String {
+    async fn heard_from_jarvis(&mut self, needle: &str) -> String {
         let line = self
             .wait(|l| jarvis_text(l).is_some_and(|t| t.contains(needle)))
             .await;
@@ -308,16 +308,16 @@ async fn accounts_decide_roles_and_notifications_reach_the_channel() {
     wait_jarvis_joined(&mut alice, &jarvis).await;
 
     alice.say("#ops", "jarvis: deploy demo").await;
-    let queued = alice.from_jarvis("deploy #").await;
+    let queued = alice.heard_from_jarvis("deploy #").await;
     assert!(
         queued.starts_with("alice: deploy #1 of demo queued"),
         "{queued}"
     );
     alice.say("#ops", "jarvis: status").await;
-    let status = alice.from_jarvis("alice: ").await;
+    let status = alice.heard_from_jarvis("alice: ").await;
     assert!(!status.contains("needs"), "{status}");
-    alice.from_jarvis("started").await;
-    let done = alice.from_jarvis("succeeded in").await;
+    alice.heard_from_jarvis("started").await;
+    let done = alice.heard_from_jarvis("succeeded in").await;
     assert!(done.contains("demo"), "{done}");
 
     // Bob is logged in, but his grant is for another network.
@@ -325,7 +325,7 @@ async fn accounts_decide_roles_and_notifications_reach_the_channel() {
         Client::connect(&port, "bob", Some(("bob", server.get("IRC_BOB_PASSWORD")))).await;
     bob.join("#ops").await;
     bob.say("#ops", "jarvis: deploy demo").await;
-    let refused = bob.from_jarvis("bob: ").await;
+    let refused = bob.heard_from_jarvis("bob: ").await;
     assert!(refused.contains("needs the deployer role"), "{refused}");
     assert!(refused.contains("IRC account bob on testnet"), "{refused}");
 
@@ -335,11 +335,11 @@ async fn accounts_decide_roles_and_notifications_reach_the_channel() {
     let mut fake = Client::connect(&port, "alice", None).await;
     fake.join("#ops").await;
     fake.say("#ops", "jarvis: deploy demo").await;
-    let refused = fake.from_jarvis("alice: ").await;
+    let refused = fake.heard_from_jarvis("alice: ").await;
     assert!(refused.contains("needs the deployer role"), "{refused}");
     assert!(refused.contains("not logged in"), "{refused}");
     fake.say("jarvis", "cancel demo").await;
-    let refused = fake.from_jarvis("needs").await;
+    let refused = fake.heard_from_jarvis("needs").await;
     assert!(refused.contains("deployer role"), "{refused}");
 }
 
@@ -367,19 +367,22 @@ async fn control_codes_from_workers_never_become_protocol_lines() {
         .await;
 
     alice.say("#ops", "jarvis: deploy evil").await;
-    alice.from_jarvis("succeeded in").await;
+    alice.heard_from_jarvis("succeeded in").await;
     // Bob, watching the channel, sees the notice folded into one message and then the end.
     bob.wait(|l| jarvis_text(l).is_some_and(|t| t.contains("succeeded in")))
         .await;
-    let from_jarvis: Vec<&String> = bob.seen.iter().filter(|l| from(l, "jarvis")).collect();
-    let notice: Vec<&&String> = from_jarvis.iter().filter(|l| l.contains("pwned")).collect();
-    assert_eq!(notice.len(), 1, "{from_jarvis:#?}");
+    let heard_from_jarvis: Vec<&String> = bob.seen.iter().filter(|l| from(l, "jarvis")).collect();
+    let notice: Vec<&&String> = heard_from_jarvis
+        .iter()
+        .filter(|l| l.contains("pwned"))
+        .collect();
+    assert_eq!(notice.len(), 1, "{heard_from_jarvis:#?}");
     let text = jarvis_text(notice[0]).unwrap();
     assert!(
         text.contains("all fine"),
         "the injection must stay inside the notice: {text}"
     );
-    for line in &from_jarvis {
+    for line in &heard_from_jarvis {
         let text = jarvis_text(line).unwrap_or("");
         assert!(!text.starts_with("pwned"), "injected line: {line}");
         assert!(
@@ -424,7 +427,7 @@ async fn a_forty_line_answer_arrives_in_order_without_flooding_off() {
     );
     wait_jarvis_joined(&mut alice, &jarvis).await;
     alice.say("#ops", "jarvis: deploy evil").await;
-    alice.from_jarvis("succeeded in").await;
+    alice.heard_from_jarvis("succeeded in").await;
 
     alice.say("jarvis", "log evil 40").await;
     let mut numbers = Vec::new();
@@ -445,7 +448,7 @@ async fn a_forty_line_answer_arrives_in_order_without_flooding_off() {
     }
     // Still there: it answers.
     alice.say("jarvis", "whoami").await;
-    alice.from_jarvis("IRC account alice").await;
+    alice.heard_from_jarvis("IRC account alice").await;
     assert!(!jarvis.log().contains("disconnected"), "{}", jarvis.log());
 }
 
@@ -466,18 +469,18 @@ async fn a_server_restart_mid_run_loses_and_repeats_nothing() {
     );
     wait_jarvis_joined(&mut alice, &jarvis).await;
     alice.say("#ops", "jarvis: deploy demo").await;
-    alice.from_jarvis("stage 2/4").await;
+    alice.heard_from_jarvis("stage 2/4").await;
 
     server.stop(None).unwrap();
     server.restart().unwrap();
     // restart() returns once services answer SASL logins again.
     let mut alice = Client::connect(&port, "alice", Some(("alice", &alice_pw))).await;
     alice.join("#ops").await;
-    let done = alice.from_jarvis("succeeded in").await;
+    let done = alice.heard_from_jarvis("succeeded in").await;
     assert!(done.contains("demo deploy #1"), "{done}");
     // Anything repeated would come before the answer to a later question.
     alice.say("#ops", "jarvis: whoami").await;
-    alice.from_jarvis("alice: you are").await;
+    alice.heard_from_jarvis("alice: you are").await;
     let successes = alice
         .seen
         .iter()
