@@ -188,7 +188,7 @@ impl IrcNetworkConfig {
             return Err(format!("{at}: tls_cert and tls_key go together"));
         }
         if let Some(f) = &self.flood
-            && (f.burst == 0 || !(f.per_second > 0.0))
+            && (f.burst == 0 || f.per_second.is_nan() || f.per_second <= 0.0)
         {
             return Err(format!("{at}.flood: burst and per_second must be positive"));
         }
