@@ -113,7 +113,7 @@ impl Client {
     }
 
     /// The next PRIVMSG from jarvis whose text contains `needle`; returns its text.
-    async fn heard_from_jarvis(&mut self, needle: &str) -> String {
+    async fn reply_with(&mut self, needle: &str) -> String {
         let line = self
             .wait(|l| jarvis_text(l).is_some_and(|t| t.contains(needle)))
             .await;
@@ -216,6 +216,7 @@ fn workspace(step_ms: u64) -> tempfile::TempDir {
         &script,
         "#!/bin/sh\ncat >/dev/null\n\
          printf 'notice: all fine\\rPRIVMSG #ops :pwned \\001ACTION dances\\001 \\002bold\\003 4red\\n' >&2\n\
+         printf 'notice: %s END\\n' \"$(seq -s ' ' 1 400)\" >&2\n\
          i=1; while [ $i -le 45 ]; do echo \"chatter line $i\" >&2; i=$((i+1)); done\n",
     )
     .unwrap();
@@ -308,16 +309,16 @@ async fn accounts_decide_roles_and_notifications_reach_the_channel() {
     wait_jarvis_joined(&mut alice, &jarvis).await;
 
     alice.say("#ops", "jarvis: deploy demo").await;
-    let queued = alice.heard_from_jarvis("deploy #").await;
+    let queued = alice.reply_with("deploy #").await;
     assert!(
         queued.starts_with("alice: deploy #1 of demo queued"),
         "{queued}"
     );
     alice.say("#ops", "jarvis: status").await;
-    let status = alice.heard_from_jarvis("alice: ").await;
+    let status = alice.reply_with("alice: ").await;
     assert!(!status.contains("needs"), "{status}");
-    alice.heard_from_jarvis("started").await;
-    let done = alice.heard_from_jarvis("succeeded in").await;
+    alice.reply_with("started").await;
+    let done = alice.reply_with("succeeded in").await;
     assert!(done.contains("demo"), "{done}");
 
     // Bob is logged in, but his grant is for another network.
@@ -325,7 +326,7 @@ async fn accounts_decide_roles_and_notifications_reach_the_channel() {
         Client::connect(&port, "bob", Some(("bob", server.get("IRC_BOB_PASSWORD")))).await;
     bob.join("#ops").await;
     bob.say("#ops", "jarvis: deploy demo").await;
-    let refused = bob.heard_from_jarvis("bob: ").await;
+    let refused = bob.reply_with("bob: ").await;
     assert!(refused.contains("needs the deployer role"), "{refused}");
     assert!(refused.contains("IRC account bob on testnet"), "{refused}");
 
@@ -335,11 +336,11 @@ async fn accounts_decide_roles_and_notifications_reach_the_channel() {
     let mut fake = Client::connect(&port, "alice", None).await;
     fake.join("#ops").await;
     fake.say("#ops", "jarvis: deploy demo").await;
-    let refused = fake.heard_from_jarvis("alice: ").await;
+    let refused = fake.reply_with("alice: ").await;
     assert!(refused.contains("needs the deployer role"), "{refused}");
     assert!(refused.contains("not logged in"), "{refused}");
     fake.say("jarvis", "cancel demo").await;
-    let refused = fake.heard_from_jarvis("needs").await;
+    let refused = fake.reply_with("needs").await;
     assert!(refused.contains("deployer role"), "{refused}");
 }
 
@@ -359,7 +360,12 @@ async fn control_codes_from_workers_never_become_protocol_lines() {
     bob.join("#ops").await;
     let jarvis = Jarvis::start(
         ws.path(),
-        &config(ws.path(), &port, "", ""),
+        &config(
+            ws.path(),
+            &port,
+            "",
+            "      flood: {burst: 50, per_second: 50}\n",
+        ),
         &[("JARVIS_IRC_PASSWORD", server.get("IRC_JARVIS_PASSWORD"))],
     );
     wait_jarvis_joined(&mut alice, &jarvis).await;
@@ -367,7 +373,7 @@ async fn control_codes_from_workers_never_become_protocol_lines() {
         .await;
 
     alice.say("#ops", "jarvis: deploy evil").await;
-    alice.heard_from_jarvis("succeeded in").await;
+    alice.reply_with("succeeded in").await;
     // Bob, watching the channel, sees the notice folded into one message and then the end.
     bob.wait(|l| jarvis_text(l).is_some_and(|t| t.contains("succeeded in")))
         .await;
@@ -383,6 +389,7 @@ async fn control_codes_from_workers_never_become_protocol_lines() {
         "the injection must stay inside the notice: {text}"
     );
     for line in &heard_from_jarvis {
+        assert!(untagged(line).len() + 2 <= 512, "too long: {line}");
         let text = jarvis_text(line).unwrap_or("");
         assert!(!text.starts_with("pwned"), "injected line: {line}");
         assert!(
@@ -427,7 +434,7 @@ async fn a_forty_line_answer_arrives_in_order_without_flooding_off() {
     );
     wait_jarvis_joined(&mut alice, &jarvis).await;
     alice.say("#ops", "jarvis: deploy evil").await;
-    alice.heard_from_jarvis("succeeded in").await;
+    alice.reply_with("succeeded in").await;
 
     alice.say("jarvis", "log evil 40").await;
     let mut numbers = Vec::new();
@@ -448,7 +455,7 @@ async fn a_forty_line_answer_arrives_in_order_without_flooding_off() {
     }
     // Still there: it answers.
     alice.say("jarvis", "whoami").await;
-    alice.heard_from_jarvis("IRC account alice").await;
+    alice.reply_with("IRC account alice").await;
     assert!(!jarvis.log().contains("disconnected"), "{}", jarvis.log());
 }
 
@@ -469,18 +476,18 @@ async fn a_server_restart_mid_run_loses_and_repeats_nothing() {
     );
     wait_jarvis_joined(&mut alice, &jarvis).await;
     alice.say("#ops", "jarvis: deploy demo").await;
-    alice.heard_from_jarvis("stage 2/4").await;
+    alice.reply_with("stage 2/4").await;
 
     server.stop(None).unwrap();
     server.restart().unwrap();
     // restart() returns once services answer SASL logins again.
     let mut alice = Client::connect(&port, "alice", Some(("alice", &alice_pw))).await;
     alice.join("#ops").await;
-    let done = alice.heard_from_jarvis("succeeded in").await;
+    let done = alice.reply_with("succeeded in").await;
     assert!(done.contains("demo deploy #1"), "{done}");
     // Anything repeated would come before the answer to a later question.
     alice.say("#ops", "jarvis: whoami").await;
-    alice.heard_from_jarvis("alice: you are").await;
+    alice.reply_with("alice: you are").await;
     let successes = alice
         .seen
         .iter()
@@ -547,6 +554,9 @@ async fn several_networks_with_tls_external_and_whois_fallback() {
     )
     .await;
     alice.join("#legacy").await;
+    // Someone holds the nick: jarvis takes another, and reclaims its own once it is free.
+    let mut holder = Client::connect(&port, "jarvis-old", None).await;
+    holder.join("#legacy").await;
     let jarvis = Jarvis::start(
         ws.path(),
         &config(ws.path(), &port, &extra, ""),
@@ -554,14 +564,18 @@ async fn several_networks_with_tls_external_and_whois_fallback() {
     );
     let joined = alice
         .wait_for(DEADLINE, &mut |l: &str| {
-            from(l, "jarvis-old") && l.contains(" JOIN ")
+            from(l, "jarvis-old_") && l.contains(" JOIN ")
         })
         .await;
     assert!(
         joined.is_some(),
-        "jarvis-old never joined:\n{}",
+        "jarvis-old_ never joined:\n{}",
         jarvis.log()
     );
+    holder.send("QUIT :bye").await;
+    alice
+        .wait(|l| from(l, "jarvis-old_") && l.contains(" NICK ") && l.ends_with("jarvis-old"))
+        .await;
 
     // Old server: the account comes from WHOIS, in a channel and privately.
     alice.say("#legacy", "!whoami").await;

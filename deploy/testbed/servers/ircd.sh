@@ -13,6 +13,9 @@
 # IRC_BOB_PASSWORD. Ready means a client can log in with SASL (the services are linked).
 start() {
   need inspircd anope openssl python3
+  # InspIRCd 3.15 sometimes dumps core when stopped; keep cores out of the caller's folder.
+  ulimit -c 0
+  cd "$DIR"
   local port strict tls link linkpw server services certfp
   port=$(port_for IRC_PORT)
   strict=$(port_for IRC_STRICT_PORT)
