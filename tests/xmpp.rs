@@ -3,115 +3,20 @@
 
 #[path = "xmpp/client.rs"]
 mod client;
+#[path = "xmpp/jarvis.rs"]
+mod jarvis;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use client::Chatter;
+use jarvis::{JARVIS, Jarvis};
 use jarvis_testbed::Server;
 
 const ROOM: &str = "ops@conference.localhost";
 const ANON_ROOM: &str = "ops@anon.localhost";
-const JARVIS: &str = "jarvis@localhost";
 const WAIT: Duration = Duration::from_secs(30);
-
-/// `jarvis run` with a config for the testbed's Prosody, killed when dropped.
-struct Jarvis {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Jarvis {
-    fn start(
-        dir: &Path,
-        server: &Server,
-        password: &str,
-        rooms: &[&str],
-        step_ms: u64,
-    ) -> Result<Jarvis> {
-        let designs = dir.join("designs");
-        std::fs::create_dir_all(&designs)?;
-        std::fs::write(
-            designs.join("demo.yaml"),
-            format!(
-                "instance:\n  hostname: demo\n  fqdn: demo.localdomain\n  provider: local\ndemo:\n  step_ms: {step_ms}\n"
-            ),
-        )?;
-        let rooms = rooms
-            .iter()
-            .map(|r| format!("\"{r}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let config = format!(
-            r#"name: jarvis
-data_dir: {data}
-designs:
-  folder: {designs}
-workers:
-  modules:
-    local:
-      env:
-        LOCAL_TRACE: {trace}
-pipelines:
-  demo:
-    command: deploy
-    providers: [local]
-    stages:
-      - {{ task: "local:check", idempotent: true }}
-      - {{ task: "local:step", idempotent: true, notify: true }}
-      - {{ task: "local:step", idempotent: true }}
-      - {{ task: "local:step", idempotent: true }}
-chat:
-  xmpp:
-    - name: jabber
-      jid: {JARVIS}
-      password: ${{JARVIS_TEST_XMPP_PASSWORD}}
-      server: 127.0.0.1
-      port: {port}
-      tls: starttls
-      ca_file: {ca}
-      rooms: [{rooms}]
-roles:
-  grants:
-    - {{ xmpp_jid: alice@localhost, roles: [deployer] }}
-"#,
-            data = dir.join("data").display(),
-            designs = designs.display(),
-            trace = dir.join("trace").display(),
-            port = server.get("XMPP_PORT"),
-            ca = server.get("XMPP_CA_FILE"),
-        );
-        let path = dir.join("jarvis.yaml");
-        std::fs::write(&path, config)?;
-        let log = dir.join("jarvis.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_jarvis"))
-            .arg("run")
-            .arg("--config")
-            .arg(&path)
-            .env("JARVIS_TEST_XMPP_PASSWORD", password)
-            .env("JARVIS_LOG", "info,jarvis=debug")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("cannot start jarvis")?;
-        Ok(Jarvis { child, log })
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Jarvis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn port(server: &Server) -> u16 {
     server.get("XMPP_PORT").parse().unwrap_or(0)
@@ -156,6 +61,7 @@ async fn rooms_and_direct_chats_with_real_jids() -> Result<()> {
         server.get("XMPP_PASSWORD_JARVIS"),
         &[ROOM, ANON_ROOM],
         600,
+        "",
     )?;
     alice
         .expect_occupant(WAIT, ROOM, "jarvis")
@@ -248,6 +154,7 @@ async fn prosody_restart_mid_run_delivers_the_result_once() -> Result<()> {
         server.get("XMPP_PASSWORD_JARVIS"),
         &[ROOM],
         1200,
+        "",
     )?;
     alice
         .expect_occupant(WAIT, ROOM, "jarvis")
@@ -291,7 +198,7 @@ async fn exit_of(
 ) -> Result<(std::process::ExitStatus, String)> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        if let Some(status) = jarvis.child.try_wait()? {
+        if let Some(status) = jarvis.try_wait()? {
             return Ok((status, jarvis.log()));
         }
         if tokio::time::Instant::now() > deadline {
@@ -308,7 +215,7 @@ async fn a_wrong_password_stops_jarvis_with_one_line() -> Result<()> {
     };
     let dir = tempfile::tempdir()?;
     let started = std::time::Instant::now();
-    let jarvis = Jarvis::start(dir.path(), &server, "not-the-password", &[ROOM], 100)?;
+    let jarvis = Jarvis::start(dir.path(), &server, "not-the-password", &[ROOM], 100, "")?;
     let (status, log) = exit_of(jarvis, Duration::from_secs(10)).await?;
     assert!(!status.success());
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -335,6 +242,7 @@ async fn an_unreachable_server_stops_jarvis_with_one_line() -> Result<()> {
         server.get("XMPP_PASSWORD_JARVIS"),
         &[ROOM],
         100,
+        "",
     )?;
     let (status, log) = exit_of(jarvis, Duration::from_secs(20)).await?;
     assert!(!status.success());

@@ -120,7 +120,7 @@ impl Chatter {
         if let Ok(mut rooms) = self.rooms.lock() {
             rooms.push((room.to_string(), nick.to_string()));
         }
-        self.send(join_stanza(room, nick)?);
+        self.send(join_stanza(room, nick, 0)?);
         let me = format!("{room}/{nick}");
         match self
             .wait_for(Duration::from_secs(20), |s| {
@@ -253,9 +253,11 @@ impl Chatter {
     }
 }
 
-fn join_stanza(room: &str, nick: &str) -> Result<Stanza> {
+/// A first join asks for no history; a join after a reconnect asks for what was said while
+/// away (the server's restart emptied the room's history, so nothing is seen twice).
+fn join_stanza(room: &str, nick: &str, history: u32) -> Result<Stanza> {
     let to = BareJid::new(room)?.with_resource_str(nick)?;
-    let muc = Muc::new().with_history(History::new().with_maxstanzas(0));
+    let muc = Muc::new().with_history(History::new().with_maxstanzas(history));
     Ok(Stanza::Presence(
         Presence::available()
             .with_to(Jid::from(to))
@@ -279,7 +281,7 @@ async fn drive(
                         let joined: Vec<(String, String)> =
                             rooms.lock().map(|r| r.clone()).unwrap_or_default();
                         for (room, nick) in joined {
-                            if let Ok(stanza) = join_stanza(&room, &nick) {
+                            if let Ok(stanza) = join_stanza(&room, &nick, 50) {
                                 let _ = client.send_stanza(stanza).await;
                             }
                         }
