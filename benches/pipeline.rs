@@ -32,6 +32,7 @@ fn engine(settings: &jarvis::config::Settings, store: Store) -> Engine {
             stderr_keep: 1000,
             kill_grace: Duration::from_secs(5),
             masker: Masker::new(vec![], vec![]),
+            sealer: None,
         },
     )
 }

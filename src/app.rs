@@ -58,6 +58,8 @@ impl Application {
             .await
             .with_context(|| format!("cannot open the database {}", settings.database_url()))?;
         let masker = Masker::new(settings.secrets.keys.clone(), settings.secret_values());
+        let sealer = crate::seal::Sealer::for_data_dir(&data_dir)
+            .context("cannot set up the key for secrets at rest")?;
         let engine = Engine::new(
             store.clone(),
             EngineConfig {
@@ -75,6 +77,7 @@ impl Application {
                 stderr_keep: settings.limits.stderr_lines,
                 kill_grace: settings.limits.kill_grace,
                 masker: masker.clone(),
+                sealer: Some(Arc::new(sealer)),
             },
         );
         engine

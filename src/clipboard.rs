@@ -53,6 +53,51 @@ pub fn get_path<'a>(clipboard: &'a Clipboard, path: &str) -> Option<&'a Value> {
     Some(cur)
 }
 
+/// What jarvis hands a worker beside the run's clipboard, under its own `jarvis` key (which
+/// no design may set): the stage's configured parameters and the host's pinned keys.
+pub const WITH: &str = "with";
+pub const HOST_KEYS: &str = "host_keys";
+/// What a stage allowed to learn host keys hands back.
+pub const LEARNED_HOST_KEYS: &str = "learned_host_keys";
+
+/// The worker's input: the clipboard with `jarvis.with` and `jarvis.host_keys` set. Pure.
+pub fn worker_input(
+    clipboard: &Clipboard,
+    with: Option<&Map<String, Value>>,
+    host_keys: Value,
+) -> Clipboard {
+    let mut input = clipboard.clone();
+    let jarvis = input
+        .entry("jarvis")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !jarvis.is_object() {
+        *jarvis = Value::Object(Map::new());
+    }
+    if let Value::Object(jarvis) = jarvis {
+        match with {
+            Some(with) => {
+                jarvis.insert(WITH.into(), Value::Object(with.clone()));
+            }
+            None => {
+                jarvis.remove(WITH);
+            }
+        }
+        jarvis.insert(HOST_KEYS.into(), host_keys);
+    }
+    input
+}
+
+/// Takes back from a worker's output what jarvis handed it for this stage only, and the host
+/// keys it reports having learned. Pure.
+pub fn take_stage_extras(output: &mut Clipboard) -> Option<Value> {
+    let Some(Value::Object(jarvis)) = output.get_mut("jarvis") else {
+        return None;
+    };
+    jarvis.remove(WITH);
+    jarvis.remove(HOST_KEYS);
+    jarvis.remove(LEARNED_HOST_KEYS)
+}
+
 /// Whether a value counts as "yes" for a condition such as `approval_if`.
 pub fn is_truthy(value: Option<&Value>) -> bool {
     match value {
@@ -68,6 +113,30 @@ pub fn is_truthy(value: Option<&Value>) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stage_extras_go_in_and_come_back_out() {
+        let mut clipboard = Clipboard::new();
+        clipboard.insert("instance".into(), serde_json::json!({"hostname": "loki"}));
+        let mut with = Map::new();
+        with.insert("commands".into(), serde_json::json!(["uptime"]));
+        let input = worker_input(&clipboard, Some(&with), serde_json::json!([]));
+        assert_eq!(
+            get_path(&input, "jarvis.with.commands"),
+            Some(&serde_json::json!(["uptime"]))
+        );
+        let mut output = input.clone();
+        if let Some(Value::Object(j)) = output.get_mut("jarvis") {
+            j.insert(
+                LEARNED_HOST_KEYS.into(),
+                serde_json::json!([{"algorithm": "a"}]),
+            );
+        }
+        let learned = take_stage_extras(&mut output);
+        assert_eq!(learned, Some(serde_json::json!([{"algorithm": "a"}])));
+        assert_eq!(get_path(&output, "jarvis.with"), None);
+        assert_eq!(get_path(&output, "jarvis.host_keys"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -78,6 +78,29 @@ impl Masker {
         }
     }
 
+    /// A masker that also knows these secret values (a run's secrets, from the moment a
+    /// worker hands them back).
+    pub fn with_values<'a>(&self, values: impl IntoIterator<Item = &'a str>) -> Masker {
+        let mut known: Vec<String> = self.known.as_ref().clone();
+        let before = known.len();
+        known.extend(
+            values
+                .into_iter()
+                .filter(|v| v.len() >= 4)
+                .map(str::to_string),
+        );
+        if known.len() == before {
+            return self.clone();
+        }
+        known.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        known.dedup();
+        Masker {
+            extra_keys: self.extra_keys.clone(),
+            known: Arc::new(known),
+            inline: self.inline.clone(),
+        }
+    }
+
     /// The text with every known secret value and every `secret-key: value` masked.
     pub fn mask(&self, text: &str) -> String {
         let mut out = text.to_string();

@@ -238,6 +238,38 @@ impl Bot {
                     run.stages.len()
                 )))
             }
+            Command::Trust {
+                host,
+                algorithm,
+                fingerprint,
+            } => {
+                let by = msg
+                    .identities
+                    .first()
+                    .map(|i| i.key())
+                    .unwrap_or_else(|| format!("unverified:{}", msg.nick));
+                let key = crate::store::HostKey {
+                    algorithm: algorithm.clone(),
+                    fingerprint: fingerprint.clone(),
+                };
+                let before = self.engine.store().host_keys(host).await?;
+                self.engine.store().trust_host_key(host, &key, &by).await?;
+                let replaced = if before.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (it replaces {})",
+                        before
+                            .iter()
+                            .map(|p| format!("{} {}", p.key.algorithm, p.key.fingerprint))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                Ok(Reply::line(format!(
+                    "{host} is now pinned to {algorithm} {fingerprint}{replaced}; SSH stages of its runs accept only that key"
+                )))
+            }
             Command::Pipelines => Ok(Reply::lines(self.pipelines())),
             Command::Whoami => {
                 let who = match (msg.identities.first(), &msg.identity_note) {
@@ -510,10 +542,18 @@ fn stage_list(stages: &[pipeline::StageConfig]) -> String {
             if s.idempotent {
                 flags.push("idempotent");
             }
+            let with = s
+                .with
+                .as_ref()
+                .map(|w| {
+                    let text = serde_json::to_string(w).unwrap_or_default();
+                    format!(" with {}", crate::text::one_line(&text, 120))
+                })
+                .unwrap_or_default();
             if flags.is_empty() {
-                format!("{} {}", i + 1, s.task)
+                format!("{} {}{with}", i + 1, s.task)
             } else {
-                format!("{} {} ({})", i + 1, s.task, flags.join(", "))
+                format!("{} {} ({}){with}", i + 1, s.task, flags.join(", "))
             }
         })
         .collect::<Vec<_>>()

@@ -13,20 +13,51 @@ pub enum RunRef {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Deploy { reference: String },
-    Redeploy { host: String },
-    Destroy { host: String },
-    Plan { reference: String },
-    Status { run: Option<RunRef> },
-    History { host: Option<String>, count: usize },
-    Log { run: RunRef, count: usize },
-    Cancel { run: RunRef },
-    Resume { run: RunRef },
-    Retry { run: RunRef },
-    Approve { run: RunRef },
+    Deploy {
+        reference: String,
+    },
+    Redeploy {
+        host: String,
+    },
+    Destroy {
+        host: String,
+    },
+    Plan {
+        reference: String,
+    },
+    Status {
+        run: Option<RunRef>,
+    },
+    History {
+        host: Option<String>,
+        count: usize,
+    },
+    Log {
+        run: RunRef,
+        count: usize,
+    },
+    Cancel {
+        run: RunRef,
+    },
+    Resume {
+        run: RunRef,
+    },
+    Retry {
+        run: RunRef,
+    },
+    Approve {
+        run: RunRef,
+    },
+    Trust {
+        host: String,
+        algorithm: String,
+        fingerprint: String,
+    },
     Pipelines,
     Whoami,
-    Help { command: Option<String> },
+    Help {
+        command: Option<String>,
+    },
 }
 
 /// One command of the language: its name, the role it needs, its usage and an example.
@@ -115,6 +146,13 @@ pub const COMMANDS: &[CommandSpec] = &[
         usage: "approve HOST|#ID",
         summary: "release a stage that waits for approval (not your own run)",
         example: "approve #42",
+    },
+    CommandSpec {
+        name: "trust",
+        role: Some(Role::Admin),
+        usage: "trust HOST ALGORITHM SHA256:FINGERPRINT",
+        summary: "pin a host's SSH key after a change you expected (forgets its other pins)",
+        example: "trust loki ssh-ed25519 SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s",
     },
     CommandSpec {
         name: "pipelines",
@@ -298,6 +336,35 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
                 _ => Command::Approve { run },
             }
         }
+        "trust" => {
+            at_most(3)?;
+            let host = host_arg(args.first().copied()).map_err(|p| usage(&p))?;
+            let algorithm = args
+                .get(1)
+                .filter(|a| {
+                    a.len() <= 64
+                        && a.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-@.".contains(c))
+                })
+                .ok_or_else(|| usage("which key algorithm (as ssh-keygen -l names it)?"))?
+                .to_string();
+            let fingerprint = args
+                .get(2)
+                .filter(|f| {
+                    f.strip_prefix("SHA256:").is_some_and(|b| {
+                        b.len() == 43
+                            && b.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+                    })
+                })
+                .ok_or_else(|| usage("the fingerprint is SHA256: and 43 characters"))?
+                .to_string();
+            Command::Trust {
+                host,
+                algorithm,
+                fingerprint,
+            }
+        }
         "pipelines" => {
             at_most(0)?;
             Command::Pipelines
@@ -330,6 +397,7 @@ impl Command {
             Command::Resume { .. } => "resume",
             Command::Retry { .. } => "retry",
             Command::Approve { .. } => "approve",
+            Command::Trust { .. } => "trust",
             Command::Pipelines => "pipelines",
             Command::Whoami => "whoami",
             Command::Help { .. } => "help",
@@ -351,6 +419,7 @@ impl Command {
                 | Command::Resume { .. }
                 | Command::Retry { .. }
                 | Command::Approve { .. }
+                | Command::Trust { .. }
         )
     }
 }

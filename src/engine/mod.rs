@@ -16,8 +16,9 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::clipboard::{self, Clipboard};
+use crate::seal::{self, Sealer};
 use crate::secrets::Masker;
-use crate::store::{NewRun, Phase, Run, RunId, RunState, Store, StoreError, now_ms};
+use crate::store::{HostKey, NewRun, Phase, Run, RunId, RunState, Store, StoreError, now_ms};
 use events::{EventBody, kind};
 use pipeline::Stage;
 use worker::{Ending, StderrLine, WorkerSpec};
@@ -44,6 +45,9 @@ pub struct EngineConfig {
     pub stderr_keep: usize,
     pub kill_grace: Duration,
     pub masker: Masker,
+    /// Seals what workers hand back on their secret channel; without it a worker that makes a
+    /// secret fails (it could not be kept safely).
+    pub sealer: Option<Arc<Sealer>>,
 }
 
 /// What `status` shows of a stage under way, kept in memory.
@@ -541,8 +545,27 @@ impl Engine {
                 };
             }
         };
-        let input = current_clipboard(run);
-        let masker = config.masker.with_clipboard(input);
+        let pins = match self.inner.store.host_keys(&run.host).await {
+            Ok(pins) => pins,
+            Err(e) => {
+                tracing::error!(run = run.id, error = %e, "cannot read the host's pinned keys");
+                return Outcome::failed("cannot read the host's pinned keys", true);
+            }
+        };
+        let pins: Vec<&HostKey> = pins.iter().map(|p| &p.key).collect();
+        let input = clipboard::worker_input(
+            current_clipboard(run),
+            stage.with.as_ref(),
+            serde_json::to_value(&pins).unwrap_or_default(),
+        );
+        let run_secrets = match self.open_secrets(run.id).await {
+            Ok(secrets) => secrets,
+            Err(reason) => return Outcome::failed(reason, false),
+        };
+        let masker = config
+            .masker
+            .with_clipboard(&input)
+            .with_values(run_secrets.iter().map(|(_, v)| v.as_str()));
         let workdir = config.data_dir.join("work").join(format!(
             "{}-{}{}-{}",
             run.id,
@@ -551,13 +574,16 @@ impl Engine {
             attempt
         ));
         let _ = std::fs::remove_dir_all(&workdir);
-        if let Err(e) = std::fs::create_dir_all(&workdir) {
-            return Outcome::Failed {
-                reason: format!("cannot make the working folder: {e}"),
-                retry: true,
-                exit_code: None,
-            };
+        if let Err(e) = make_private_folder(&workdir) {
+            return Outcome::failed(format!("cannot make the working folder: {e}"), true);
         }
+        let secret_channel = workdir.join("secrets.fifo");
+        let secrets_rx = match open_secret_channel(&secret_channel) {
+            Ok(rx) => rx,
+            Err(e) => {
+                return Outcome::failed(format!("cannot make the secret channel: {e}"), true);
+            }
+        };
         let stages_total = run.phase_stages().len();
         let mut env: Vec<(String, String)> = vec![
             ("JARVIS_RUN_ID".into(), run.id.to_string()),
@@ -572,7 +598,14 @@ impl Engine {
             ),
             ("HOME".into(), workdir.display().to_string()),
             ("LANG".into(), "C.UTF-8".into()),
+            (
+                "JARVIS_SECRETS".into(),
+                secret_channel.display().to_string(),
+            ),
         ];
+        for (name, value) in &run_secrets {
+            env.push((seal::variable_for(name), value.clone()));
+        }
         if let Some(grant) = config.grants.get(module) {
             for (k, v) in grant {
                 env.retain(|(name, _)| name != k);
@@ -584,7 +617,7 @@ impl Engine {
             args,
             env,
             workdir: workdir.clone(),
-            stdin: clipboard::to_yaml(input).into_bytes(),
+            stdin: clipboard::to_yaml(&input).into_bytes(),
             timeout: Duration::from_millis(stage.timeout_ms),
             grace: config.kill_grace,
             stdout_cap: config.stdout_cap,
@@ -608,6 +641,7 @@ impl Engine {
             masker.clone(),
             live.clone(),
             rx,
+            secrets_rx,
         ));
         let marker = recovery::running_marker(&config.data_dir, run.id);
         let finished = worker::run(spec, tx, cancel.clone(), |pgid| {
@@ -615,8 +649,12 @@ impl Engine {
         })
         .await;
         recovery::remove_marker(&marker);
+        let made_secrets = consumer.await.unwrap_or_default();
         let _ = std::fs::remove_dir_all(&workdir);
-        let _ = consumer.await;
+        let masker = masker.with_values(made_secrets.iter().map(|(_, v)| v.as_str()));
+        if let Err(reason) = self.keep_secrets(run.id, &made_secrets).await {
+            return Outcome::failed(reason, false);
+        }
         let progress = live.lock().ok().and_then(|l| l.progress.clone());
 
         let reason_from_worker = |fallback: String| -> String {
@@ -629,10 +667,18 @@ impl Engine {
         };
         match finished.ending {
             Ending::Exited(0) => match clipboard::parse_worker_output(&finished.stdout) {
-                Ok(clipboard) => Outcome::Done {
-                    clipboard,
-                    progress,
-                },
+                Ok(mut clipboard) => {
+                    let learned = clipboard.as_mut().and_then(clipboard::take_stage_extras);
+                    if let Some(learned) = learned
+                        && let Err(reason) = self.pin_learned(run, index, stage, learned).await
+                    {
+                        return Outcome::failed(reason, false);
+                    }
+                    Outcome::Done {
+                        clipboard,
+                        progress,
+                    }
+                }
                 Err(e) => Outcome::Failed {
                     reason: masker.mask(&e.to_string()),
                     retry: false,
@@ -675,6 +721,155 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// The run's secrets, opened, by name.
+    async fn open_secrets(&self, run: RunId) -> Result<Vec<(String, String)>, String> {
+        let sealed = self.inner.store.sealed_secrets(run).await.map_err(|e| {
+            tracing::error!(run, error = %e, "cannot read the run's secrets");
+            "cannot read the run's secrets".to_string()
+        })?;
+        if sealed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(sealer) = &self.inner.config.sealer else {
+            return Err("the run has secrets, but jarvis has no key to open them".into());
+        };
+        sealed
+            .into_iter()
+            .map(|(name, bytes)| {
+                let plain = sealer
+                    .open(&secret_context(run, &name), &bytes)
+                    .map_err(|e| format!("secret {name} of run #{run}: {e}"))?;
+                let text = String::from_utf8(plain)
+                    .map_err(|_| format!("secret {name} of run #{run} is not text"))?;
+                Ok((name, text))
+            })
+            .collect()
+    }
+
+    /// Seals and stores what a worker handed back on its secret channel.
+    async fn keep_secrets(&self, run: RunId, made: &[(String, String)]) -> Result<(), String> {
+        if made.is_empty() {
+            return Ok(());
+        }
+        let Some(sealer) = &self.inner.config.sealer else {
+            return Err("the worker made a secret, but jarvis has no key to keep it sealed".into());
+        };
+        let mut sealed = Vec::with_capacity(made.len());
+        for (name, value) in made {
+            let bytes = sealer
+                .seal(&secret_context(run, name), value.as_bytes())
+                .map_err(|e| format!("cannot seal secret {name}: {e}"))?;
+            sealed.push((name.clone(), bytes));
+        }
+        self.inner
+            .store
+            .put_sealed_secrets(run, &sealed)
+            .await
+            .map_err(|e| {
+                tracing::error!(run, error = %e, "cannot store the run's secrets");
+                "cannot store the secrets the worker made".to_string()
+            })
+    }
+
+    /// Pins the host keys a stage reports having learned, when its configuration lets it.
+    async fn pin_learned(
+        &self,
+        run: &Run,
+        index: usize,
+        stage: &Stage,
+        learned: serde_json::Value,
+    ) -> Result<(), String> {
+        let keys: Vec<HostKey> = serde_json::from_value(learned).map_err(|_| {
+            format!(
+                "{} reported learned host keys that are not a list of {{algorithm, fingerprint}}",
+                stage.task
+            )
+        })?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let (log_stage, by) = match run.phase {
+            Phase::Main => (
+                Some(index + 1),
+                format!("run #{} stage {} {}", run.id, index + 1, stage.task),
+            ),
+            Phase::Undo => (
+                None,
+                format!("run #{} on_failure {} {}", run.id, index + 1, stage.task),
+            ),
+        };
+        if !stage.learns_host_keys() {
+            tracing::warn!(run = run.id, task = %stage.task, "a stage not configured to learn host keys reported some; ignored");
+            let line = format!(
+                "ignored the host keys {} reported: its configuration does not say 'with: {{host_key: learn}}'",
+                stage.task
+            );
+            let _ = self
+                .inner
+                .store
+                .append_log(run.id, log_stage, &[line])
+                .await;
+            return Ok(());
+        }
+        if let Some(bad) = keys.iter().find(|k| !is_host_key(k)) {
+            return Err(format!(
+                "{} reported a host key that is no algorithm and SHA256 fingerprint ({})",
+                stage.task,
+                crate::text::one_line(&bad.algorithm, 40)
+            ));
+        }
+        self.inner
+            .store
+            .learn_host_keys(run.id, &run.host, &keys, &by, log_stage)
+            .await
+            .map_err(|e| {
+                tracing::error!(run = run.id, error = %e, "cannot pin host keys");
+                "cannot pin the host keys the stage learned".to_string()
+            })
+    }
+}
+
+/// What a secret's seal is bound to: its run and its name.
+fn secret_context(run: RunId, name: &str) -> String {
+    format!("run {run} secret {name}")
+}
+
+/// Whether a reported host key looks like one: a known algorithm name and a SHA-256
+/// fingerprint as `ssh-keygen -lf` prints it.
+pub fn is_host_key(key: &HostKey) -> bool {
+    let algorithm_ok = !key.algorithm.is_empty()
+        && key.algorithm.len() <= 64
+        && key
+            .algorithm
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-@.".contains(c));
+    let fingerprint_ok = key.fingerprint.strip_prefix("SHA256:").is_some_and(|b64| {
+        b64.len() == 43
+            && b64
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+    });
+    algorithm_ok && fingerprint_ok
+}
+
+/// A working folder only jarvis's user can enter.
+fn make_private_folder(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+}
+
+/// The secret channel: a named pipe the worker appends `NAME=VALUE` lines to. Held open for
+/// reading and writing, so it never reads as ended while the worker has yet to open it.
+fn open_secret_channel(path: &Path) -> std::io::Result<tokio::net::unix::pipe::Receiver> {
+    use nix::sys::stat::Mode;
+    nix::unistd::mkfifo(path, Mode::S_IRUSR | Mode::S_IWUSR).map_err(std::io::Error::from)?;
+    tokio::net::unix::pipe::OpenOptions::new()
+        .read_write(true)
+        .open_receiver(path)
+}
+
 enum Outcome {
     Done {
         clipboard: Option<Clipboard>,
@@ -686,6 +881,16 @@ enum Outcome {
         exit_code: Option<i32>,
     },
     Cancelled,
+}
+
+impl Outcome {
+    fn failed(reason: impl Into<String>, retry: bool) -> Outcome {
+        Outcome::Failed {
+            reason: reason.into(),
+            retry,
+            exit_code: None,
+        }
+    }
 }
 
 fn phase_letter(phase: Phase) -> &'static str {
@@ -779,16 +984,19 @@ pub fn worker_exists(config: &EngineConfig, module: &str) -> Result<(), String> 
 
 /// Reads a worker's stderr lines as they come: progress for `status`, notices as events,
 /// everything masked into the run's log, flushed in batches.
+#[allow(clippy::too_many_arguments)]
 async fn consume_stderr(
     engine: Engine,
     run: Run,
     index: usize,
     task: String,
-    masker: Masker,
+    mut masker: Masker,
     live: Arc<Mutex<Live>>,
     mut rx: mpsc::UnboundedReceiver<StderrLine>,
-) {
+    secrets: tokio::net::unix::pipe::Receiver,
+) -> Vec<(String, String)> {
     let store = engine.store().clone();
+    let mut channel = SecretChannel::new(secrets);
     let mut batch: Vec<String> = Vec::new();
     let mut last_flush = Instant::now();
     // Undo stages log without a stage number, marked instead, so `log` never confuses them
@@ -797,7 +1005,20 @@ async fn consume_stderr(
         Phase::Main => (Some(index + 1), String::new()),
         Phase::Undo => (None, format!("[on_failure {}] ", index + 1)),
     };
-    while let Some(line) = rx.recv().await {
+    loop {
+        let line = tokio::select! {
+            line = rx.recv() => match line {
+                Some(line) => line,
+                None => break,
+            },
+            _ = channel.readable() => {
+                masker = channel.drain(&masker, &mut batch);
+                continue;
+            }
+        };
+        // A worker writes its secret before it prints it: whatever is in the channel now is
+        // known before this line is masked.
+        masker = channel.drain(&masker, &mut batch);
         let shown = match &line {
             StderrLine::Progress(t) => {
                 let masked = masker.mask(&crate::text::one_line(t, 300));
@@ -826,7 +1047,99 @@ async fn consume_stderr(
             last_flush = Instant::now();
         }
     }
+    channel.finish(&masker, &mut batch);
     flush_log(&store, run.id, stage, &mut batch).await;
+    channel.made
+}
+
+/// The reading end of a worker's secret channel.
+struct SecretChannel {
+    rx: Option<tokio::net::unix::pipe::Receiver>,
+    partial: Vec<u8>,
+    made: Vec<(String, String)>,
+    bytes: usize,
+}
+
+/// More than this on the secret channel is no secret but a runaway worker.
+const SECRET_CHANNEL_LIMIT: usize = 64 * 1024;
+
+impl SecretChannel {
+    fn new(rx: tokio::net::unix::pipe::Receiver) -> SecretChannel {
+        SecretChannel {
+            rx: Some(rx),
+            partial: Vec::new(),
+            made: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    async fn readable(&self) {
+        match &self.rx {
+            Some(rx) => {
+                if rx.readable().await.is_err() {
+                    std::future::pending::<()>().await
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+
+    /// The last read, once the worker is gone: a last line without its newline counts too.
+    fn finish(&mut self, masker: &Masker, log: &mut Vec<String>) {
+        self.drain(masker, log);
+        if !self.partial.is_empty() {
+            self.partial.push(b'\n');
+            self.rx = None;
+            self.drain(masker, log);
+        }
+    }
+
+    /// Reads what is waiting, learns the secrets in it, and returns a masker that knows them.
+    /// Refused lines go to the log by their reason only, never with their value.
+    fn drain(&mut self, masker: &Masker, log: &mut Vec<String>) -> Masker {
+        let mut buf = [0u8; 4096];
+        while let Some(rx) = &self.rx {
+            match rx.try_read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.bytes += n;
+                    self.partial.extend_from_slice(&buf[..n]);
+                    if self.bytes > SECRET_CHANNEL_LIMIT {
+                        log.push(
+                            "the secret channel carried more than 64 KiB; the rest is ignored"
+                                .into(),
+                        );
+                        self.rx = None;
+                        self.partial.clear();
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.rx = None;
+                    break;
+                }
+            }
+        }
+        let mut fresh = Vec::new();
+        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+            if text.trim().is_empty() {
+                continue;
+            }
+            match seal::parse_secret_line(&text) {
+                Ok((name, value)) => {
+                    log.push(format!("secret {name} received (sealed)"));
+                    fresh.push(value.clone());
+                    self.made.retain(|(n, _)| *n != name);
+                    self.made.push((name, value));
+                }
+                Err(reason) => log.push(format!("ignored a line on the secret channel: {reason}")),
+            }
+        }
+        masker.with_values(fresh.iter().map(String::as_str))
+    }
 }
 
 async fn flush_log(store: &Store, run: RunId, stage: Option<usize>, batch: &mut Vec<String>) {
@@ -856,6 +1169,7 @@ pub fn check_workers(
         stderr_keep: 0,
         kill_grace: Duration::ZERO,
         masker: Masker::new(vec![], vec![]),
+        sealer: None,
     };
     let mut problems = Vec::new();
     for (name, p) in &settings.pipelines {

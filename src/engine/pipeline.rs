@@ -84,6 +84,12 @@ pub struct StageConfig {
     /// Announce this stage's start in the run's channel.
     #[serde(default)]
     pub notify: bool,
+    /// The stage's parameters: commands, scripts, SSH targets, users, sudo, anything the
+    /// worker acts on besides the design's values. They come from the configuration only,
+    /// are frozen into the run when it is queued, and reach the worker as `jarvis.with`.
+    /// No secrets here: those belong in the module's granted environment.
+    #[serde(default, rename = "with", skip_serializing_if = "Option::is_none")]
+    pub with: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl StageConfig {
@@ -124,6 +130,9 @@ pub struct Stage {
     #[serde(default)]
     pub approval_if: Option<String>,
     pub notify: bool,
+    /// The stage's parameters from the configuration (`with:`), as frozen.
+    #[serde(default, rename = "with", skip_serializing_if = "Option::is_none")]
+    pub with: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl Stage {
@@ -137,7 +146,18 @@ impl Stage {
             approval: c.approval,
             approval_if: c.approval_if.clone(),
             notify: c.notify,
+            with: c.with.clone(),
         }
+    }
+
+    /// Whether the configuration lets this stage pin the host keys it sees (a stage of a
+    /// pipeline that creates the host says `with: {host_key: learn}`).
+    pub fn learns_host_keys(&self) -> bool {
+        self.with
+            .as_ref()
+            .and_then(|w| w.get("host_key"))
+            .and_then(serde_json::Value::as_str)
+            == Some("learn")
     }
 
     pub fn module_task(&self) -> (&str, &str) {

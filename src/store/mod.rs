@@ -19,6 +19,9 @@ use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 use crate::clipboard::Clipboard;
 use crate::engine::pipeline::{RunKind, Stage};
 
+mod trust;
+pub use trust::{HostKey, PinnedKey};
+
 pub type RunId = i64;
 
 /// Milliseconds since the Unix epoch.
@@ -288,6 +291,12 @@ impl Store {
                 run,
             });
         }
+        // A new run of the host supersedes its earlier ones: secrets a failed run kept for a
+        // resume are erased now.
+        sqlx::query("DELETE FROM run_secrets WHERE run_id IN (SELECT id FROM runs WHERE host = ?)")
+            .bind(&new.host)
+            .execute(&mut *tx)
+            .await?;
         let clipboard = json_text(&new.clipboard);
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO runs (host, kind, pipeline, stages, on_failure, design_ref, requester, \
@@ -638,6 +647,14 @@ impl Store {
         .bind(run)
         .execute(&mut *tx)
         .await?;
+        // A run that can no longer resume needs its secrets no more. A failed run keeps them
+        // (sealed) for a resume, until the host's next run is queued.
+        if matches!(state, RunState::Succeeded | RunState::Cancelled) {
+            sqlx::query("DELETE FROM run_secrets WHERE run_id = ?")
+                .bind(run)
+                .execute(&mut *tx)
+                .await?;
+        }
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())

@@ -1,0 +1,159 @@
+//! Host keys pinned per host, and the sealed secrets of runs. The store sees only opaque pins
+//! and sealed bytes: what an SSH key is, or how a secret is sealed, it does not know.
+
+use sqlx::Row;
+
+use super::{Result, RunId, Store, now_ms};
+
+/// One pinned host key: its algorithm and its SHA-256 fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostKey {
+    pub algorithm: String,
+    pub fingerprint: String,
+}
+
+/// A pin with where it came from, for `jarvis` to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedKey {
+    pub key: HostKey,
+    pub pinned_by: String,
+    pub pinned_at: i64,
+}
+
+impl Store {
+    /// The keys pinned for `host`.
+    pub async fn host_keys(&self, host: &str) -> Result<Vec<PinnedKey>> {
+        let rows = sqlx::query(
+            "SELECT algorithm, fingerprint, pinned_by, pinned_at FROM host_keys \
+             WHERE host = ? ORDER BY algorithm",
+        )
+        .bind(host)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PinnedKey {
+                    key: HostKey {
+                        algorithm: r.try_get("algorithm")?,
+                        fingerprint: r.try_get("fingerprint")?,
+                    },
+                    pinned_by: r.try_get("pinned_by")?,
+                    pinned_at: r.try_get("pinned_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Pins the keys a stage of `run` learned. The first keys a run learns replace every pin
+    /// of the host made before it (a new instance has new keys); later ones join them. Each
+    /// pin is written to the audit log and the run's log, in the same transaction.
+    pub async fn learn_host_keys(
+        &self,
+        run: RunId,
+        host: &str,
+        keys: &[HostKey],
+        learned_by: &str,
+        log_stage: Option<usize>,
+    ) -> Result<()> {
+        let at = now_ms();
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM host_keys WHERE host = ? AND (run_id IS NULL OR run_id != ?)")
+            .bind(host)
+            .bind(run)
+            .execute(&mut *tx)
+            .await?;
+        for key in keys {
+            sqlx::query(
+                "INSERT OR REPLACE INTO host_keys \
+                 (host, algorithm, fingerprint, run_id, pinned_by, pinned_at) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(host)
+            .bind(&key.algorithm)
+            .bind(&key.fingerprint)
+            .bind(run)
+            .bind(learned_by)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+            let what = format!("pin {host} {} {}", key.algorithm, key.fingerprint);
+            sqlx::query(
+                "INSERT INTO audit (at, identity, network, channel, command, outcome) \
+                 VALUES (?, 'jarvis', '', ?, ?, ?)",
+            )
+            .bind(at)
+            .bind(format!("run #{run}"))
+            .bind(&what)
+            .bind(format!("learned by {learned_by}"))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("INSERT INTO log_lines (run_id, stage, at, line) VALUES (?, ?, ?, ?)")
+                .bind(run)
+                .bind(log_stage.map(|s| s as i64))
+                .bind(at)
+                .bind(format!(
+                    "pinned {host}'s host key {} {} (learned by {learned_by})",
+                    key.algorithm, key.fingerprint
+                ))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// An admin's word: `host` is pinned to exactly this key, every other pin of it is gone.
+    pub async fn trust_host_key(&self, host: &str, key: &HostKey, by: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM host_keys WHERE host = ?")
+            .bind(host)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO host_keys (host, algorithm, fingerprint, run_id, pinned_by, pinned_at) \
+             VALUES (?, ?, ?, NULL, ?, ?)",
+        )
+        .bind(host)
+        .bind(&key.algorithm)
+        .bind(&key.fingerprint)
+        .bind(by)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Keeps sealed secrets of a run (a later value of the same name replaces the earlier).
+    pub async fn put_sealed_secrets(
+        &self,
+        run: RunId,
+        secrets: &[(String, Vec<u8>)],
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        for (name, sealed) in secrets {
+            sqlx::query(
+                "INSERT OR REPLACE INTO run_secrets (run_id, name, sealed) VALUES (?, ?, ?)",
+            )
+            .bind(run)
+            .bind(name)
+            .bind(sealed)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The sealed secrets of a run, by name.
+    pub async fn sealed_secrets(&self, run: RunId) -> Result<Vec<(String, Vec<u8>)>> {
+        let rows =
+            sqlx::query("SELECT name, sealed FROM run_secrets WHERE run_id = ? ORDER BY name")
+                .bind(run)
+                .fetch_all(&self.reader)
+                .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("name")?, r.try_get("sealed")?)))
+            .collect()
+    }
+}
