@@ -11,9 +11,12 @@
 //! a provider lists its private addresses beside the public ones, and those must never be
 //! published for the host.
 //!
-//! SSH fingerprints come from `ssh.sshfp`, a list of `{algorithm, fptype, fingerprint}`: the
-//! numbers of RFC 4255/6594/7479 (or the names `rsa`, `dsa`, `ecdsa`, `ed25519`, `ed448` and
-//! `sha1`, `sha256`) and the fingerprint in hex.
+//! SSH fingerprints (SSHFP records) come ONLY from `jarvis.host_keys`: the host keys the engine
+//! has pinned for the run's host, `[{algorithm: "ssh-ed25519", fingerprint: "SHA256:…"}]`
+//! (algorithm as OpenSSH names it, fingerprint as `ssh-keygen -lf` prints it). Never from
+//! anything a design could have put on the clipboard. Each pin becomes `ALG 2 HEX`: SSHFP
+//! algorithm 1 for RSA, 2 DSA, 3 ECDSA, 4 Ed25519, 6 Ed448 (RFC 4255/6594/7479/8709), SHA-256,
+//! and the hex of the base64 after `SHA256:`.
 
 use std::net::IpAddr;
 
@@ -177,93 +180,112 @@ pub fn texts_at(clipboard: &Mapping, path: &str) -> Result<Vec<String>, Failure>
     }
 }
 
-/// The SSHFP records of `ssh.sshfp`, as the module doc describes.
-pub fn sshfp(clipboard: &Mapping) -> Result<Vec<Sshfp>, Failure> {
-    let items = match protocol::get_path(clipboard, "ssh.sshfp") {
+/// One host key the engine has pinned for the run's host (`jarvis.host_keys`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostKeyPin {
+    /// As OpenSSH names it: `ssh-ed25519`, `ecdsa-sha2-nistp256`, `ssh-rsa`…
+    pub algorithm: String,
+    /// `SHA256:` and the unpadded base64 of the digest, as `ssh-keygen -lf` prints it.
+    pub fingerprint: String,
+    /// The 32 bytes of the digest.
+    pub digest: Vec<u8>,
+}
+
+/// Where the engine puts the run host's pinned host keys.
+pub const HOST_KEYS: &str = "jarvis.host_keys";
+
+/// The pins in `jarvis.host_keys` (none when absent).
+pub fn host_key_pins(clipboard: &Mapping) -> Result<Vec<HostKeyPin>, Failure> {
+    let items = match protocol::get_path(clipboard, HOST_KEYS) {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(items)) => items,
-        Some(_) => return Err(Failure::fatal("ssh.sshfp must be a list")),
+        Some(_) => {
+            return Err(Failure::fatal(format!(
+                "{HOST_KEYS} must be a list of {{algorithm, fingerprint}}"
+            )));
+        }
     };
     items
         .iter()
         .enumerate()
         .map(|(i, item)| {
-            let entry = item
-                .as_object()
-                .ok_or_else(|| Failure::fatal(format!("ssh.sshfp[{i}] must be a mapping")))?;
-            parse_sshfp(entry).map_err(|why| Failure::fatal(format!("ssh.sshfp[{i}]: {why}")))
+            let text = |field: &str| item.get(field).and_then(Value::as_str).map(str::trim);
+            let algorithm = text("algorithm")
+                .filter(|a| {
+                    !a.is_empty()
+                        && a.len() <= 64
+                        && a.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-@._".contains(&b))
+                })
+                .ok_or_else(|| Failure::fatal(format!("{HOST_KEYS}[{i}] has no algorithm name")))?;
+            let (fingerprint, digest) = text("fingerprint")
+                .and_then(parse_fingerprint)
+                .ok_or_else(|| {
+                    Failure::fatal(format!(
+                        "{HOST_KEYS}[{i}] has no SHA256 fingerprint (SHA256:base64)"
+                    ))
+                })?;
+            Ok(HostKeyPin {
+                algorithm: algorithm.to_string(),
+                fingerprint,
+                digest,
+            })
         })
         .collect()
 }
 
-fn parse_sshfp(entry: &Mapping) -> Result<Sshfp, String> {
-    let algorithm = code(entry.get("algorithm"), "algorithm", |name| match name {
-        "rsa" => Some(1),
-        "dsa" => Some(2),
-        "ecdsa" => Some(3),
-        "ed25519" => Some(4),
-        "ed448" => Some(6),
+/// `SHA256:BASE64` (padded or not) → its canonical form (unpadded, as `ssh-keygen -lf` prints
+/// it) and the 32-byte digest.
+pub fn parse_fingerprint(text: &str) -> Option<(String, Vec<u8>)> {
+    use base64::Engine;
+    let encoded = text.trim().strip_prefix("SHA256:")?.trim_end_matches('=');
+    let digest = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(encoded)
+        .ok()
+        .filter(|d| d.len() == 32)?;
+    let canonical = format!(
+        "SHA256:{}",
+        base64::engine::general_purpose::STANDARD_NO_PAD.encode(&digest)
+    );
+    Some((canonical, digest))
+}
+
+/// The SSHFP algorithm number of an SSH host key algorithm (RFC 4255, 6594, 7479, 8709).
+pub fn sshfp_algorithm(algorithm: &str) -> Option<u8> {
+    match algorithm {
+        "ssh-rsa" | "rsa-sha2-256" | "rsa-sha2-512" => Some(1),
+        "ssh-dss" => Some(2),
+        a if a.starts_with("ecdsa-sha2-") => Some(3),
+        "ssh-ed25519" => Some(4),
+        "ssh-ed448" => Some(6),
         _ => None,
-    })?;
-    let fptype = code(entry.get("fptype"), "fptype", |name| match name {
-        "sha1" | "sha-1" => Some(1),
-        "sha256" | "sha-256" => Some(2),
-        _ => None,
-    })?;
-    let hex = entry
-        .get("fingerprint")
-        .and_then(Value::as_str)
-        .ok_or("fingerprint must be hex text")?;
-    let fingerprint = from_hex(hex).ok_or("fingerprint must be hex text")?;
-    let expected = match fptype {
-        1 => Some(20),
-        2 => Some(32),
-        _ => None,
-    };
-    if expected.is_some_and(|len| len != fingerprint.len()) || fingerprint.is_empty() {
-        return Err(format!(
-            "fingerprint has {} bytes, wrong for fptype {fptype}",
-            fingerprint.len()
-        ));
     }
-    Ok(Sshfp {
-        algorithm,
-        fptype,
-        fingerprint,
+}
+
+/// The SSHFP record of one pin, if its algorithm has an SSHFP number.
+pub fn sshfp_of(pin: &HostKeyPin) -> Option<Sshfp> {
+    Some(Sshfp {
+        algorithm: sshfp_algorithm(&pin.algorithm)?,
+        fptype: 2,
+        fingerprint: pin.digest.clone(),
     })
 }
 
-fn code(value: Option<&Value>, field: &str, by_name: fn(&str) -> Option<u8>) -> Result<u8, String> {
-    let parsed = match value {
-        Some(Value::Number(n)) => n.as_u64().and_then(|n| u8::try_from(n).ok()),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse::<u8>()
-            .ok()
-            .or_else(|| by_name(&s.trim().to_ascii_lowercase())),
-        _ => None,
-    };
-    match parsed {
-        Some(n) if n > 0 => Ok(n),
-        _ => Err(format!(
-            "{field} must be a number from 1 to 255 or a known name"
-        )),
+/// The SSHFP records of the pinned host keys (`jarvis.host_keys`), as the module doc
+/// describes; a pin whose algorithm has no SSHFP number is left out with a log line.
+pub fn sshfp(clipboard: &Mapping) -> Result<Vec<Sshfp>, Failure> {
+    let mut out: Vec<Sshfp> = Vec::new();
+    for pin in host_key_pins(clipboard)? {
+        match sshfp_of(&pin) {
+            Some(record) if !out.contains(&record) => out.push(record),
+            Some(_) => {}
+            None => protocol::log(&format!(
+                "no SSHFP record for the pinned {} key: SSHFP has no number for it",
+                pin.algorithm
+            )),
+        }
     }
-}
-
-fn from_hex(text: &str) -> Option<Vec<u8>> {
-    let clean: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if !clean.len().is_multiple_of(2) {
-        return None;
-    }
-    clean
-        .chunks(2)
-        .map(|pair| {
-            let high = (pair[0] as char).to_digit(16)?;
-            let low = (pair[1] as char).to_digit(16)?;
-            u8::try_from(high * 16 + low).ok()
-        })
-        .collect()
+    Ok(out)
 }
 
 pub fn to_hex(bytes: &[u8]) -> String {
@@ -325,25 +347,37 @@ mod tests {
     }
 
     #[test]
-    fn sshfp_accepts_numbers_and_names() {
-        let c = clip(json!({"ssh": {"sshfp": [
-            {"algorithm": 4, "fptype": 2, "fingerprint": "AB".repeat(32)},
-            {"algorithm": "rsa", "fptype": "sha1", "fingerprint": "01".repeat(20)}
-        ]}}));
-        let records = sshfp(&c).unwrap();
-        assert_eq!(records[0].algorithm, 4);
-        assert_eq!(records[1].algorithm, 1);
-        assert_eq!(
-            records[0].presentation(),
-            format!("4 2 {}", "ab".repeat(32))
+    fn sshfp_comes_from_the_pins_only() {
+        let c = clip(json!({
+            "ssh": {"sshfp": [{"algorithm": 4, "fptype": 2, "fingerprint": "ab".repeat(32)}]},
+            "jarvis": {"host_keys": [
+                {"algorithm": "ssh-ed25519",
+                 "fingerprint": "SHA256:Nh0Me49Zh9fDw/VYUfq43IJmI1T+XrjiYONPND8GzaM"},
+                {"algorithm": "ecdsa-sha2-nistp256",
+                 "fingerprint": "SHA256:Nh0Me49Zh9fDw/VYUfq43IJmI1T+XrjiYONPND8GzaM="},
+                {"algorithm": "ssh-unknown@example.com",
+                 "fingerprint": "SHA256:Nh0Me49Zh9fDw/VYUfq43IJmI1T+XrjiYONPND8GzaM"}
+            ]}
+        }));
+        let hex = "361d0c7b8f5987d7c3c3f55851fab8dc82662354fe5eb8e260e34f343f06cda3";
+        let records: Vec<String> = sshfp(&c).unwrap().iter().map(Sshfp::presentation).collect();
+        assert_eq!(records, [format!("4 2 {hex}"), format!("3 2 {hex}")]);
+        let none = clip(
+            json!({"ssh": {"sshfp": [{"algorithm": 4, "fptype": 2, "fingerprint": "ab".repeat(32)}]}}),
         );
+        assert!(sshfp(&none).unwrap().is_empty());
     }
 
     #[test]
-    fn sshfp_rejects_wrong_length() {
-        let c =
-            clip(json!({"ssh": {"sshfp": [{"algorithm": 4, "fptype": 2, "fingerprint": "abcd"}]}}));
-        assert!(sshfp(&c).is_err());
+    fn pins_are_checked() {
+        for bad in [
+            json!({"jarvis": {"host_keys": [{"algorithm": "ssh-ed25519", "fingerprint": "MD5:ab"}]}}),
+            json!({"jarvis": {"host_keys": [{"algorithm": "ssh-ed25519", "fingerprint": "SHA256:abcd"}]}}),
+            json!({"jarvis": {"host_keys": [{"fingerprint": "SHA256:Nh0Me49Zh9fDw/VYUfq43IJmI1T+XrjiYONPND8GzaM"}]}}),
+            json!({"jarvis": {"host_keys": "ssh-ed25519 AAAA"}}),
+        ] {
+            assert!(host_key_pins(&clip(bad.clone())).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -6,28 +6,38 @@
 //! The instance is found by `linode.id`, else by its label: `linode.label`, else
 //! `instance.hostname`. Settings on the clipboard: `linode.regions`, `linode.types`,
 //! `linode.images` (tables from the design's words to Linode ids, see `tables`),
-//! `linode.tags` (extra tags), `linode.authorized_keys` (extra keys), `linode.wait_seconds`
-//! (default 900), `linode.poll_ms` (default 5000).
+//! `linode.tags` (extra tags), `linode.authorized_keys` (extra keys). Stage parameters
+//! (`with:` in the configuration): `wait_seconds` (default 900), `poll_ms` (default 5000).
+//!
+//! The root password is a secret: it never goes on the clipboard (and one on the clipboard,
+//! such as a design's `instance.root_password`, is not used). A task that makes one hands it
+//! to jarvis as the run's secret `root_password` (through `JARVIS_SECRETS`, before it is used)
+//! and a later stage of the run gets it back as `JARVIS_SECRET_ROOT_PASSWORD`.
+//!
+//! Wherever an instance is known to have a public IPv4, the tasks write where the new host
+//! answers for SSH as `jarvis.target: {host: ADDRESS, port: 22}` (what `ssh` reaches).
 //!
 //! Tasks:
-//! - `password`: puts a fresh random root password at `linode.root_password` unless the
-//!   clipboard or the design (`instance.root_password`) has one. Running it before `deploy`
-//!   keeps the password across a crash in `deploy`.
+//! - `password`: makes a fresh random root password and hands it to jarvis, unless the run
+//!   has one already. Running it before `deploy` keeps the password across a crash in
+//!   `deploy`.
 //! - `deploy`: creates the instance from `instance.datacenter`, `instance.size`,
-//!   `instance.guestid`, the root password (as `password` finds it, else a new one) and the
-//!   keys in `instance.sshpubkey`, labelled as above and tagged `jarvis` and
+//!   `instance.guestid`, the run's root password (else a new one, handed to jarvis first) and
+//!   the keys in `instance.sshpubkey`, labelled as above and tagged `jarvis` and
 //!   `jarvis-run-RUN`. Run again (after a crash or a retry) it finds the instance this run
 //!   made instead of making a second; an instance with that label that this run did not make
 //!   fails the task. Writes `linode.id`, `linode.label`, `linode.status`, `linode.region`,
-//!   `linode.type`, `linode.image`, and `linode.root_password` when it made one.
+//!   `linode.type`, `linode.image` (and the addresses and `jarvis.target` when known).
 //! - `wait`: polls until the instance is `running` (booting it once if it stays `offline`),
-//!   then writes `linode.ipv4`, `linode.ipv6` (without prefix length) and `instance.ip`.
+//!   then writes `linode.ipv4`, `linode.ipv6` (without prefix length), `instance.ip` and
+//!   `jarvis.target`.
 //! - `shutdown`: shuts the instance down and waits until it is `offline`; no instance is
 //!   nothing to do.
 //! - `delete`: deletes the instance and removes `linode.id` and its addresses from the
 //!   clipboard; no instance is nothing to do.
-//! - `rebuild`: rebuilds the instance from `instance.guestid` with the root password and keys
-//!   as `deploy` takes them; `wait` follows it.
+//! - `rebuild`: rebuilds the instance from `instance.guestid` with the run's root password
+//!   (else a new one, handed to jarvis first) and the keys as `deploy` takes them; `wait`
+//!   follows it.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -70,14 +80,29 @@ where
     })
 }
 
-fn password(mut clipboard: Mapping) -> TaskResult {
-    if known_password(&clipboard).is_some() {
-        protocol::log("linode: a root password is already set; keeping it");
+fn password(_clipboard: Mapping) -> TaskResult {
+    if known_password().is_some() {
+        protocol::log("linode: the run has a root password already; keeping it");
         return Ok(None);
     }
+    made_password()?;
+    protocol::log("linode: made a root password and handed it to jarvis");
+    Ok(None)
+}
+
+/// The run's root password, else a new one handed to jarvis before anything uses it.
+fn run_password() -> Result<String, Failure> {
+    match known_password() {
+        Some(password) => Ok(password),
+        None => made_password(),
+    }
+}
+
+/// A new root password, already handed to jarvis as the run's secret.
+fn made_password() -> Result<String, Failure> {
     let password = new_password()?;
-    protocol::section(&mut clipboard, "linode").insert("root_password".into(), password.into());
-    Ok(Some(clipboard))
+    protocol::put_secret(PASSWORD_SECRET, &password)?;
+    Ok(password)
 }
 
 async fn deploy(api: Api, mut clipboard: Mapping) -> TaskResult {
@@ -109,7 +134,7 @@ async fn deploy(api: Api, mut clipboard: Mapping) -> TaskResult {
         protocol::notice(&format!(
             "Linode {id} '{label}' was made by this run before; using it instead of making another"
         ));
-        if known_password(&clipboard).is_none() {
+        if known_password().is_none() {
             protocol::notice(&format!(
                 "the root password of Linode {id} was lost with the earlier attempt; log in by \
                  key, or rebuild it (linode:rebuild); run linode:password before deploy to avoid this"
@@ -119,10 +144,7 @@ async fn deploy(api: Api, mut clipboard: Mapping) -> TaskResult {
         return Ok(Some(clipboard));
     }
 
-    let (password, made_password) = match known_password(&clipboard) {
-        Some(password) => (password, false),
-        None => (new_password()?, true),
-    };
+    let password = run_password()?;
     let mut tags = vec![Value::from("jarvis")];
     if let Some(tag) = &run_tag {
         tags.push(Value::from(tag.as_str()));
@@ -146,9 +168,6 @@ async fn deploy(api: Api, mut clipboard: Mapping) -> TaskResult {
     let made = api.call(Method::POST, INSTANCES, Some(&body)).await?;
     let id = made.get("id").and_then(Value::as_u64).unwrap_or(0);
     protocol::notice(&format!("created Linode {id} '{label}'"));
-    if made_password {
-        protocol::section(&mut clipboard, "linode").insert("root_password".into(), password.into());
-    }
     record(&mut clipboard, &made);
     Ok(Some(clipboard))
 }
@@ -161,7 +180,7 @@ async fn wait(api: Api, mut clipboard: Mapping) -> TaskResult {
         )));
     };
     let id = instance_id(&instance)?;
-    let (deadline, poll) = wait_settings(&clipboard);
+    let (deadline, poll) = wait_settings(&clipboard)?;
     let started = Instant::now();
     let mut last_status = String::new();
     let mut offline_polls = 0;
@@ -239,7 +258,7 @@ async fn shutdown(api: Api, mut clipboard: Mapping) -> TaskResult {
         api.call(Method::POST, &format!("{INSTANCES}/{id}/shutdown"), None)
             .await?;
     }
-    let (deadline, poll) = wait_settings(&clipboard);
+    let (deadline, poll) = wait_settings(&clipboard)?;
     let started = Instant::now();
     while status(&instance) != "offline" {
         protocol::progress(&format!(
@@ -293,6 +312,12 @@ async fn delete(api: Api, mut clipboard: Mapping) -> TaskResult {
     {
         instance.remove("ip");
     }
+    if let Some(jarvis) = clipboard.get_mut("jarvis").and_then(Value::as_object_mut)
+        && old_ipv4.is_some()
+        && jarvis.get("target").and_then(|t| t.get("host")) == old_ipv4.as_ref()
+    {
+        jarvis.remove("target");
+    }
     Ok(Some(clipboard))
 }
 
@@ -308,10 +333,7 @@ async fn rebuild(api: Api, mut clipboard: Mapping) -> TaskResult {
         )));
     };
     let id = instance_id(&instance)?;
-    let (password, made_password) = match known_password(&clipboard) {
-        Some(password) => (password, false),
-        None => (new_password()?, true),
-    };
+    let password = run_password()?;
     let body = json!({ "image": image, "root_pass": password, "authorized_keys": keys });
     protocol::progress(&format!("rebuilding Linode {id} '{label}' from {image}"));
     let rebuilt = api
@@ -321,9 +343,6 @@ async fn rebuild(api: Api, mut clipboard: Mapping) -> TaskResult {
             Some(&body),
         )
         .await?;
-    if made_password {
-        protocol::section(&mut clipboard, "linode").insert("root_password".into(), password.into());
-    }
     record(&mut clipboard, &rebuilt);
     Ok(Some(clipboard))
 }
@@ -366,12 +385,17 @@ fn record(clipboard: &mut Mapping, instance: &Value) {
             linode.insert(key.into(), value.clone());
         }
     }
-    if let Some(ipv4) = public_ipv4(instance) {
-        linode.insert("ipv4".into(), ipv4.into());
+    let ipv4 = public_ipv4(instance);
+    if let Some(ipv4) = &ipv4 {
+        linode.insert("ipv4".into(), ipv4.as_str().into());
     }
     if let Some(ipv6) = instance.get("ipv6").and_then(Value::as_str) {
         let address = ipv6.split('/').next().unwrap_or(ipv6);
         linode.insert("ipv6".into(), address.into());
+    }
+    if let Some(ipv4) = ipv4 {
+        protocol::section(clipboard, "jarvis")
+            .insert("target".into(), json!({"host": ipv4, "port": 22}));
     }
 }
 
@@ -485,14 +509,12 @@ fn authorized_keys(clipboard: &Mapping) -> Result<Vec<String>, Failure> {
     Ok(keys)
 }
 
-/// A root password from the clipboard (`linode.root_password`) or the design
-/// (`instance.root_password`).
-fn known_password(clipboard: &Mapping) -> Option<String> {
-    ["linode.root_password", "instance.root_password"]
-        .iter()
-        .find_map(|path| protocol::get_path(clipboard, path).and_then(Value::as_str))
-        .filter(|p| !p.is_empty())
-        .map(str::to_string)
+/// The name of the run's secret that holds the root password.
+const PASSWORD_SECRET: &str = "root_password";
+
+/// The root password an earlier stage of the run made (`JARVIS_SECRET_ROOT_PASSWORD`).
+fn known_password() -> Option<String> {
+    protocol::secret(PASSWORD_SECRET)
 }
 
 /// 32 random letters and digits: about 190 bits, and safe in any form field.
@@ -513,11 +535,13 @@ fn new_password() -> Result<String, Failure> {
     Ok(password)
 }
 
-fn wait_settings(clipboard: &Mapping) -> (Duration, Duration) {
-    let number = |path: &str| protocol::get_path(clipboard, path).and_then(Value::as_u64);
-    let deadline = Duration::from_secs(number("linode.wait_seconds").unwrap_or(900));
-    let poll = Duration::from_millis(number("linode.poll_ms").unwrap_or(5000).max(50));
-    (deadline, poll)
+/// The stage's `with.wait_seconds` and `with.poll_ms`.
+fn wait_settings(clipboard: &Mapping) -> Result<(Duration, Duration), Failure> {
+    let deadline = protocol::param_u64(clipboard, "wait_seconds")?.unwrap_or(900);
+    let poll = protocol::param_u64(clipboard, "poll_ms")?
+        .unwrap_or(5000)
+        .max(50);
+    Ok((Duration::from_secs(deadline), Duration::from_millis(poll)))
 }
 
 #[cfg(test)]

@@ -9,9 +9,12 @@
 //! ssh module `SSH_KEY_FILE=<that folder>/client_key` and the pipeline needs nothing else.
 //!
 //! `create_host` reads `instance.hostname` and the keys in `instance.sshpubkey`; it writes
-//! `instance.ip: 127.0.0.1`, `ssh.port`, `ssh.user` (the user sshd lets in: the one jarvis runs
-//! as) and `local.host_dir`. Run again while its sshd lives, it hands back the same host.
-//! `destroy_host` stops that sshd and removes the host's folder.
+//! where the host answers, `jarvis.target: {host: 127.0.0.1, port: PORT}` (what `ssh` reaches),
+//! and, for the other workers and people, `instance.ip: 127.0.0.1`, `ssh.port`, `ssh.user` (the
+//! user sshd lets in: the one jarvis runs as; `ssh` itself signs in as `with.user`, else
+//! `$SSH_USER`, so grant ssh `SSH_USER` as that user) and `local.host_dir`. Run again while its
+//! sshd lives, it hands back the same host. `destroy_host` stops that sshd and removes the
+//! host's folder.
 //!
 //! Whoever holds a key in `instance.sshpubkey` can then log in to this machine as the user
 //! jarvis runs as: this provider is for demonstrations and tests with designs you trust.
@@ -113,10 +116,17 @@ pub fn destroy_host(mut clipboard: Mapping) -> TaskResult {
     if let Some(local) = clipboard.get_mut("local").and_then(Value::as_object_mut) {
         local.remove("host_dir");
     }
+    if let Some(jarvis) = clipboard.get_mut("jarvis").and_then(Value::as_object_mut) {
+        jarvis.remove("target");
+    }
     Ok(Some(clipboard))
 }
 
 fn record(clipboard: &mut Mapping, dir: &Path, port: u16, user: &str) {
+    protocol::section(clipboard, "jarvis").insert(
+        "target".into(),
+        serde_json::json!({"host": "127.0.0.1", "port": port}),
+    );
     protocol::section(clipboard, "instance").insert("ip".into(), "127.0.0.1".into());
     let ssh = protocol::section(clipboard, "ssh");
     ssh.insert("port".into(), port.into());

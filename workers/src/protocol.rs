@@ -125,6 +125,113 @@ pub fn get_path<'a>(map: &'a Mapping, path: &str) -> Option<&'a Value> {
     Some(cur)
 }
 
+/// The stage's parameter `name`: the value at `jarvis.with.name`, which the engine fills from
+/// the stage's `with:` in the operator's configuration (trusted, unlike the design). Commands,
+/// targets, users, sudo and timings come from here and never from any other clipboard key.
+pub fn param<'a>(clipboard: &'a Mapping, name: &str) -> Option<&'a Value> {
+    clipboard
+        .get("jarvis")?
+        .as_object()?
+        .get("with")?
+        .as_object()?
+        .get(name)
+        .filter(|v| !v.is_null())
+}
+
+/// The stage parameter `name` as a text, if it is one.
+pub fn param_str<'a>(clipboard: &'a Mapping, name: &str) -> Option<&'a str> {
+    param(clipboard, name).and_then(Value::as_str)
+}
+
+/// The stage parameter `name` as a whole number (a number, or a text holding one).
+pub fn param_u64(clipboard: &Mapping, name: &str) -> Result<Option<u64>, Failure> {
+    match param(clipboard, name) {
+        None => Ok(None),
+        Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+        Some(Value::String(s)) if s.trim().parse::<u64>().is_ok() => Ok(s.trim().parse().ok()),
+        Some(_) => Err(Failure::fatal(format!(
+            "the stage's with.{name} must be a whole number"
+        ))),
+    }
+}
+
+/// The stage parameter `name` as a yes/no (absent is no).
+pub fn param_bool(clipboard: &Mapping, name: &str) -> Result<bool, Failure> {
+    match param(clipboard, name) {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(Failure::fatal(format!(
+            "the stage's with.{name} must be true or false"
+        ))),
+    }
+}
+
+/// The environment variable naming the channel secrets go back on.
+pub const SECRETS_VAR: &str = "JARVIS_SECRETS";
+
+/// True for a secret's name: lowercase letters, digits and `_`, starting with a letter, at
+/// most 64.
+pub fn is_secret_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Hands a secret this worker made to jarvis, which keeps it sealed and gives it to the later
+/// stages of the run as `JARVIS_SECRET_<NAME>`: appends one line `NAME=VALUE` to the FIFO named
+/// by `$JARVIS_SECRETS`. Call it BEFORE the value is used anywhere, so that a crash right after
+/// the use does not lose it. The value must be one line.
+pub fn put_secret(name: &str, value: &str) -> Result<(), Failure> {
+    if !is_secret_name(name) {
+        return Err(Failure::fatal(format!(
+            "'{name}' is no secret name (lowercase letters, digits and '_', starting with a \
+             letter, at most 64)"
+        )));
+    }
+    if value.is_empty() || value.contains(['\n', '\r', '\0']) {
+        return Err(Failure::fatal(format!(
+            "secret {name} must be one non-empty line"
+        )));
+    }
+    let path = std::env::var_os(SECRETS_VAR)
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            Failure::fatal(
+                "no secret channel: JARVIS_SECRETS is not set (run by hand? set \
+                 JARVIS_SECRETS=/dev/stderr)",
+            )
+        })?;
+    // No `create`: the channel is jarvis's FIFO (or a file someone made for it), never a new
+    // file this worker would leave the secret in. One write keeps the line whole on a pipe.
+    let line = format!("{name}={value}\n");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut channel| {
+            channel.write_all(line.as_bytes())?;
+            channel.flush()
+        })
+        .map_err(|e| {
+            Failure::fatal(format!(
+                "cannot hand secret {name} to jarvis through JARVIS_SECRETS ({}): {e}",
+                std::path::Path::new(&path).display()
+            ))
+        })
+}
+
+/// A secret an earlier stage of the run handed to jarvis: `$JARVIS_SECRET_<NAME>`.
+pub fn secret(name: &str) -> Option<String> {
+    if !is_secret_name(name) {
+        return None;
+    }
+    std::env::var(format!("JARVIS_SECRET_{}", name.to_ascii_uppercase()))
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
 /// A string at `path`, or a fatal failure naming the missing field.
 pub fn require_str<'a>(map: &'a Mapping, path: &str) -> Result<&'a str, Failure> {
     get_path(map, path)
@@ -154,4 +261,40 @@ pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, Failure>
         .build()
         .map(|runtime| runtime.block_on(future))
         .map_err(|e| Failure::retry(format!("cannot start the async runtime: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn params_live_under_jarvis_with() {
+        let c = json!({
+            "ssh": {"commands": ["rm -rf /"]},
+            "jarvis": {"with": {"commands": ["uptime"], "sudo": true, "poll_ms": "50", "gone": null}}
+        });
+        let c = c.as_object().unwrap();
+        assert_eq!(param(c, "commands"), Some(&json!(["uptime"])));
+        assert_eq!(param(c, "gone"), None);
+        assert_eq!(param(c, "host"), None);
+        assert!(param_bool(c, "sudo").unwrap());
+        assert!(!param_bool(c, "nothing").unwrap());
+        assert_eq!(param_u64(c, "poll_ms").unwrap(), Some(50));
+        assert!(param_u64(c, "commands").is_err());
+        let none = json!({"ssh": {"commands": ["x"]}});
+        assert_eq!(param(none.as_object().unwrap(), "commands"), None);
+    }
+
+    #[test]
+    fn secret_names() {
+        assert!(is_secret_name("root_password"));
+        assert!(is_secret_name("k2"));
+        assert!(!is_secret_name("Root"));
+        assert!(!is_secret_name("2k"));
+        assert!(!is_secret_name("_k"));
+        assert!(!is_secret_name("a-b"));
+        assert!(!is_secret_name(&"a".repeat(65)));
+        assert!(is_secret_name(&"a".repeat(64)));
+    }
 }

@@ -10,6 +10,11 @@ use world::{Outcome, run_worker, tool};
 
 const ED25519_FP: &str = "1f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c5b6a7988";
 const RSA_FP: &str = "a0b1c2d3e4f5061728394a5b6c7d8e9fa0b1c2d3e4f5061728394a5b6c7d8e9f";
+/// The same digests as the engine's pins carry them (`SHA256:` + unpadded base64).
+const ED25519_B64: &str = "Hy49TFtqeYgfLj1MW2p5iB8uPUxbanmIHy49TFtqeYg";
+const RSA_B64: &str = "oLHC0+T1BhcoOUpbbH2On6CxwtPk9QYXKDlKW2x9jp8";
+/// An SSHFP a design wrote on the clipboard itself: never published.
+const DESIGN_FP: &str = "6666666666666666666666666666666666666666666666666666666666666666";
 
 fn clipboard(fqdn: &str) -> String {
     format!(
@@ -18,13 +23,15 @@ fn clipboard(fqdn: &str) -> String {
   fqdn: {fqdn}
 jarvis:
   run_id: 42
+  host_keys:
+    - {{algorithm: ssh-ed25519, fingerprint: 'SHA256:{ED25519_B64}'}}
+    - {{algorithm: ssh-rsa, fingerprint: 'SHA256:{RSA_B64}'}}
 linode:
   ipv4: ['203.0.113.7', '192.168.128.5']
   ipv6: '2001:db8::7/128'
 ssh:
   sshfp:
-    - {{algorithm: 4, fptype: 2, fingerprint: {ED25519_FP}}}
-    - {{algorithm: 1, fptype: 2, fingerprint: {RSA_FP}}}
+    - {{algorithm: 4, fptype: 2, fingerprint: {DESIGN_FP}}}
 ",
         host = fqdn.split('.').next().unwrap()
     )

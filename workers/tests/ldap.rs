@@ -15,12 +15,14 @@ fn clipboard(hostname: &str) -> String {
   fqdn: '{hostname}.example.com'
 jarvis:
   run_id: 42
+  host_keys:
+    - {{algorithm: ssh-ed25519, fingerprint: 'SHA256:Hy49TFtqeYgfLj1MW2p5iB8uPUxbanmIHy49TFtqeYg'}}
 linode:
   ipv4: ['203.0.113.7']
   ipv6: '2001:db8::7/128'
 ssh:
   sshfp:
-    - {{algorithm: 4, fptype: 2, fingerprint: {ED25519_FP}}}
+    - {{algorithm: 4, fptype: 2, fingerprint: '6666666666666666666666666666666666666666666666666666666666666666'}}
   host_keys:
     - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyOfTheNewInstance root@{hostname}
 "
@@ -95,6 +97,10 @@ fn update_host_writes_the_mapped_fields_and_keeps_production() {
     assert!(
         has(&format!("description: SSHFP 4 2 {ED25519_FP}")),
         "{entry:#?}"
+    );
+    assert!(
+        !entry.iter().any(|l| l.contains("66666666")),
+        "SSHFP comes from the engine's pins, not the clipboard's ssh.sshfp: {entry:#?}"
     );
     assert!(
         entry

@@ -10,9 +10,12 @@
 //! - `remove_host`: deletes the A, AAAA and SSHFP records of `instance.fqdn`; other records
 //!   at the name stay. Records that are already gone are success.
 //!
-//! Reads `instance.fqdn`, the addresses and `ssh.sshfp` as [`crate::host_facts`] describes
-//! (IPv4 from `instance.ipv4`, `linode.ipv4`, `instance.ip`; IPv6 from `instance.ipv6`,
-//! `linode.ipv6`, `instance.ip`). Writes `dns.fqdn`, `dns.zone` and `dns.records` (the
+//! Reads `instance.fqdn` and the addresses as [`crate::host_facts`] describes (IPv4 from
+//! `instance.ipv4`, `linode.ipv4`, `instance.ip`; IPv6 from `instance.ipv6`, `linode.ipv6`,
+//! `instance.ip`). The SSHFP records come ONLY from the host keys the engine has pinned for the
+//! run's host, `jarvis.host_keys: [{algorithm, fingerprint: "SHA256:…"}]` (never from
+//! `ssh.sshfp` or anything else a design could write): SSHFP algorithm 1 RSA, 3 ECDSA,
+//! 4 Ed25519, fingerprint type 2 (SHA-256), the digest in hex. Writes `dns.fqdn`, `dns.zone` and `dns.records` (the
 //! records now published, one presentation line each; empty after `remove_host`).
 //!
 //! Environment (granted to the module):

@@ -29,7 +29,7 @@
 //!   number, a list of them, or a mapping whose entries each give `KEY VALUE` (as
 //!   `ssh.fingerprints` gives `ssh-ed25519 SHA256:…`) — or one of:
 //!   - `@ips`, `@ipv4`, `@ipv6`: the public addresses, read as `crate::host_facts` describes;
-//!   - `@sshfp`: `SSHFP 4 2 HEX` per entry of `ssh.sshfp`;
+//!   - `@sshfp`: `SSHFP 4 2 HEX` per host key the engine pinned (`jarvis.host_keys`);
 //!   - `@run_id`: `JARVIS_RUN_ID`;
 //!   - `@now`: the time now as an LDAP GeneralizedTime (it changes each time the task runs);
 //!   - `@deployed`: `deployed by jarvis run ID at TIME`, stable within a run.

@@ -42,11 +42,17 @@ impl Outcome {
 /// environment, as the engine grants it.
 pub fn worker(task: &str, clipboard: &Mapping, env: &[(&str, String)]) -> Outcome {
     let (module, task) = task.split_once(':').expect("MODULE:TASK");
+    // The run's host, as the engine names it.
+    let host = get(clipboard, "jarvis.host")
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_jarvis-worker"))
         .args([module, task])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("JARVIS_TASK", format!("{module}:{task}"))
+        .env("JARVIS_HOST", host)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -116,9 +122,92 @@ pub fn design(hostname: &str, run_id: &str) -> Mapping {
         "instance:\n  hostname: {hostname}\n  fqdn: {hostname}.example.com\n  provider: Linode\n  \
          guestid: Debian 12\n  datacenter: Atlanta\n  size: 512\n  \
          sshpubkey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm9kIPLxbBzbChzl2iYsnf4LfYPhk7aeWbeKYw6rf+k admin@example.com\n\
-         linode:\n  poll_ms: 50\n  wait_seconds: 30\n\
          jarvis:\n  run_id: '{run_id}'\n  host: {hostname}\n  pipeline: linode\n  requester: alice\n"
     ))
+}
+
+/// Runs one stage as the engine does: the stage's parameters `with` go on the input as
+/// `jarvis.with` (none when `with` is null); on success the keys the stage learned
+/// (`jarvis.learned_host_keys`) become the host's pins (`jarvis.host_keys`, one per algorithm)
+/// and neither the parameters nor the report stay on the clipboard.
+pub fn stage(task: &str, with: Value, clipboard: &Mapping, env: &[(&str, String)]) -> Outcome {
+    let mut input = clipboard.clone();
+    with_params(&mut input, with);
+    let mut outcome = worker(task, &input, env);
+    if outcome.code == 0 {
+        let learned = get(&outcome.clipboard, "jarvis.learned_host_keys").clone();
+        let jarvis = outcome
+            .clipboard
+            .entry("jarvis".to_string())
+            .or_insert_with(|| Value::Object(Mapping::new()))
+            .as_object_mut()
+            .unwrap();
+        jarvis.remove("with");
+        jarvis.remove("learned_host_keys");
+        if let Value::Array(learned) = learned {
+            let mut pins: Vec<Value> = jarvis
+                .get("host_keys")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for key in learned {
+                pins.retain(|p| p["algorithm"] != key["algorithm"]);
+                pins.push(key);
+            }
+            jarvis.insert("host_keys".into(), Value::Array(pins));
+        }
+    } else {
+        outcome.clipboard = clipboard.clone();
+    }
+    outcome
+}
+
+/// Sets (or, for null, removes) the stage parameters `jarvis.with`.
+pub fn with_params(clipboard: &mut Mapping, with: Value) {
+    if with.is_null() {
+        if let Some(jarvis) = clipboard.get_mut("jarvis").and_then(Value::as_object_mut) {
+            jarvis.remove("with");
+        }
+    } else {
+        set(clipboard, "jarvis.with", with);
+    }
+}
+
+/// A file standing in for the engine's secret channel (`JARVIS_SECRETS`).
+pub struct Secrets {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl Secrets {
+    pub fn new() -> Secrets {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets");
+        std::fs::write(&path, "").unwrap();
+        Secrets { _dir: dir, path }
+    }
+
+    /// `("JARVIS_SECRETS", path)`, for a worker's environment.
+    pub fn grant(&self) -> (&'static str, String) {
+        ("JARVIS_SECRETS", self.path.display().to_string())
+    }
+
+    /// The `NAME=VALUE` lines written so far.
+    pub fn lines(&self) -> Vec<(String, String)> {
+        std::fs::read_to_string(&self.path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let (k, v) = l.split_once('=').unwrap();
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    }
+}
+
+/// True when `text` (a YAML rendering of a clipboard, say) holds `secret` anywhere.
+pub fn holds(clipboard: &Mapping, secret: &str) -> bool {
+    serde_saphyr::to_string(clipboard).unwrap().contains(secret)
 }
 
 pub const TOKEN: &str = "standin-token";
