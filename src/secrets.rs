@@ -17,7 +17,14 @@ const SECRET_WORDS: &[&str] = &["password", "passwd", "secret", "token", "key"];
 /// Whether `key` names a secret, given the configured extra names.
 pub fn is_secret_key(key: &str, extra: &[String]) -> bool {
     let k = key.to_ascii_lowercase();
-    if k.ends_with("_pub") || k.ends_with("-pub") || k.contains("pubkey") || k.contains("public") {
+    // A host key is public by nature: it is what a server shows everyone who connects.
+    if k.ends_with("_pub")
+        || k.ends_with("-pub")
+        || k.contains("pubkey")
+        || k.contains("public")
+        || k.contains("host_key")
+        || k.contains("hostkey")
+    {
         return false;
     }
     SECRET_WORDS.iter().any(|w| k.contains(w)) || extra.iter().any(|e| e.eq_ignore_ascii_case(&k))

@@ -60,11 +60,27 @@ const STAGES: &[&str] = &[
     "alertmanager:unsilence",
 ];
 
+/// Each stage's parameters, as the operator configures them: the sshd stands in for the new
+/// instance at 127.0.0.1 (the stand-in hands out 203.0.113.7, which is never connected to).
+fn with_for(task: &str, ssh_port: &str) -> String {
+    let target = format!("host: 127.0.0.1, port: {ssh_port}");
+    match task {
+        "linode:wait" | "linode:shutdown" => " with: { poll_ms: 50 }".into(),
+        "ssh:wait" => format!(" with: {{ {target}, host_key: learn, poll_ms: 50 }}"),
+        "ssh:fingerprints" => format!(" with: {{ {target}, host_key: learn }}"),
+        "ssh:run" => format!(
+            " with: {{ {target}, commands: [[echo, 'configured {{instance.hostname}}']] }}"
+        ),
+        _ => String::new(),
+    }
+}
+
 fn home(w: &World, tsig_secret: &str) -> Home {
     let mut stages = String::new();
     for task in STAGES {
+        let with = with_for(task, w.sshd.get("SSHD_PORT"));
         stages.push_str(&format!(
-            "      - {{ task: \"{task}\", idempotent: true, notify: true, timeout: 60s }}\n"
+            "      - {{ task: \"{task}\", idempotent: true, notify: true, timeout: 60s,{with} }}\n"
         ));
     }
     let config = format!(
@@ -89,7 +105,7 @@ pipelines:
     providers: [Linode]
     stages:
       - {{ task: \"linode:deploy\", idempotent: true, notify: true }}
-      - {{ task: \"linode:wait\", idempotent: true }}
+      - {{ task: \"linode:wait\", idempotent: true, with: {{ poll_ms: 50 }} }}
 roles:
   grants:
     - {{ console: \"*\", roles: [admin] }}
@@ -109,8 +125,7 @@ roles:
     let home = Home::new(&config);
     home.design(
         "loki",
-        &format!(
-            "instance:
+        "instance:
   hostname: loki
   fqdn: loki.example.com
   provider: Linode
@@ -118,17 +133,7 @@ roles:
   datacenter: Atlanta
   size: 512
   sshpubkey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm9kIPLxbBzbChzl2iYsnf4LfYPhk7aeWbeKYw6rf+k admin@example.com
-linode:
-  poll_ms: 50
-ssh:
-  host: 127.0.0.1
-  port: {port}
-  poll_ms: 50
-  commands:
-    - [echo, 'configured {{instance.hostname}}']
 ",
-            port = w.sshd.get("SSHD_PORT")
-        ),
     );
     home
 }
