@@ -68,9 +68,9 @@ fn with_for(task: &str, ssh_port: &str) -> String {
         "linode:wait" | "linode:shutdown" => " with: { poll_ms: 50 }".into(),
         "ssh:wait" => format!(" with: {{ {target}, host_key: learn, poll_ms: 50 }}"),
         "ssh:fingerprints" => format!(" with: {{ {target}, host_key: learn }}"),
-        "ssh:run" => format!(
-            " with: {{ {target}, commands: [[echo, 'configured {{instance.hostname}}']] }}"
-        ),
+        "ssh:run" => {
+            format!(" with: {{ {target}, commands: [[echo, 'configured {{instance.hostname}}']] }}")
+        }
         _ => String::new(),
     }
 }
@@ -212,7 +212,30 @@ fn redeploy_loki_end_to_end() {
         ));
     }
     sh.expect("loki redeploy #1 succeeded in");
-    sh.finish();
+    let status = sh.ask("status #1", "loki redeploy #1");
+    let log = sh.ask("log #1 200", "[");
+    let transcript = sh.finish().join("\n");
+
+    // The root password linode:deploy made went to the API, and nowhere else in clear.
+    let password = w
+        .linode
+        .requests()
+        .unwrap()
+        .iter()
+        .find_map(|r| r["body"]["root_pass"].as_str().map(str::to_string))
+        .expect("the create request carried a root password");
+    for (what, text) in [
+        ("status", &status),
+        ("log", &log),
+        ("transcript", &transcript),
+    ] {
+        assert!(!text.contains(&password), "the root password is in {what}");
+    }
+    let leaks = support::files_containing(&home.path("data"), password.as_bytes());
+    assert!(
+        leaks.is_empty(),
+        "the root password's bytes are in {leaks:?}"
+    );
 
     assert_eq!(dig(&w, "A").trim(), "203.0.113.7", "the new A record");
     let sshfp = dig(&w, "SSHFP");

@@ -206,25 +206,6 @@ roles:
     home
 }
 
-/// Every file under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_containing(&path, needle));
-        } else if let Ok(bytes) = std::fs::read(&path)
-            && bytes.windows(needle.len()).any(|w| w == needle)
-        {
-            found.push(path.display().to_string());
-        }
-    }
-    found
-}
-
 #[test]
 fn a_secret_a_worker_makes_is_sealed_masked_handed_on_and_erased() {
     let scratch = tempfile::tempdir().unwrap();
@@ -256,7 +237,7 @@ fn a_secret_a_worker_makes_is_sealed_masked_handed_on_and_erased() {
         clipboard.iter().any(|c| c.contains("secret_seen")),
         "the later stage got it by environment: {clipboard:?}"
     );
-    let leaks = files_containing(&home.path("data"), &password);
+    let leaks = support::files_containing(&home.path("data"), &password);
     assert!(leaks.is_empty(), "the password's bytes are in {leaks:?}");
     assert_eq!(
         home.sql("SELECT COUNT(*) FROM run_secrets"),
@@ -285,6 +266,6 @@ fn a_failed_run_keeps_its_secret_sealed_for_a_resume_only() {
         vec!["1".to_string()],
         "kept, sealed, while the run may resume"
     );
-    let leaks = files_containing(&home.path("data"), &password);
+    let leaks = support::files_containing(&home.path("data"), &password);
     assert!(leaks.is_empty(), "the password's bytes are in {leaks:?}");
 }
