@@ -14,8 +14,8 @@ use serde_saphyr::Spanned;
 use crate::adapters::irc::IrcNetworkConfig;
 use crate::adapters::xmpp::XmppAccountConfig;
 use crate::chat::roles::RolesConfig;
-use crate::secrets::Secret;
 use crate::engine::pipeline::PipelineConfig;
+use crate::secrets::Secret;
 
 /// The configuration used when none is given: SQLite in the data folder, the demonstration
 /// pipeline on the `local` worker, and the console user as admin.
@@ -233,8 +233,8 @@ impl Settings {
         text: &str,
         env: &HashMap<String, String>,
     ) -> Result<Settings, ConfigError> {
-        let settings: Settings =
-            serde_saphyr::from_str_with_options(text, options_for(env)).map_err(|e| {
+        let settings: Settings = serde_saphyr::from_str_with_options(text, options_for(env))
+            .map_err(|e| {
                 let location = e.location();
                 ConfigError {
                     file: file.to_string(),
@@ -316,7 +316,12 @@ impl Settings {
             .map(|(_, v)| v.expose().to_string())
             .collect();
         values.extend(self.chat.irc.iter().filter_map(|n| n.secret_values()));
-        values.extend(self.chat.xmpp.iter().map(|a| a.password.expose().to_string()));
+        values.extend(
+            self.chat
+                .xmpp
+                .iter()
+                .map(|a| a.password.expose().to_string()),
+        );
         if let Some(url) = &self.database_url
             && let Some(password) = crate::secrets::url_password(url.expose())
         {

@@ -282,15 +282,27 @@ mod tests {
             redact_url("postgres://jarvis:hunter2@db.example:5432/jarvis?sslmode=require"),
             "postgres://jarvis:***@db.example:5432/jarvis?sslmode=require"
         );
-        assert_eq!(redact_url("postgres://p%40ss:s3cr@t@db/x"), "postgres://p%40ss:***@db/x");
-        assert_eq!(redact_url("sqlite:///var/lib/jarvis.db"), "sqlite:///var/lib/jarvis.db");
-        assert_eq!(redact_url("postgres://jarvis@db/x"), "postgres://jarvis@db/x");
+        assert_eq!(
+            redact_url("postgres://p%40ss:s3cr@t@db/x"),
+            "postgres://p%40ss:***@db/x"
+        );
+        assert_eq!(
+            redact_url("sqlite:///var/lib/jarvis.db"),
+            "sqlite:///var/lib/jarvis.db"
+        );
+        assert_eq!(
+            redact_url("postgres://jarvis@db/x"),
+            "postgres://jarvis@db/x"
+        );
         assert_eq!(redact_url("not a url"), "not a url");
         let url = "postgres://jarvis:hunter2@db.example/jarvis";
         let error = format!("cannot connect to {url}: password hunter2 refused");
         let shown = redact_url_in(&error, url);
         assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("postgres://jarvis:***@db.example/jarvis"), "{shown}");
+        assert!(
+            shown.contains("postgres://jarvis:***@db.example/jarvis"),
+            "{shown}"
+        );
     }
 
     #[test]

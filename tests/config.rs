@@ -74,7 +74,9 @@ fn xmpp_without_tls_to_another_host_is_refused() {
         "chat:\n  xmpp:\n    - { name: a, jid: j@localhost, password: p, tls: plain, server: 127.0.0.1 }\n    - { name: b, jid: j@localhost, password: p, tls: plain, server: xmpp.example.net }\n",
     );
     assert!(
-        said.starts_with("config.yaml:7:") && said.contains(" chat.xmpp[1].tls: ") && said.contains("xmpp.example.net"),
+        said.starts_with("config.yaml:7:")
+            && said.contains(" chat.xmpp[1].tls: ")
+            && said.contains("xmpp.example.net"),
         "{said}"
     );
 }
@@ -89,7 +91,9 @@ fn irc_accounts_must_name_their_network() {
 ",
     );
     assert!(
-        said.starts_with("config.yaml:7:7: roles.grants[1]: the irc_account grant for 'bob' needs a network"),
+        said.starts_with(
+            "config.yaml:7:7: roles.grants[1]: the irc_account grant for 'bob' needs a network"
+        ),
         "{said}"
     );
     let said = refused(
@@ -101,7 +105,9 @@ fn irc_accounts_must_name_their_network() {
 ",
     );
     assert!(
-        said.starts_with("config.yaml:8:9: roles.people.alice[1]: the irc_account 'alice' needs a network"),
+        said.starts_with(
+            "config.yaml:8:9: roles.people.alice[1]: the irc_account 'alice' needs a network"
+        ),
         "{said}"
     );
 }

@@ -53,7 +53,9 @@ impl Irc {
     }
 
     async fn send(&mut self, line: &str) -> Result<()> {
-        self.writer.write_all(format!("{line}\r\n").as_bytes()).await?;
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await?;
         Ok(())
     }
 
@@ -83,9 +85,11 @@ impl Irc {
 
     /// The next line jarvis says in #ops that contains `needle`.
     async fn from_jarvis(&mut self, needle: &str) -> Result<String> {
-        self.wait(|l| l.starts_with(":jarvis!") && l.contains(" PRIVMSG #ops :") && l.contains(needle))
-            .await
-            .with_context(|| format!("waiting for jarvis to say '{needle}'"))
+        self.wait(|l| {
+            l.starts_with(":jarvis!") && l.contains(" PRIVMSG #ops :") && l.contains(needle)
+        })
+        .await
+        .with_context(|| format!("waiting for jarvis to say '{needle}'"))
     }
 }
 
@@ -115,7 +119,7 @@ fn start_jarvis(dir: &Path, prosody: &Server, ircd: &Server) -> Result<Jarvis> {
         "instance:\n  hostname: demo\n  provider: local\ndemo:\n  step_ms: 10\n",
     )?;
     let config = format!(
-        r#"name: jarvis
+        r##"name: jarvis
 data_dir: {data}
 designs:
   folder: {designs}
@@ -153,7 +157,7 @@ roles:
   grants:
     - {{ person: alice, roles: [deployer, approver] }}
     - {{ person: bob, roles: [approver] }}
-"#,
+"##,
         data = dir.join("data").display(),
         designs = designs.display(),
         irc_port = ircd.get("IRC_PORT"),
@@ -237,7 +241,10 @@ async fn alice_cannot_approve_from_irc_what_she_asked_for_over_xmpp() -> Result<
     bob.wait(|l| l.contains(" 366 ")).await?;
     bob.send("PRIVMSG #ops :jarvis: approve #1").await?;
     let approved = bob.from_jarvis("bob: ").await?;
-    assert!(approved.contains(":bob: approved demo deploy #1"), "{approved}");
+    assert!(
+        approved.contains(":bob: approved demo deploy #1"),
+        "{approved}"
+    );
     alice_xmpp
         .expect(WAIT, ROOM, "demo deploy #1 succeeded in")
         .await
@@ -245,7 +252,11 @@ async fn alice_cannot_approve_from_irc_what_she_asked_for_over_xmpp() -> Result<
 
     let db = dir.path().join("data/jarvis.db");
     let sql = |q: &str| -> Result<String> {
-        let out = Command::new("sqlite3").arg("-readonly").arg(&db).arg(q).output()?;
+        let out = Command::new("sqlite3")
+            .arg("-readonly")
+            .arg(&db)
+            .arg(q)
+            .output()?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
     assert_eq!(

@@ -50,7 +50,10 @@ fn every_command_answers_as_a_user_expects() {
         "unknown command 'stauts' — did you mean 'status'? say 'help'",
     );
     let me = os_user();
-    sh.ask("whoami", &format!("you are console user {me}; roles: admin"));
+    sh.ask(
+        "whoami",
+        &format!("you are console user {me}; roles: admin"),
+    );
     sh.ask(
         "pipelines",
         "demo (deploy, providers local): 1 local:check (idempotent) → 2 local:step",
@@ -174,7 +177,10 @@ fn the_requester_cannot_approve_their_own_run() {
     );
     sh.ask(
         "approve #1",
-        &format!("you asked for run #1 from console:{}; another person must approve it", os_user()),
+        &format!(
+            "you asked for run #1 from console:{}; another person must approve it",
+            os_user()
+        ),
     );
     sh.ask("cancel #1", "cancelling g deploy #1");
     sh.finish();
@@ -269,7 +275,10 @@ fn a_person_cannot_approve_their_own_run() {
         "instance:\n  hostname: g\n  provider: local\ndemo:\n  step_ms: 10\n",
     );
     let mut sh = home.shell();
-    sh.ask("whoami", &format!("you are console user {me} (person alice); roles: admin"));
+    sh.ask(
+        "whoami",
+        &format!("you are console user {me} (person alice); roles: admin"),
+    );
     sh.ask("deploy g", "deploy #1 of g queued");
     sh.expect("waits for approval");
     sh.ask(

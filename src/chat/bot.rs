@@ -716,10 +716,25 @@ grants:
         // The same when the run recorded no person (the configuration says who it is)...
         assert!(own_run(&c, 12, XMPP_ALICE, None, &[irc("alice")]).is_some());
         // ...and when the configuration no longer ties the two identities together.
-        assert!(own_run(&c, 12, "xmpp:jabber:old@example.com", Some("alice"), &[irc("alice")]).is_some());
+        assert!(
+            own_run(
+                &c,
+                12,
+                "xmpp:jabber:old@example.com",
+                Some("alice"),
+                &[irc("alice")]
+            )
+            .is_some()
+        );
         // Another person may approve; so may an identity of no person.
-        assert_eq!(own_run(&c, 12, XMPP_ALICE, Some("alice"), &[irc("bob")]), None);
-        assert_eq!(own_run(&c, 12, XMPP_ALICE, Some("alice"), &[irc("carol")]), None);
+        assert_eq!(
+            own_run(&c, 12, XMPP_ALICE, Some("alice"), &[irc("bob")]),
+            None
+        );
+        assert_eq!(
+            own_run(&c, 12, XMPP_ALICE, Some("alice"), &[irc("carol")]),
+            None
+        );
         // The very same identity, person or not.
         assert_eq!(
             own_run(&c, 3, "irc:libera:carol", None, &[irc("carol")]).as_deref(),

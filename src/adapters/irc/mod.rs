@@ -29,8 +29,8 @@ use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::secrets::Secret;
 use crate::chat::{ChatNetwork, Incoming, Rate, SendError, Target};
+use crate::secrets::Secret;
 
 /// One IRC network in the configuration (`chat.irc`).
 #[derive(Debug, Clone, Deserialize)]
@@ -156,7 +156,11 @@ impl IrcNetworkConfig {
 
     /// What serde cannot check, named as `chat.irc[INDEX]…` for the `index`th network.
     pub fn check(&self, index: usize) -> Result<(), String> {
-        let at = format!("chat.irc[{index}]");
+        self.check_at(&format!("chat.irc[{index}]"))
+    }
+
+    /// The same, named as `at…`.
+    fn check_at(&self, at: &str) -> Result<(), String> {
         if self.name.is_empty() || self.name.contains(char::is_whitespace) {
             return Err(format!("{at}.name: must be one word"));
         }
@@ -251,7 +255,7 @@ impl IrcNetwork {
         bot_name: &str,
         incoming: mpsc::Sender<Incoming>,
     ) -> Result<Arc<IrcNetwork>, String> {
-        cfg.check()?;
+        cfg.check_at(&format!("chat.irc[{}]", cfg.name))?;
         let tls = conn::tls_config(&cfg).map_err(|e| format!("chat.irc[{}]: {e}", cfg.name))?;
         let desired_nick = cfg.nick.clone().unwrap_or_else(|| bot_name.to_string());
         let (online, _) = watch::channel(false);
@@ -452,7 +456,9 @@ mod tests {
             bad.check(2).unwrap_err(),
             "chat.irc[2].sasl: SASL PLAIN would send the password in clear to irc.example.com; set tls: true (or use SASL EXTERNAL)"
         );
-        let ok = config(&format!("name: n\nserver: irc.example.com\ntls: true\n{sasl}"));
+        let ok = config(&format!(
+            "name: n\nserver: irc.example.com\ntls: true\n{sasl}"
+        ));
         assert!(ok.check(0).is_ok());
         let secret = format!("{:?}", ok.sasl);
         assert!(!secret.contains("pw"), "{secret}");

@@ -29,8 +29,8 @@ use tokio_xmpp::parsers::jid::{BareJid, Jid};
 use tokio_xmpp::stanzastream::{Connection, StanzaStream};
 
 use crate::app::Application;
-use crate::secrets::Secret;
 use crate::chat::{ChatNetwork, Incoming, Rate, SendError, Target};
+use crate::secrets::Secret;
 
 use connect::Connector;
 use session::{Command, Session};
@@ -331,8 +331,10 @@ mod tests {
     #[test]
     fn plain_xmpp_only_to_loopback() {
         let parse = |extra: &str| -> XmppAccountConfig {
-            serde_saphyr::from_str(&format!("name: j\njid: a@example.com/r\npassword: hunter22\n{extra}"))
-                .unwrap()
+            serde_saphyr::from_str(&format!(
+                "name: j\njid: a@example.com/r\npassword: hunter22\n{extra}"
+            ))
+            .unwrap()
         };
         assert!(parse("tls: plain\nserver: 127.0.0.1\n").check(0).is_ok());
         assert!(parse("tls: plain\nserver: localhost\n").check(0).is_ok());
