@@ -84,7 +84,7 @@ impl Irc {
     }
 
     /// The next line jarvis says in #ops that contains `needle`.
-    async fn from_jarvis(&mut self, needle: &str) -> Result<String> {
+    async fn jarvis_says(&mut self, needle: &str) -> Result<String> {
         self.wait(|l| {
             l.starts_with(":jarvis!") && l.contains(" PRIVMSG #ops :") && l.contains(needle)
         })
@@ -227,7 +227,7 @@ async fn alice_cannot_approve_from_irc_what_she_asked_for_over_xmpp() -> Result<
 
     // The same person, from her IRC account: refused, saying why.
     alice_irc.send("PRIVMSG #ops :jarvis: approve #1").await?;
-    let refused = alice_irc.from_jarvis("alice: ").await?;
+    let refused = alice_irc.jarvis_says("alice: ").await?;
     assert!(
         refused.ends_with(
             ":alice: you (alice) asked for run #1 from xmpp:jabber:alice@localhost; another person must approve it"
@@ -240,7 +240,7 @@ async fn alice_cannot_approve_from_irc_what_she_asked_for_over_xmpp() -> Result<
     bob.send("JOIN #ops").await?;
     bob.wait(|l| l.contains(" 366 ")).await?;
     bob.send("PRIVMSG #ops :jarvis: approve #1").await?;
-    let approved = bob.from_jarvis("bob: ").await?;
+    let approved = bob.jarvis_says("bob: ").await?;
     assert!(
         approved.contains(":bob: approved demo deploy #1"),
         "{approved}"
