@@ -570,4 +570,56 @@ mod tests {
         let err = parse("pipelines:\n  p:\n    stages:\n      - task: nocolon\n").unwrap_err();
         assert!(err.to_string().contains("pipelines.p.stages[0]"), "{err}");
     }
+
+    #[test]
+    fn secrets_in_the_configuration_never_print() {
+        let s = parse(
+            "database_url: postgres://j:${IRC_PASSWORD}@db.example/j
+workers:
+  modules:
+    linode:
+      env:
+        LINODE_TOKEN: ${IRC_PASSWORD}
+        LINODE_REGION: eu-west
+chat:
+  irc:
+    - name: n
+      server: irc.example.com
+      tls: true
+      sasl:
+        account: j
+        password: ${IRC_PASSWORD}
+  xmpp:
+    - name: x
+      jid: j@example.com
+      password: ${IRC_PASSWORD}
+",
+        )
+        .unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter22"), "{shown}");
+        assert_eq!(s.database_url_shown(), "postgres://j:***@db.example/j");
+        assert_eq!(
+            s.database_url().expose(),
+            "postgres://j:hunter22@db.example/j"
+        );
+        // ...and the masker knows every one of them.
+        assert!(s.secret_values().iter().all(|v| v == "hunter22"));
+        assert_eq!(s.secret_values().len(), 4);
+    }
+
+    #[test]
+    fn problems_found_after_parsing_name_their_line() {
+        let err = parse("name: jarvis\nroles:\n  grants:\n    - { console: x, roles: [] }\n")
+            .unwrap_err();
+        assert_eq!((err.line, err.column), (Some(4), Some(21)), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("jarvis.yaml:4:21: roles.grants[0].roles: "),
+            "{err}"
+        );
+        // A path the file does not spell out is placed at its deepest part that it does.
+        let err = parse("limits:\n  workers: 0\n").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+    }
 }

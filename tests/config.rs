@@ -141,3 +141,28 @@ fn an_identity_of_two_people_is_refused_naming_both() {
 ",
     );
 }
+
+/// A database URL's password shows nowhere: `migrate` names the URL with the password
+/// replaced, whether it fails or (today's SQLite-only store takes the URL for a file name)
+/// succeeds.
+#[test]
+fn database_urls_are_shown_without_their_password() {
+    let home = Home::new("database_url: postgres://jarvis:Hunter22Secret@db.invalid/jarvis\n");
+    let out = std::process::Command::new(support::JARVIS)
+        .current_dir(home.dir.path())
+        .arg("migrate")
+        .arg("--config")
+        .arg(home.config())
+        .output()
+        .expect("run jarvis migrate");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("Hunter22Secret"), "{text}");
+    assert!(
+        text.contains("postgres://jarvis:***@db.invalid/jarvis"),
+        "{text}"
+    );
+}
