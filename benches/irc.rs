@@ -51,7 +51,7 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     // Pacing is jarvis's flood protection, not what is measured here: lift it.
     let config = format!(
-        "name: jarvis\ndata_dir: {data}\nchat:\n  irc:\n    - name: bench\n      server: 127.0.0.1\n      port: {port}\n      channels: ['#ops']\n      flood: {{burst: 1000, per_second: 1000}}\n      sasl:\n        account: jarvis\n        password: ${{JARVIS_IRC_PASSWORD}}\nroles:\n  grants:\n    - {{irc_account: alice, roles: [viewer]}}\n",
+        "name: jarvis\ndata_dir: {data}\nchat:\n  irc:\n    - name: bench\n      server: 127.0.0.1\n      port: {port}\n      channels: ['#ops']\n      flood: {{burst: 1000, per_second: 1000}}\n      sasl:\n        account: jarvis\n        password: ${{JARVIS_IRC_PASSWORD}}\nroles:\n  grants:\n    - {{irc_account: alice, network: bench, roles: [viewer]}}\n",
         data = dir.path().join("data").display(),
     );
     let config_path = dir.path().join("jarvis.yaml");

@@ -78,7 +78,9 @@ fn clipboard_of(bytes: usize) -> Clipboard {
 async fn stage_overhead() {
     let bench = Bench::new();
     let settings = bench.settings(&pipeline_of(300), 8);
-    let store = Store::open(&settings.database_url()).await.expect("store");
+    let store = Store::open(settings.database_url().expose())
+        .await
+        .expect("store");
     let engine = engine(&settings, store.clone());
     engine.start().await.expect("start");
     let started = Instant::now();
@@ -112,7 +114,9 @@ async fn stage_overhead() {
 async fn thousand_runs() {
     let bench = Bench::new();
     let settings = bench.settings(&pipeline_of(10), 64);
-    let store = Store::open(&settings.database_url()).await.expect("store");
+    let store = Store::open(settings.database_url().expose())
+        .await
+        .expect("store");
     let engine = engine(&settings, store.clone());
     engine.start().await.expect("start");
     let started = Instant::now();

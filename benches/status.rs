@@ -66,7 +66,7 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let store = jarvis::store::Store::open(&settings.database_url())
+        let store = jarvis::store::Store::open(settings.database_url().expose())
             .await
             .expect("store");
         store.close().await;

@@ -54,9 +54,15 @@ impl Application {
         if embedded {
             write_demo_designs(&data_dir.join("designs"))?;
         }
-        let store = Store::open(&settings.database_url())
-            .await
-            .with_context(|| format!("cannot open the database {}", settings.database_url()))?;
+        let url = settings.database_url();
+        // The URL may hold a password: errors show it redacted, and the password nowhere.
+        let store = Store::open(url.expose()).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the database {}: {}",
+                settings.database_url_shown(),
+                crate::secrets::redact_url_in(&e.to_string(), url.expose())
+            )
+        })?;
         let masker = Masker::new(settings.secrets.keys.clone(), settings.secret_values());
         let sealer = crate::seal::Sealer::for_data_dir(&data_dir)
             .context("cannot set up the key for secrets at rest")?;
@@ -70,7 +76,14 @@ impl Application {
                     .workers
                     .modules
                     .iter()
-                    .map(|(m, g)| (m.clone(), g.env.clone()))
+                    .map(|(m, g)| {
+                        let env = g
+                            .env
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.expose().to_string()))
+                            .collect();
+                        (m.clone(), env)
+                    })
                     .collect(),
                 max_workers: settings.limits.workers,
                 stdout_cap: settings.limits.stdout_bytes,

@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde_saphyr::Spanned;
 
 use crate::adapters::irc::IrcNetworkConfig;
 use crate::adapters::xmpp::XmppAccountConfig;
 use crate::chat::roles::RolesConfig;
 use crate::engine::pipeline::PipelineConfig;
+use crate::secrets::Secret;
 
 /// The configuration used when none is given: SQLite in the data folder, the demonstration
 /// pipeline on the `local` worker, and the console user as admin.
@@ -28,9 +30,10 @@ pub struct Settings {
     /// Where the database, working folders and lock live.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
-    /// `sqlite://PATH` (default: `DATA/jarvis.db`); `postgres://…` is planned.
+    /// `sqlite://PATH` (default: `DATA/jarvis.db`); `postgres://…` is planned. A secret,
+    /// since a URL may carry a password: shown only through [`Settings::database_url_shown`].
     #[serde(default)]
-    pub database_url: Option<String>,
+    pub database_url: Option<Secret>,
     #[serde(default)]
     pub workers: WorkersConfig,
     #[serde(default)]
@@ -66,8 +69,10 @@ pub struct WorkersConfig {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ModuleGrant {
+    /// Every value is a [`Secret`] (tokens and passwords among endpoints): it reaches the
+    /// worker's environment and nothing that prints.
     #[serde(default)]
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<String, Secret>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -228,10 +233,8 @@ impl Settings {
         text: &str,
         env: &HashMap<String, String>,
     ) -> Result<Settings, ConfigError> {
-        let mut options = serde_saphyr::Options::default().with_properties(env.clone());
-        options.with_snippet = false;
-        let settings: Settings =
-            serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+        let settings: Settings = serde_saphyr::from_str_with_options(text, options_for(env))
+            .map_err(|e| {
                 let location = e.location();
                 ConfigError {
                     file: file.to_string(),
@@ -240,39 +243,43 @@ impl Settings {
                     message: strip_location(&e.to_string()),
                 }
             })?;
-        settings.check(file)?;
+        if let Err(problem) = settings.check() {
+            return Err(locate(file, text, options_for(env), problem));
+        }
         Ok(settings)
     }
 
-    /// Checks what the types alone cannot: names, task syntax, references between sections.
-    fn check(&self, file: &str) -> Result<(), ConfigError> {
+    /// Checks what the types alone cannot: names, task syntax, references between sections,
+    /// credentials that would travel in clear. A problem starts with its path
+    /// (`chat.irc[0].sasl: …`), which [`locate`] turns into a line and column.
+    fn check(&self) -> Result<(), String> {
         if self.name.is_empty()
             || self
                 .name
                 .chars()
                 .any(|c| c.is_whitespace() || c.is_control())
         {
-            return Err(ConfigError::at(file, "name: must be one word"));
+            return Err("name: must be one word".into());
         }
         if self.limits.workers == 0 {
-            return Err(ConfigError::at(file, "limits.workers: must be at least 1"));
+            return Err("limits.workers: must be at least 1".into());
         }
         for (name, pipeline) in &self.pipelines {
             pipeline
                 .check()
-                .map_err(|e| ConfigError::at(file, format!("pipelines.{name}.{e}")))?;
+                .map_err(|e| format!("pipelines.{name}.{e}"))?;
         }
-        self.roles
-            .check()
-            .map_err(|e| ConfigError::at(file, format!("roles.{e}")))?;
-        for network in &self.chat.irc {
-            network.check().map_err(|e| ConfigError::at(file, e))?;
+        self.roles.check().map_err(|e| format!("roles.{e}"))?;
+        for (i, network) in self.chat.irc.iter().enumerate() {
+            network.check(i)?;
+        }
+        for (i, account) in self.chat.xmpp.iter().enumerate() {
+            account.check(i)?;
         }
         for (i, target) in self.chat.notify.iter().enumerate() {
             if target.split_whitespace().count() != 2 {
-                return Err(ConfigError::at(
-                    file,
-                    format!("chat.notify[{i}]: write 'NETWORK TARGET', e.g. 'libera #ops'"),
+                return Err(format!(
+                    "chat.notify[{i}]: write 'NETWORK TARGET', e.g. 'libera #ops'"
                 ));
             }
         }
@@ -283,10 +290,19 @@ impl Settings {
         self.data_dir.clone().unwrap_or_else(default_data_dir)
     }
 
-    pub fn database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir().join("jarvis.db").display()))
+    /// The database URL, password and all: for connecting only.
+    pub fn database_url(&self) -> Secret {
+        self.database_url.clone().unwrap_or_else(|| {
+            Secret::new(format!(
+                "sqlite://{}",
+                self.data_dir().join("jarvis.db").display()
+            ))
+        })
+    }
+
+    /// The database URL fit to show: without its password.
+    pub fn database_url_shown(&self) -> String {
+        crate::secrets::redact_url(self.database_url().expose())
     }
 
     /// Every configured value that is a secret, so that it can be masked wherever it shows.
@@ -297,10 +313,20 @@ impl Settings {
             .values()
             .flat_map(|g| g.env.iter())
             .filter(|(k, _)| crate::secrets::is_secret_key(k, &self.secrets.keys))
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| v.expose().to_string())
             .collect();
         values.extend(self.chat.irc.iter().filter_map(|n| n.secret_values()));
-        values.extend(self.chat.xmpp.iter().map(|a| a.password.clone()));
+        values.extend(
+            self.chat
+                .xmpp
+                .iter()
+                .map(|a| a.password.expose().to_string()),
+        );
+        if let Some(url) = &self.database_url
+            && let Some(password) = crate::secrets::url_password(url.expose())
+        {
+            values.push(password.to_string());
+        }
         values.extend(
             self.designs
                 .gist
@@ -318,6 +344,171 @@ impl Settings {
         values.retain(|v| v.len() >= 4);
         values
     }
+}
+
+fn options_for(env: &HashMap<String, String>) -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default().with_properties(env.clone());
+    options.with_snippet = false;
+    options
+}
+
+/// Whether `host` is this machine: `localhost`, 127.0.0.0/8 or `::1`. Credentials may go
+/// there without TLS (the test servers); anywhere else they would cross a network in clear.
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = host.strip_suffix('.').unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
+/// A YAML node with where it was written, so that a problem found after parsing can name
+/// its line and column. Map entries are located at their key, list items at the item.
+#[derive(Default)]
+enum Tree {
+    #[default]
+    Leaf,
+    Map(Vec<(Spanned<String>, Spanned<Tree>)>),
+    Seq(Vec<Spanned<Tree>>),
+}
+
+struct TreeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TreeVisitor {
+    type Value = Tree;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Tree, E> {
+        Ok(Tree::Leaf)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Tree, E> {
+        Ok(Tree::Leaf)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Tree, E> {
+        Ok(Tree::Leaf)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Tree, E> {
+        Ok(Tree::Leaf)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Tree, E> {
+        Ok(Tree::Leaf)
+    }
+    fn visit_unit<E>(self) -> Result<Tree, E> {
+        Ok(Tree::Leaf)
+    }
+    fn visit_none<E>(self) -> Result<Tree, E> {
+        Ok(Tree::Leaf)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Tree, D::Error> {
+        Tree::deserialize(d)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Tree, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key::<Spanned<KeyText>>()? {
+            let value = map.next_value::<Spanned<Tree>>()?;
+            entries.push((
+                Spanned::new(key.value.0, key.referenced, key.defined),
+                value,
+            ));
+        }
+        Ok(Tree::Map(entries))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Tree, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Spanned<Tree>>()? {
+            items.push(item);
+        }
+        Ok(Tree::Seq(items))
+    }
+}
+
+impl<'de> Deserialize<'de> for Tree {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Tree, D::Error> {
+        d.deserialize_any(TreeVisitor)
+    }
+}
+
+/// A mapping key as text, whatever scalar it was written as.
+struct KeyText(String);
+
+impl<'de> Deserialize<'de> for KeyText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<KeyText, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = KeyText;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping key")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+            fn visit_unit<E>(self) -> Result<KeyText, E> {
+                Ok(KeyText(String::new()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `a.b[0].c` → `a`, `b`, `0`, `c`.
+fn path_segments(path: &str) -> Vec<&str> {
+    path.split(['.', '['])
+        .map(|s| s.trim_end_matches(']'))
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// A problem found by [`Settings::check`] (`PATH: message`), placed at the deepest node of
+/// PATH the file has.
+fn locate(file: &str, text: &str, options: serde_saphyr::Options, problem: String) -> ConfigError {
+    let mut error = ConfigError::at(file, problem.clone());
+    let Some((path, _)) = problem.split_once(": ") else {
+        return error;
+    };
+    let Ok(root) = serde_saphyr::from_str_with_options::<Tree>(text, options) else {
+        return error;
+    };
+    let mut node = &root;
+    let mut at = None;
+    for segment in path_segments(path) {
+        let next = match node {
+            Tree::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.value == segment)
+                .map(|(k, v)| (k.referenced, &v.value)),
+            Tree::Seq(items) => segment
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| items.get(i))
+                .map(|item| (item.referenced, &item.value)),
+            Tree::Leaf => None,
+        };
+        let Some((location, child)) = next else {
+            break;
+        };
+        at = Some(location);
+        node = child;
+    }
+    if let Some(location) = at.filter(|l| l.line() > 0) {
+        error.line = Some(location.line());
+        error.column = Some(location.column());
+    }
+    error
 }
 
 /// `$JARVIS_DATA_DIR`, else `$XDG_DATA_HOME/jarvis`, else `~/.local/share/jarvis`.
@@ -378,5 +569,57 @@ mod tests {
     fn bad_tasks_are_named_with_their_pipeline() {
         let err = parse("pipelines:\n  p:\n    stages:\n      - task: nocolon\n").unwrap_err();
         assert!(err.to_string().contains("pipelines.p.stages[0]"), "{err}");
+    }
+
+    #[test]
+    fn secrets_in_the_configuration_never_print() {
+        let s = parse(
+            "database_url: postgres://j:${IRC_PASSWORD}@db.example/j
+workers:
+  modules:
+    linode:
+      env:
+        LINODE_TOKEN: ${IRC_PASSWORD}
+        LINODE_REGION: eu-west
+chat:
+  irc:
+    - name: n
+      server: irc.example.com
+      tls: true
+      sasl:
+        account: j
+        password: ${IRC_PASSWORD}
+  xmpp:
+    - name: x
+      jid: j@example.com
+      password: ${IRC_PASSWORD}
+",
+        )
+        .unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter22"), "{shown}");
+        assert_eq!(s.database_url_shown(), "postgres://j:***@db.example/j");
+        assert_eq!(
+            s.database_url().expose(),
+            "postgres://j:hunter22@db.example/j"
+        );
+        // ...and the masker knows every one of them.
+        assert!(s.secret_values().iter().all(|v| v == "hunter22"));
+        assert_eq!(s.secret_values().len(), 4);
+    }
+
+    #[test]
+    fn problems_found_after_parsing_name_their_line() {
+        let err = parse("name: jarvis\nroles:\n  grants:\n    - { console: x, roles: [] }\n")
+            .unwrap_err();
+        assert_eq!((err.line, err.column), (Some(4), Some(21)), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("jarvis.yaml:4:21: roles.grants[0].roles: "),
+            "{err}"
+        );
+        // A path the file does not spell out is placed at its deepest part that it does.
+        let err = parse("limits:\n  workers: 0\n").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
     }
 }

@@ -23,7 +23,7 @@ enum Cmd {
         #[arg(long, env = "JARVIS_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// The same bot on this terminal, as the user 'console'.
+    /// The same bot on this terminal, as the operating-system user running it.
     Shell {
         #[arg(long, env = "JARVIS_CONFIG")]
         config: Option<PathBuf>,
@@ -131,8 +131,16 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Migrate { config } => {
             let (settings, _) = settings(&config)?;
             let url = settings.database_url();
-            let applied = jarvis::store::Store::migrate(&url).await?;
-            println!("{url}: up to date ({applied} migrations applied)");
+            let shown = settings.database_url_shown();
+            let applied = jarvis::store::Store::migrate(url.expose())
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot migrate the database {shown}: {}",
+                        jarvis::secrets::redact_url_in(&e.to_string(), url.expose())
+                    )
+                })?;
+            println!("{shown}: up to date ({applied} migrations applied)");
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Shell { config } => {

@@ -174,6 +174,78 @@ fn collect_secret_values(value: &Value, secret: bool, extra: &[String], out: &mu
     }
 }
 
+/// A secret from the configuration (already expanded from `${VAR}`). `Debug` and `Display`
+/// print `***`; the value itself only through [`Secret::expose`], at the one place that
+/// sends it.
+#[derive(Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A URL fit to show: the password of `scheme://user:password@host` becomes `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &authority[..at];
+    let user = match userinfo.split_once(':') {
+        Some((user, _)) => user,
+        None => return url.to_string(),
+    };
+    format!(
+        "{}{user}:***{}",
+        &url[..scheme_end + 3],
+        &url[scheme_end + 3 + at..]
+    )
+}
+
+/// `text` (an error from a library that was given `url`) with the URL's password gone, both
+/// within the URL and anywhere it shows alone.
+pub fn redact_url_in(text: &str, url: &str) -> String {
+    let mut out = text.replace(url, &redact_url(url));
+    if let Some(password) = url_password(url)
+        && password.len() >= 3
+    {
+        out = out.replace(password, "***");
+    }
+    out
+}
+
+pub fn url_password(url: &str) -> Option<&str> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    userinfo.split_once(':').map(|(_, p)| p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,5 +304,41 @@ mod tests {
         assert_eq!(shown["instance"]["root_password"], MASK);
         assert_eq!(shown["instance"]["hostname"], "loki");
         assert_eq!(shown["sshpubkey"], "ssh-ed25519 A");
+    }
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(
+            redact_url("postgres://jarvis:hunter2@db.example:5432/jarvis?sslmode=require"),
+            "postgres://jarvis:***@db.example:5432/jarvis?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://p%40ss:s3cr@t@db/x"),
+            "postgres://p%40ss:***@db/x"
+        );
+        assert_eq!(
+            redact_url("sqlite:///var/lib/jarvis.db"),
+            "sqlite:///var/lib/jarvis.db"
+        );
+        assert_eq!(
+            redact_url("postgres://jarvis@db/x"),
+            "postgres://jarvis@db/x"
+        );
+        assert_eq!(redact_url("not a url"), "not a url");
+        let url = "postgres://jarvis:hunter2@db.example/jarvis";
+        let error = format!("cannot connect to {url}: password hunter2 refused");
+        let shown = redact_url_in(&error, url);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("postgres://jarvis:***@db.example/jarvis"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter22");
+        assert_eq!(format!("{s} {s:?} {:?}", Some(&s)), "*** *** Some(***)");
+        assert_eq!(s.expose(), "hunter22");
     }
 }

@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::{Home, test_workers};
+use support::{Home, os_user, test_workers};
 
 const DEMO_PIPELINE: &str = "pipelines:
   demo:
@@ -49,7 +49,11 @@ fn every_command_answers_as_a_user_expects() {
         "stauts",
         "unknown command 'stauts' — did you mean 'status'? say 'help'",
     );
-    sh.ask("whoami", "you are console user console; roles: admin");
+    let me = os_user();
+    sh.ask(
+        "whoami",
+        &format!("you are console user {me}; roles: admin"),
+    );
     sh.ask(
         "pipelines",
         "demo (deploy, providers local): 1 local:check (idempotent) → 2 local:step",
@@ -130,11 +134,12 @@ fn every_command_answers_as_a_user_expects() {
 
 #[test]
 fn a_viewer_may_look_but_not_deploy() {
-    let home = home("    - { console: console, roles: [viewer] }\n");
+    let me = os_user();
+    let home = home(&format!("    - {{ console: {me}, roles: [viewer] }}\n"));
     let mut sh = home.shell();
     sh.ask(
         "deploy demo",
-        "deploy needs the deployer role; you are console user console, with no such role",
+        &format!("deploy needs the deployer role; you are console user {me}, with no such role"),
     );
     sh.ask("status", "nothing is running");
     let help: Vec<String> = {
@@ -146,7 +151,7 @@ fn a_viewer_may_look_but_not_deploy() {
     sh.finish();
     assert_eq!(
         home.sql("SELECT identity || ' ' || outcome FROM audit"),
-        vec!["console:console refused: needs deployer"]
+        vec![format!("console:{me} refused: needs deployer")]
     );
 }
 
@@ -172,7 +177,10 @@ fn the_requester_cannot_approve_their_own_run() {
     );
     sh.ask(
         "approve #1",
-        "you asked for run #1; another approver must approve it",
+        &format!(
+            "you asked for run #1 from console:{}; another person must approve it",
+            os_user()
+        ),
     );
     sh.ask("cancel #1", "cancelling g deploy #1");
     sh.finish();
@@ -249,5 +257,43 @@ fn piped_input_ends_the_shell_once_runs_are_done_and_announced() {
     assert!(
         out.iter().any(|l| l.contains("demo deploy #1 succeeded")),
         "{out:?}"
+    );
+}
+
+/// Approvals are about people: the console user is one of alice's identities, so alice may
+/// neither approve her run here nor from any other identity; the audit log names her.
+#[test]
+fn a_person_cannot_approve_their_own_run() {
+    let me = os_user();
+    let home = Home::new(&format!(
+        "pipelines:\n  gated:\n    providers: [local]\n    stages:\n      - {{ task: \"local:check\" }}\n      - {{ task: \"local:step\", approval: true }}\n\
+         roles:\n  people:\n    alice:\n      - {{ console: {me} }}\n      - {{ irc_account: alice, network: libera }}\n\
+         \x20 grants:\n    - {{ person: alice, roles: [admin] }}\n"
+    ));
+    home.design(
+        "g",
+        "instance:\n  hostname: g\n  provider: local\ndemo:\n  step_ms: 10\n",
+    );
+    let mut sh = home.shell();
+    sh.ask(
+        "whoami",
+        &format!("you are console user {me} (person alice); roles: admin"),
+    );
+    sh.ask("deploy g", "deploy #1 of g queued");
+    sh.expect("waits for approval");
+    sh.ask(
+        "approve #1",
+        &format!("you (alice) asked for run #1 from console:{me}; another person must approve it"),
+    );
+    sh.ask("cancel #1", "cancelling g deploy #1");
+    sh.expect(&format!("cancelled by alice (console:{me})"));
+    sh.finish();
+    assert_eq!(
+        home.sql("SELECT identity || ' ' || person || ' ' || substr(command, 1, 7) FROM audit ORDER BY id"),
+        vec![
+            format!("console:{me} alice deploy "),
+            format!("console:{me} alice approve"),
+            format!("console:{me} alice cancel "),
+        ]
     );
 }

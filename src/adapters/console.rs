@@ -1,4 +1,6 @@
-//! The console: `jarvis shell`, the bot on this terminal as the user `console`. Line editing
+//! The console: `jarvis shell`, the bot on this terminal as the operating-system user who
+//! runs it (the identity `console:USER`, which `console: USER` grants and people name, and
+//! `console: "*"` grants match whoever it is). Line editing
 //! when stdin is a terminal, plain lines when it is piped; notifications are printed as they
 //! happen; it ends when input ends and no run is queued or running.
 
@@ -14,7 +16,19 @@ use crate::chat::roles::Identity;
 use crate::chat::{ChatNetwork, Incoming, Rate, SendError, Target};
 
 pub const NETWORK: &str = "console";
-pub const USER: &str = "console";
+
+/// The operating-system user running jarvis: the password database's name for the real
+/// user id, else `$USER`, else `uid-N`.
+pub fn os_user() -> String {
+    let uid = nix::unistd::getuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.trim().is_empty()))
+        .unwrap_or_else(|| format!("uid-{uid}"))
+}
 
 pub struct Console {
     online: watch::Sender<bool>,
@@ -83,15 +97,16 @@ pub async fn run(app: Application) -> anyhow::Result<()> {
             }
         });
     }
-    let me = Target::direct(NETWORK, USER);
+    let user = os_user();
+    let me = Target::direct(NETWORK, &user);
     while let Some(line) = rx.recv().await {
         if line.trim().is_empty() {
             continue;
         }
         let msg = Incoming {
             reply_to: me.clone(),
-            nick: USER.into(),
-            identities: vec![Identity::Console(USER.into())],
+            nick: user.clone(),
+            identities: vec![Identity::Console(user.clone())],
             identity_note: None,
             text: line,
         };

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::command::{self, COMMANDS, Command, ParseError, RunRef};
 use super::render;
-use super::roles::{Identity, Role};
+use super::roles::{self, Identity, Role, RolesConfig};
 use super::{Incoming, Origin, TargetKind};
 use crate::clipboard::Clipboard;
 use crate::config::Settings;
@@ -94,7 +94,7 @@ impl Bot {
         if let Some(needed) = cmd.required_role()
             && !roles.iter().any(|r| r.covers(needed))
         {
-            let who = match (msg.identities.first(), &msg.identity_note) {
+            let who = match (roles::principal(&msg.identities), &msg.identity_note) {
                 (_, Some(note)) => note.clone(),
                 (Some(id), None) => format!("you are {id}, with no such role"),
                 (None, None) => {
@@ -131,13 +131,23 @@ impl Bot {
         reply
     }
 
+    /// Who sent `msg`: the verified identity that speaks for them and the person it is.
+    fn who(&self, msg: &Incoming) -> Who {
+        Who {
+            key: requester_key(msg),
+            person: self
+                .settings
+                .roles
+                .person_of(&msg.identities)
+                .map(str::to_string),
+        }
+    }
+
     async fn audit(&self, msg: &Incoming, text: &str, outcome: &str) {
+        let who = self.who(msg);
         let entry = AuditEntry {
-            identity: msg
-                .identities
-                .first()
-                .map(|i| i.key())
-                .unwrap_or_else(|| format!("unverified:{}", msg.nick)),
+            identity: who.key,
+            person: who.person,
             network: msg.reply_to.network.clone(),
             channel: msg.reply_to.name.clone(),
             command: crate::text::one_line(text, 400),
@@ -188,7 +198,7 @@ impl Bot {
             }
             Command::Cancel { run } => {
                 let run = self.find_run(run).await?;
-                self.engine.cancel(run.id, &msg.nick).await?;
+                self.engine.cancel(run.id, &self.who(msg).label()).await?;
                 Ok(Reply::line(format!(
                     "cancelling {}",
                     render::run_name(&run.host, run.kind.as_str(), run.id)
@@ -219,13 +229,21 @@ impl Bot {
                         run.state.as_str().replace('_', " ")
                     )));
                 }
-                if msg.identities.iter().any(|i| i.key() == run.requester) {
-                    return Ok(Reply::line(format!(
-                        "you asked for run #{}; another approver must approve it",
-                        run.id
-                    )));
+                let asked_by = run
+                    .initial_clipboard
+                    .get("jarvis")
+                    .and_then(|j| j.get("person"))
+                    .and_then(|p| p.as_str());
+                if let Some(refusal) = own_run(
+                    &self.settings.roles,
+                    run.id,
+                    &run.requester,
+                    asked_by,
+                    &msg.identities,
+                ) {
+                    return Ok(Reply::line(refusal));
                 }
-                let run = self.engine.approve(run.id, &msg.nick).await?;
+                let run = self.engine.approve(run.id, &self.who(msg).label()).await?;
                 let task = run
                     .stages
                     .get(run.next_stage)
@@ -272,8 +290,12 @@ impl Bot {
             }
             Command::Pipelines => Ok(Reply::lines(self.pipelines())),
             Command::Whoami => {
-                let who = match (msg.identities.first(), &msg.identity_note) {
-                    (Some(id), _) => id.to_string(),
+                let person = self.settings.roles.person_of(&msg.identities);
+                let who = match (roles::principal(&msg.identities), &msg.identity_note) {
+                    (Some(id), _) => match person {
+                        Some(p) => format!("{id} (person {p})"),
+                        None => id.to_string(),
+                    },
                     (None, Some(note)) => note.clone(),
                     (None, None) => format!("{} (not logged in to an account)", msg.nick),
                 };
@@ -368,13 +390,12 @@ impl Bot {
         retry_of: Option<i64>,
     ) -> Result<Reply, BotError> {
         let (design, pipeline_name) = self.design_and_pipeline(kind, reference).await?;
-        let requester = requester_key(msg);
         let clipboard = initial_clipboard(
             &design.document,
             &design.hostname,
             kind,
             &pipeline_name,
-            &requester,
+            &self.who(msg),
             reference,
         );
         self.submit(
@@ -461,13 +482,12 @@ impl Bot {
         let old = self.find_run(r).await?;
         let mut document = old.initial_clipboard.clone();
         document.remove("jarvis");
-        let requester = requester_key(msg);
         let clipboard = initial_clipboard(
             &document,
             &old.host,
             old.kind,
             &old.pipeline,
-            &requester,
+            &self.who(msg),
             &old.design_ref,
         );
         let mut reply = self
@@ -560,33 +580,80 @@ fn stage_list(stages: &[pipeline::StageConfig]) -> String {
         .join(" → ")
 }
 
+/// The verified identity that speaks for the sender, as stored (`runs.requester`, audit).
+/// A sender with none is `unverified:NICK`, which no grant or person matches.
 fn requester_key(msg: &Incoming) -> String {
-    msg.identities
-        .first()
+    roles::principal(&msg.identities)
         .map(Identity::key)
         .unwrap_or_else(|| format!("unverified:{}", msg.nick))
 }
 
-/// The clipboard a run starts with: the design plus a `jarvis` mapping.
+/// Who did something, as the audit log, `approved_by` and "cancelled by" record it: the
+/// verified identity key and the person it belongs to, never a bare nick.
+struct Who {
+    key: String,
+    person: Option<String>,
+}
+
+impl Who {
+    /// `alice (irc:libera:alice)`, or the key alone for an identity of no person.
+    fn label(&self) -> String {
+        match &self.person {
+            Some(p) => format!("{p} ({})", self.key),
+            None => self.key.clone(),
+        }
+    }
+}
+
+/// Why `approver` may not approve run `id`, asked for by `requester` (an identity key) and,
+/// when the run recorded one, by the person `asked_by`: the same identity, or the same
+/// person from any of their identities. The person is taken both as recorded at queue time
+/// and as the configuration now says, so editing `people` in between lets nobody through.
+fn own_run(
+    config: &RolesConfig,
+    id: i64,
+    requester: &str,
+    asked_by: Option<&str>,
+    approver: &[Identity],
+) -> Option<String> {
+    let me = config.person_of(approver);
+    let same_identity = approver.iter().any(|i| i.key() == requester);
+    let now = Identity::from_key(requester).and_then(|r| config.person_of(&[r]));
+    let same_person = me.is_some() && (me == asked_by || me == now);
+    if !same_identity && !same_person {
+        return None;
+    }
+    let you = match me {
+        Some(p) => format!("you ({p})"),
+        None => "you".into(),
+    };
+    Some(format!(
+        "{you} asked for run #{id} from {requester}; another person must approve it"
+    ))
+}
+
+/// The clipboard a run starts with: the design plus a `jarvis` mapping (with the
+/// requester's person, which `approve` checks against).
 fn initial_clipboard(
     document: &Clipboard,
     host: &str,
     kind: RunKind,
     pipeline: &str,
-    requester: &str,
+    requester: &Who,
     reference: &str,
 ) -> Clipboard {
     let mut clipboard = document.clone();
-    clipboard.insert(
-        "jarvis".into(),
-        json!({
-            "host": host,
-            "command": kind.as_str(),
-            "pipeline": pipeline,
-            "requester": requester,
-            "design": reference,
-        }),
-    );
+    let mut jarvis = json!({
+        "host": host,
+        "command": kind.as_str(),
+        "pipeline": pipeline,
+        "requester": requester.key,
+        "design": reference,
+    });
+    if let (Some(person), Some(map)) = (&requester.person, jarvis.as_object_mut()) {
+        map.insert("person".into(), json!(person));
+    }
+    clipboard.insert("jarvis".into(), jarvis);
     clipboard
 }
 
@@ -642,5 +709,93 @@ fn user_error(e: &BotError) -> String {
             "the database did not answer; see jarvis's log".into()
         }
         BotError::Engine(e) => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> RolesConfig {
+        serde_saphyr::from_str(
+            "people:
+  alice:
+    - { irc_account: alice, network: libera }
+    - { xmpp_jid: alice@example.com }
+  bob:
+    - { irc_account: bob, network: libera }
+grants:
+  - { person: alice, roles: [deployer, approver] }
+  - { person: bob, roles: [approver] }
+  - { irc_account: carol, network: libera, roles: [approver] }
+",
+        )
+        .unwrap_or_default()
+    }
+
+    fn irc(account: &str) -> Identity {
+        Identity::IrcAccount {
+            network: "libera".into(),
+            account: account.into(),
+        }
+    }
+
+    const XMPP_ALICE: &str = "xmpp:jabber:alice@example.com";
+
+    #[test]
+    fn nobody_approves_their_own_run_from_another_identity() {
+        let c = config();
+        c.check().unwrap();
+        // alice asked over XMPP and tries to approve from her IRC account.
+        assert_eq!(
+            own_run(&c, 12, XMPP_ALICE, Some("alice"), &[irc("alice")]).as_deref(),
+            Some(
+                "you (alice) asked for run #12 from xmpp:jabber:alice@example.com; another person must approve it"
+            )
+        );
+        // The same when the run recorded no person (the configuration says who it is)...
+        assert!(own_run(&c, 12, XMPP_ALICE, None, &[irc("alice")]).is_some());
+        // ...and when the configuration no longer ties the two identities together.
+        assert!(
+            own_run(
+                &c,
+                12,
+                "xmpp:jabber:old@example.com",
+                Some("alice"),
+                &[irc("alice")]
+            )
+            .is_some()
+        );
+        // Another person may approve; so may an identity of no person.
+        assert_eq!(
+            own_run(&c, 12, XMPP_ALICE, Some("alice"), &[irc("bob")]),
+            None
+        );
+        assert_eq!(
+            own_run(&c, 12, XMPP_ALICE, Some("alice"), &[irc("carol")]),
+            None
+        );
+        // The very same identity, person or not.
+        assert_eq!(
+            own_run(&c, 3, "irc:libera:carol", None, &[irc("carol")]).as_deref(),
+            Some("you asked for run #3 from irc:libera:carol; another person must approve it")
+        );
+    }
+
+    #[test]
+    fn actions_are_recorded_with_identity_and_person() {
+        let who = Who {
+            key: XMPP_ALICE.into(),
+            person: Some("alice".into()),
+        };
+        assert_eq!(who.label(), "alice (xmpp:jabber:alice@example.com)");
+        let clipboard = initial_clipboard(&Clipboard::new(), "h", RunKind::Deploy, "p", &who, "h");
+        assert_eq!(clipboard["jarvis"]["person"], "alice");
+        assert_eq!(clipboard["jarvis"]["requester"], XMPP_ALICE);
+        let nobody = Who {
+            key: "console:root".into(),
+            person: None,
+        };
+        assert_eq!(nobody.label(), "console:root");
     }
 }

@@ -2,6 +2,8 @@
 //! account, an XMPP real bare JID, the console user); roles are granted to identities by the
 //! configuration. A bare IRC nick is never an identity.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -61,6 +63,31 @@ impl Identity {
             Identity::Jid { network, jid } => format!("xmpp:{network}:{jid}"),
         }
     }
+
+    /// The identity a [`Identity::key`] was made from.
+    pub fn from_key(key: &str) -> Option<Identity> {
+        let (kind, rest) = key.split_once(':')?;
+        if kind == "console" {
+            return Some(Identity::Console(rest.to_string()));
+        }
+        let (network, value) = rest.split_once(':')?;
+        let (network, value) = (network.to_string(), value.to_string());
+        match kind {
+            "irc" => Some(Identity::IrcAccount {
+                network,
+                account: value,
+            }),
+            "irc-mask" => Some(Identity::IrcHostmask {
+                network,
+                mask: value,
+            }),
+            "xmpp" => Some(Identity::Jid {
+                network,
+                jid: value,
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Display for Identity {
@@ -78,21 +105,63 @@ impl std::fmt::Display for Identity {
     }
 }
 
+/// The `roles` section: who is who, and who may do what.
+///
+/// ```yaml
+/// roles:
+///   people:                     # optional: a person and every identity that is theirs
+///     alice:
+///       - { irc_account: alice, network: libera }
+///       - { xmpp_jid: alice@example.com }      # network optional: a JID is global
+///       - { console: alice }                   # the operating-system user
+///   grants:
+///     - { person: alice, roles: [deployer, approver] }
+///     - { irc_account: bob, network: libera, roles: [viewer] }
+///     - { console: "*", roles: [admin] }
+/// ```
+///
+/// Approvals are about people: nobody approves a run asked for by the same person, from
+/// whichever identity. An identity belongs to at most one person; people list verified
+/// identities only (no hostmasks, no `console: "*"`).
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RolesConfig {
+    /// Person name → that person's identities.
+    #[serde(default)]
+    pub people: BTreeMap<String, Vec<PersonIdentity>>,
     #[serde(default)]
     pub grants: Vec<Grant>,
 }
 
-/// One grant: roles for an identity. Exactly one of `console`, `irc_account`,
-/// `irc_hostmask` and `xmpp_jid`; `network` limits it to one chat network.
+/// One identity of a person: exactly one of `console`, `irc_account` (with its `network`)
+/// and `xmpp_jid` (with an optional `network`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonIdentity {
+    #[serde(default)]
+    pub network: Option<String>,
+    #[serde(default)]
+    pub console: Option<String>,
+    #[serde(default)]
+    pub irc_account: Option<String>,
+    #[serde(default)]
+    pub xmpp_jid: Option<String>,
+}
+
+/// One grant: roles for a person or an identity. Exactly one of `person`, `console`,
+/// `irc_account`, `irc_hostmask` and `xmpp_jid`. `network` limits an identity to one chat
+/// network; `irc_account` and `irc_hostmask` need it (an account name or a hostmask means
+/// nothing across networks).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
     pub roles: Vec<Role>,
+    /// A name from `people`: the grant holds for every identity of that person.
+    #[serde(default)]
+    pub person: Option<String>,
     #[serde(default)]
     pub network: Option<String>,
+    /// An operating-system user, or `*` for any user at the console.
     #[serde(default)]
     pub console: Option<String>,
     #[serde(default)]
@@ -106,20 +175,47 @@ pub struct Grant {
 }
 
 impl RolesConfig {
+    /// What the types cannot say; each problem starts with its path (`grants[1]: …`).
     pub fn check(&self) -> Result<(), String> {
+        self.check_people()?;
         for (i, g) in self.grants.iter().enumerate() {
-            let kinds = [&g.console, &g.irc_account, &g.irc_hostmask, &g.xmpp_jid]
-                .iter()
-                .filter(|k| k.is_some())
-                .count();
+            let kinds = [
+                &g.person,
+                &g.console,
+                &g.irc_account,
+                &g.irc_hostmask,
+                &g.xmpp_jid,
+            ]
+            .iter()
+            .filter(|k| k.is_some())
+            .count();
             if kinds != 1 {
                 return Err(format!(
-                    "grants[{i}]: name exactly one of console, irc_account, irc_hostmask, xmpp_jid"
+                    "grants[{i}]: name exactly one of person, console, irc_account, irc_hostmask, xmpp_jid"
                 ));
+            }
+            if let Some(person) = &g.person {
+                if g.network.is_some() {
+                    return Err(format!(
+                        "grants[{i}]: a person grant takes no network (list the person's identities under people.{person})"
+                    ));
+                }
+                if !self.people.contains_key(person) {
+                    return Err(format!(
+                        "grants[{i}].person: no person '{person}' under roles.people"
+                    ));
+                }
             }
             if g.irc_hostmask.is_some() && g.network.is_none() {
                 return Err(format!(
                     "grants[{i}]: an irc_hostmask grant needs a network (hostmasks can be spoofed across networks)"
+                ));
+            }
+            if let Some(account) = &g.irc_account
+                && g.network.is_none()
+            {
+                return Err(format!(
+                    "grants[{i}]: the irc_account grant for '{account}' needs a network (an account name means nothing across networks)"
                 ));
             }
             if g.roles.is_empty() {
@@ -129,17 +225,153 @@ impl RolesConfig {
         Ok(())
     }
 
-    /// Every role granted to any of `identities`.
+    fn check_people(&self) -> Result<(), String> {
+        let mut seen: Vec<(&str, usize, &PersonIdentity)> = Vec::new();
+        for (person, ids) in &self.people {
+            if person.is_empty()
+                || person
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == ':')
+            {
+                return Err(format!("people.{person}: a person's name is one word"));
+            }
+            if ids.is_empty() {
+                return Err(format!("people.{person}: list at least one identity"));
+            }
+            for (i, id) in ids.iter().enumerate() {
+                let at = format!("people.{person}[{i}]");
+                let kinds = [&id.console, &id.irc_account, &id.xmpp_jid]
+                    .iter()
+                    .filter(|k| k.is_some())
+                    .count();
+                if kinds != 1 {
+                    return Err(format!(
+                        "{at}: name exactly one of console, irc_account, xmpp_jid"
+                    ));
+                }
+                if let Some(account) = &id.irc_account
+                    && id.network.is_none()
+                {
+                    return Err(format!(
+                        "{at}: the irc_account '{account}' needs a network (an account name means nothing across networks)"
+                    ));
+                }
+                if id.console.as_deref() == Some("*") {
+                    return Err(format!(
+                        "{at}: console: \"*\" is every console user, not one person's identity"
+                    ));
+                }
+                if id.console.is_some() && id.network.is_some() {
+                    return Err(format!("{at}: a console identity takes no network"));
+                }
+                if let Some((other, j, _)) = seen
+                    .iter()
+                    .find(|(other, _, prev)| *other != person.as_str() && prev.overlaps(id))
+                {
+                    return Err(format!(
+                        "{at}: {} is already {other}'s (roles.people.{other}[{j}]); an identity belongs to at most one person",
+                        id.describe()
+                    ));
+                }
+                seen.push((person, i, id));
+            }
+        }
+        Ok(())
+    }
+
+    /// The person any of `identities` belongs to.
+    pub fn person_of(&self, identities: &[Identity]) -> Option<&str> {
+        self.people
+            .iter()
+            .find(|(_, ids)| {
+                ids.iter()
+                    .any(|pid| identities.iter().any(|id| pid.matches(id)))
+            })
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// Every role granted to any of `identities`, or to the person they belong to.
     pub fn roles_of(&self, identities: &[Identity]) -> Vec<Role> {
+        let person = self.person_of(identities);
         let mut roles: Vec<Role> = self
             .grants
             .iter()
-            .filter(|g| identities.iter().any(|id| g.matches(id)))
+            .filter(|g| match &g.person {
+                Some(p) => person == Some(p.as_str()),
+                None => identities.iter().any(|id| g.matches(id)),
+            })
             .flat_map(|g| g.roles.iter().copied())
             .collect();
         roles.sort();
         roles.dedup();
         roles
+    }
+}
+
+/// The identity that speaks for a sender with several: a verified account, JID or console
+/// user before a hostmask.
+pub fn principal(identities: &[Identity]) -> Option<&Identity> {
+    identities
+        .iter()
+        .find(|id| !matches!(id, Identity::IrcHostmask { .. }))
+        .or_else(|| identities.first())
+}
+
+impl PersonIdentity {
+    fn network_ok(&self, network: &str) -> bool {
+        self.network.as_deref().is_none_or(|n| n == network)
+    }
+
+    fn matches(&self, id: &Identity) -> bool {
+        match id {
+            Identity::Console(user) => self.console.as_deref() == Some(user.as_str()),
+            Identity::IrcAccount { network, account } => {
+                self.network.as_deref() == Some(network.as_str())
+                    && self
+                        .irc_account
+                        .as_deref()
+                        .is_some_and(|a| a.eq_ignore_ascii_case(account))
+            }
+            Identity::IrcHostmask { .. } => false,
+            Identity::Jid { network, jid } => {
+                self.network_ok(network)
+                    && self
+                        .xmpp_jid
+                        .as_deref()
+                        .is_some_and(|j| j.eq_ignore_ascii_case(jid))
+            }
+        }
+    }
+
+    /// Whether one identity could be both `self` and `other`.
+    fn overlaps(&self, other: &PersonIdentity) -> bool {
+        let networks = match (&self.network, &other.network) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        let same = |a: &Option<String>, b: &Option<String>, fold: bool| match (a, b) {
+            (Some(a), Some(b)) if fold => a.eq_ignore_ascii_case(b),
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        };
+        networks
+            && (same(&self.console, &other.console, false)
+                || same(&self.irc_account, &other.irc_account, true)
+                || same(&self.xmpp_jid, &other.xmpp_jid, true))
+    }
+
+    fn describe(&self) -> String {
+        let network = self
+            .network
+            .as_deref()
+            .map(|n| format!(" on {n}"))
+            .unwrap_or_default();
+        match (&self.console, &self.irc_account, &self.xmpp_jid) {
+            (Some(user), _, _) => format!("console user {user}"),
+            (_, Some(account), _) => format!("IRC account {account}{network}"),
+            (_, _, Some(jid)) => format!("JID {jid}{network}"),
+            _ => "this identity".into(),
+        }
     }
 }
 
@@ -242,5 +474,118 @@ mod tests {
         assert!(Role::Deployer.covers(Role::Viewer));
         assert!(!Role::Deployer.covers(Role::Approver));
         assert!(!Role::Viewer.covers(Role::Deployer));
+    }
+
+    const PEOPLE: &str = "people:
+  alice:
+    - { irc_account: alice, network: libera }
+    - { xmpp_jid: alice@example.com }
+    - { console: alice }
+  bob:
+    - { irc_account: bob, network: libera }
+grants:
+  - { person: alice, roles: [deployer, approver] }
+  - { irc_account: bob, network: libera, roles: [viewer] }
+";
+
+    fn irc(account: &str) -> Identity {
+        Identity::IrcAccount {
+            network: "libera".into(),
+            account: account.into(),
+        }
+    }
+
+    fn jid(jid: &str) -> Identity {
+        Identity::Jid {
+            network: "jabber".into(),
+            jid: jid.into(),
+        }
+    }
+
+    #[test]
+    fn every_identity_of_a_person_is_that_person() {
+        let c = config(PEOPLE);
+        c.check().unwrap();
+        assert_eq!(c.person_of(&[irc("ALICE")]), Some("alice"));
+        assert_eq!(c.person_of(&[jid("alice@example.com")]), Some("alice"));
+        assert_eq!(
+            c.person_of(&[Identity::Console("alice".into())]),
+            Some("alice")
+        );
+        assert_eq!(c.person_of(&[irc("bob")]), Some("bob"));
+        assert_eq!(c.person_of(&[jid("mallory@example.com")]), None);
+        // The same account name on another network is somebody else.
+        let elsewhere = Identity::IrcAccount {
+            network: "oftc".into(),
+            account: "alice".into(),
+        };
+        assert_eq!(c.person_of(std::slice::from_ref(&elsewhere)), None);
+        // A person grant holds for each of the person's identities, and only theirs.
+        for id in [irc("alice"), jid("alice@example.com")] {
+            assert_eq!(c.roles_of(&[id]), vec![Role::Deployer, Role::Approver]);
+        }
+        assert!(c.roles_of(&[elsewhere]).is_empty());
+        assert_eq!(c.roles_of(&[irc("bob")]), vec![Role::Viewer]);
+    }
+
+    #[test]
+    fn an_identity_belongs_to_one_person_only() {
+        let c = config(
+            "people:\n  alice:\n    - { xmpp_jid: alice@example.com }\n  mallory:\n    - { console: m }\n    - { xmpp_jid: Alice@Example.com, network: jabber }\n",
+        );
+        let err = c.check().unwrap_err();
+        assert!(err.starts_with("people.mallory[1]: "), "{err}");
+        assert!(err.contains("alice's (roles.people.alice[0])"), "{err}");
+        // The same account on two networks is two identities.
+        let ok = config(
+            "people:\n  a:\n    - { irc_account: x, network: one }\n  b:\n    - { irc_account: x, network: two }\n",
+        );
+        ok.check().unwrap();
+    }
+
+    #[test]
+    fn accounts_need_their_network_everywhere() {
+        let err = config("grants:\n  - {irc_account: alice, roles: [viewer]}\n")
+            .check()
+            .unwrap_err();
+        assert!(err.starts_with("grants[0]: "), "{err}");
+        assert!(err.contains("needs a network"), "{err}");
+        let err = config("people:\n  alice:\n    - {irc_account: alice}\n")
+            .check()
+            .unwrap_err();
+        assert!(err.starts_with("people.alice[0]: "), "{err}");
+        let err = config("grants:\n  - {person: nobody, roles: [viewer]}\n")
+            .check()
+            .unwrap_err();
+        assert!(err.contains("no person 'nobody'"), "{err}");
+        let err = config("people:\n  a:\n    - {console: \"*\"}\n")
+            .check()
+            .unwrap_err();
+        assert!(err.contains("every console user"), "{err}");
+    }
+
+    #[test]
+    fn identity_keys_read_back() {
+        for id in [
+            irc("alice"),
+            jid("alice@example.com"),
+            Identity::Console("root".into()),
+            Identity::IrcHostmask {
+                network: "n".into(),
+                mask: "a!b@c:d".into(),
+            },
+        ] {
+            assert_eq!(Identity::from_key(&id.key()), Some(id));
+        }
+        assert_eq!(Identity::from_key("unverified:bob"), None);
+    }
+
+    #[test]
+    fn any_console_user_still_matches_a_star_grant() {
+        let c = config("grants:\n  - {console: \"*\", roles: [admin]}\n");
+        assert_eq!(
+            c.roles_of(&[Identity::Console("someone".into())]),
+            vec![Role::Admin]
+        );
     }
 }

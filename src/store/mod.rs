@@ -194,7 +194,10 @@ pub struct StageRunRow {
 
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
+    /// The verified identity key (`irc:libera:alice`), or `unverified:NICK`.
     pub identity: String,
+    /// The person the identity belongs to, when the configuration names one.
+    pub person: Option<String>,
     pub network: String,
     pub channel: String,
     pub command: String,
@@ -873,10 +876,12 @@ impl Store {
 
     pub async fn audit(&self, entry: &AuditEntry) -> Result<()> {
         sqlx::query(
-            "INSERT INTO audit (at, identity, network, channel, command, outcome) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit (at, identity, person, network, channel, command, outcome) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(now_ms())
         .bind(&entry.identity)
+        .bind(&entry.person)
         .bind(&entry.network)
         .bind(&entry.channel)
         .bind(&entry.command)
@@ -888,7 +893,8 @@ impl Store {
 
     pub async fn audit_tail(&self, n: usize) -> Result<Vec<AuditEntry>> {
         let rows = sqlx::query(
-            "SELECT identity, network, channel, command, outcome FROM audit ORDER BY id DESC LIMIT ?",
+            "SELECT identity, person, network, channel, command, outcome FROM audit \
+             ORDER BY id DESC LIMIT ?",
         )
         .bind(n as i64)
         .fetch_all(&self.reader)
@@ -897,6 +903,7 @@ impl Store {
             .map(|r| {
                 Ok(AuditEntry {
                     identity: r.try_get("identity")?,
+                    person: r.try_get("person")?,
                     network: r.try_get("network")?,
                     channel: r.try_get("channel")?,
                     command: r.try_get("command")?,

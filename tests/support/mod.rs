@@ -19,6 +19,32 @@ pub fn test_workers() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/workers")
 }
 
+/// The operating-system user the tests run as: jarvis's console identity.
+pub fn os_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .or_else(|| std::env::var("USER").ok())
+        .expect("the tests run as a user with a name")
+}
+
+/// `jarvis check-config --config PATH`: whether it passed, and what it printed.
+pub fn check_config(path: &Path) -> (bool, String) {
+    let out = Command::new(JARVIS)
+        .arg("check-config")
+        .arg("--config")
+        .arg(path)
+        .output()
+        .expect("run jarvis check-config");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// A throwaway jarvis home: data folder, designs folder, configuration.
 pub struct Home {
     pub dir: tempfile::TempDir,

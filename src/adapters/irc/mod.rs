@@ -30,6 +30,7 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::chat::{ChatNetwork, Incoming, Rate, SendError, Target};
+use crate::secrets::Secret;
 
 /// One IRC network in the configuration (`chat.irc`).
 #[derive(Debug, Clone, Deserialize)]
@@ -101,7 +102,7 @@ pub struct SaslConfig {
     #[serde(default)]
     pub account: Option<String>,
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -147,12 +148,19 @@ const ASSUMED_HOST_LEN: usize = 63;
 
 impl IrcNetworkConfig {
     pub fn secret_values(&self) -> Option<String> {
-        self.sasl.as_ref().and_then(|s| s.password.clone())
+        self.sasl
+            .as_ref()
+            .and_then(|s| s.password.as_ref())
+            .map(|p| p.expose().to_string())
     }
 
-    /// What serde cannot check, named as `chat.irc[NAME]…`.
-    pub fn check(&self) -> Result<(), String> {
-        let at = format!("chat.irc[{}]", self.name);
+    /// What serde cannot check, named as `chat.irc[INDEX]…` for the `index`th network.
+    pub fn check(&self, index: usize) -> Result<(), String> {
+        self.check_at(&format!("chat.irc[{index}]"))
+    }
+
+    /// The same, named as `at…`.
+    fn check_at(&self, at: &str) -> Result<(), String> {
         if self.name.is_empty() || self.name.contains(char::is_whitespace) {
             return Err(format!("{at}.name: must be one word"));
         }
@@ -179,6 +187,12 @@ impl IrcNetworkConfig {
                 SaslMechanism::External if !self.tls || self.tls_cert.is_none() => {
                     return Err(format!(
                         "{at}.sasl: EXTERNAL needs tls: true with tls_cert and tls_key"
+                    ));
+                }
+                SaslMechanism::Plain if !self.tls && !crate::config::is_loopback(&self.server) => {
+                    return Err(format!(
+                        "{at}.sasl: SASL PLAIN would send the password in clear to {}; set tls: true (or use SASL EXTERNAL)",
+                        self.server
                     ));
                 }
                 _ => {}
@@ -241,7 +255,7 @@ impl IrcNetwork {
         bot_name: &str,
         incoming: mpsc::Sender<Incoming>,
     ) -> Result<Arc<IrcNetwork>, String> {
-        cfg.check()?;
+        cfg.check_at(&format!("chat.irc[{}]", cfg.name))?;
         let tls = conn::tls_config(&cfg).map_err(|e| format!("chat.irc[{}]: {e}", cfg.name))?;
         let desired_nick = cfg.nick.clone().unwrap_or_else(|| bot_name.to_string());
         let (online, _) = watch::channel(false);
@@ -420,14 +434,34 @@ mod tests {
         let ok = config(
             "name: n\nserver: localhost\nchannels: ['#ops']\nsasl: {account: j, password: pw}\n",
         );
-        assert!(ok.check().is_ok());
+        assert!(ok.check(0).is_ok());
         assert_eq!(ok.port, 6667);
         let bad = config("name: n\nserver: localhost\nchannels: ['ops']\n");
-        assert!(bad.check().unwrap_err().contains("channels"));
+        assert!(bad.check(0).unwrap_err().contains("channels"));
         let bad = config("name: n\nserver: s\nsasl: {account: j}\n");
-        assert!(bad.check().unwrap_err().contains("PLAIN"));
+        assert!(bad.check(0).unwrap_err().contains("PLAIN"));
         let bad = config("name: n\nserver: s\nsasl: {mechanism: external}\n");
-        assert!(bad.check().unwrap_err().contains("EXTERNAL"));
+        assert!(bad.check(0).unwrap_err().contains("EXTERNAL"));
+    }
+
+    #[test]
+    fn sasl_plain_goes_in_clear_to_loopback_only() {
+        let sasl = "sasl: {account: j, password: pw}\n";
+        for server in ["127.0.0.1", "127.1.2.3", "::1", "localhost", "LocalHost."] {
+            let ok = config(&format!("name: n\nserver: '{server}'\n{sasl}"));
+            assert!(ok.check(0).is_ok(), "{server}");
+        }
+        let bad = config(&format!("name: n\nserver: irc.example.com\n{sasl}"));
+        assert_eq!(
+            bad.check(2).unwrap_err(),
+            "chat.irc[2].sasl: SASL PLAIN would send the password in clear to irc.example.com; set tls: true (or use SASL EXTERNAL)"
+        );
+        let ok = config(&format!(
+            "name: n\nserver: irc.example.com\ntls: true\n{sasl}"
+        ));
+        assert!(ok.check(0).is_ok());
+        let secret = format!("{:?}", ok.sasl);
+        assert!(!secret.contains("pw"), "{secret}");
     }
 
     #[tokio::test]

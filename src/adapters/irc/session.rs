@@ -551,7 +551,7 @@ impl Session<'_> {
             SaslMechanism::Plain => {
                 let account = sasl.account.unwrap_or_default();
                 let password = sasl.password.unwrap_or_default();
-                format!("{account}\0{account}\0{password}")
+                format!("{account}\0{account}\0{}", password.expose())
             }
             SaslMechanism::External => sasl.account.unwrap_or_default(),
         };

@@ -27,6 +27,7 @@ use tokio_xmpp::xmlstream::{
 };
 
 use super::{Tls, XmppAccountConfig};
+use crate::secrets::Secret;
 
 /// How long one attempt may take, from TCP connect to the end of SASL.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -61,7 +62,7 @@ impl ConnectError {
 #[derive(Clone)]
 pub struct Connector {
     pub jid: Jid,
-    password: String,
+    password: Secret,
     host: String,
     port: u16,
     tls: Option<TlsConnector>,
@@ -188,7 +189,7 @@ impl Connector {
         };
         let creds = sasl::common::Credentials::default()
             .with_username(user.as_str())
-            .with_password(self.password.clone())
+            .with_password(self.password.expose().to_string())
             .with_channel_binding(sasl::common::ChannelBinding::None);
         let stream = tokio_xmpp::client_login(stream, features.sasl_mechanisms, creds)
             .await

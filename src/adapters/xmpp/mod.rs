@@ -30,6 +30,7 @@ use tokio_xmpp::stanzastream::{Connection, StanzaStream};
 
 use crate::app::Application;
 use crate::chat::{ChatNetwork, Incoming, Rate, SendError, Target};
+use crate::secrets::Secret;
 
 use connect::Connector;
 use session::{Command, Session};
@@ -42,7 +43,7 @@ pub struct XmppAccountConfig {
     pub name: String,
     /// The account, `user@domain` (a `/resource` is kept if given).
     pub jid: String,
-    pub password: String,
+    pub password: Secret,
     /// The host to connect to; default: the JID's domain (no SRV lookup).
     #[serde(default)]
     pub server: Option<String>,
@@ -64,6 +65,29 @@ pub struct XmppAccountConfig {
     /// How fast lines may go out (default: a burst of 20, then 10 a second).
     #[serde(default)]
     pub rate: Option<RateConfig>,
+}
+
+impl XmppAccountConfig {
+    /// What serde cannot check, named as `chat.xmpp[INDEX]…` for the `index`th account.
+    pub fn check(&self, index: usize) -> Result<(), String> {
+        if self.tls == Tls::Plain {
+            let host = self.host();
+            if !crate::config::is_loopback(&host) {
+                return Err(format!(
+                    "chat.xmpp[{index}].tls: tls: plain would send the password in clear to {host}; use tls: starttls (the default)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The host connected to: `server`, else the JID's domain.
+    fn host(&self) -> String {
+        self.server.clone().unwrap_or_else(|| {
+            let bare = self.jid.split('/').next().unwrap_or(&self.jid);
+            bare.rsplit('@').next().unwrap_or(bare).to_string()
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -181,11 +205,11 @@ pub async fn start(
     }
     let connector = Connector::new(config, jid.clone()).map_err(fail)?;
     if config.tls == Tls::Plain && !is_loopback(&connector.address()) {
-        tracing::warn!(
-            account = %config.name,
-            server = %connector.address(),
-            "tls: plain sends the password unencrypted; use it only for a loopback test server"
-        );
+        // check-config refuses this already; never send a password in clear regardless.
+        return Err(fail(format!(
+            "tls: plain would send the password in clear to {}; use tls: starttls",
+            connector.address()
+        )));
     }
     let (features, stream) = connector.connect().await.map_err(|e| fail(e.to_string()))?;
     tracing::info!(account = %config.name, jid = %jid, server = %connector.address(), "logged in");
@@ -274,13 +298,10 @@ fn reconnector(
     })
 }
 
+/// Whether `host:port` is this machine.
 fn is_loopback(address: &str) -> bool {
     let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    crate::config::is_loopback(host)
 }
 
 #[cfg(test)]
@@ -305,5 +326,24 @@ mod tests {
         assert!(is_loopback("localhost:5222"));
         assert!(is_loopback("[::1]:5222"));
         assert!(!is_loopback("xmpp.example.com:5222"));
+    }
+
+    #[test]
+    fn plain_xmpp_only_to_loopback() {
+        let parse = |extra: &str| -> XmppAccountConfig {
+            serde_saphyr::from_str(&format!(
+                "name: j\njid: a@example.com/r\npassword: hunter22\n{extra}"
+            ))
+            .unwrap()
+        };
+        assert!(parse("tls: plain\nserver: 127.0.0.1\n").check(0).is_ok());
+        assert!(parse("tls: plain\nserver: localhost\n").check(0).is_ok());
+        assert!(parse("").check(0).is_ok());
+        assert_eq!(
+            parse("tls: plain\n").check(1).unwrap_err(),
+            "chat.xmpp[1].tls: tls: plain would send the password in clear to example.com; use tls: starttls (the default)"
+        );
+        let c = parse("");
+        assert!(!format!("{c:?}").contains("hunter22"));
     }
 }
