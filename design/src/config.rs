@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -45,6 +46,7 @@ use crate::dn::Dn;
 ///     allow:
 ///       - host: designs.example.com
 ///       - {host: "127.0.0.1:8080", allow_http: true}
+///     allow_addresses: [127.0.0.1]     # loopback, private, link-local: refused unless named
 ///     timeout: 20s
 /// ```
 #[derive(Debug, Clone, Deserialize)]
@@ -87,7 +89,8 @@ fn default_max_bytes() -> usize {
     256 * 1024
 }
 
-/// Parser budgets. The defaults are far above any real design and far below harm.
+/// Parser budgets, and the extra keys a design may not set. The budgets' defaults are far
+/// above any real design and far below harm.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct YamlLimits {
@@ -99,6 +102,12 @@ pub struct YamlLimits {
     pub max_aliases: usize,
     /// Most parser events that aliases may replay in total.
     pub max_alias_expansion: usize,
+    /// Top-level keys a design may not set, besides those always refused (`jarvis`, `with`,
+    /// `secrets` and the built-in worker modules `ssh`, `linode`, `local`, `ldap`, `dns`,
+    /// `alertmanager`, `ec2`). The daemon adds the names of the configured worker modules, so
+    /// that a design never carries a section a worker would read as instructions. Compared
+    /// without regard to case.
+    pub reserved_keys: Vec<String>,
 }
 
 impl Default for YamlLimits {
@@ -108,6 +117,7 @@ impl Default for YamlLimits {
             max_nodes: 20_000,
             max_aliases: 100,
             max_alias_expansion: 10_000,
+            reserved_keys: Vec::new(),
         }
     }
 }
@@ -161,10 +171,29 @@ impl Default for GistConfig {
 }
 
 /// Which `http(s)://` URLs are design references.
+///
+/// A URL's host must be on `allow`. Its name is then resolved, and jarvis connects only to
+/// the addresses it checked: loopback (127.0.0.0/8, ::1), private (10/8, 172.16/12,
+/// 192.168/16), shared (100.64.0.0/10), link-local (169.254/16 with the cloud metadata
+/// service 169.254.169.254, fe80::/10), unique local (fc00::/7), unspecified, multicast,
+/// broadcast, documentation and other reserved addresses, written plainly or IPv4-mapped
+/// (::ffff:127.0.0.1), are refused, unless `allow_addresses` names them:
+///
+/// ```yaml
+/// urls:
+///   allow: [{host: "127.0.0.1:8080", allow_http: true}, {host: designs.internal}]
+///   allow_addresses: [127.0.0.1, 10.0.0.0/8]   # addresses or CIDR ranges
+/// ```
+///
+/// The same holds for every redirect, and for URLs written with a literal address.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UrlsConfig {
     pub allow: Vec<AllowedHost>,
+    /// Addresses (`127.0.0.1`, `::1`) or ranges (`10.0.0.0/8`, `fd00::/8`) that allowed hosts
+    /// may resolve to even though they are loopback, private, link-local or otherwise not
+    /// public. Empty by default: designs come from public addresses only.
+    pub allow_addresses: Vec<AddressRange>,
     #[serde(deserialize_with = "duration::deserialize")]
     pub connect_timeout: Duration,
     #[serde(deserialize_with = "duration::deserialize")]
@@ -177,9 +206,82 @@ impl Default for UrlsConfig {
     fn default() -> Self {
         UrlsConfig {
             allow: Vec::new(),
+            allow_addresses: Vec::new(),
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(20),
             max_redirects: 3,
+        }
+    }
+}
+
+/// An IP address or a CIDR range of them: `127.0.0.1`, `10.0.0.0/8`, `::1`, `fd00::/8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct AddressRange {
+    /// The first address of the range (host bits cleared).
+    pub network: IpAddr,
+    /// How many leading bits are fixed: 32 (or 128) for one address.
+    pub prefix: u8,
+}
+
+impl AddressRange {
+    /// Parses `ADDRESS` or `ADDRESS/PREFIX`.
+    pub fn parse(text: &str) -> Result<AddressRange, String> {
+        let bad = || format!("'{text}' is not an IP address or a CIDR range like 10.0.0.0/8");
+        let (address, prefix) = match text.trim().split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text.trim(), None),
+        };
+        let address: IpAddr = address.parse().map_err(|_| bad())?;
+        let bits = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= bits)
+                .ok_or_else(bad)?,
+            None => bits,
+        };
+        Ok(AddressRange {
+            network: mask(address, prefix),
+            prefix,
+        })
+    }
+
+    /// True when `address` is in this range.
+    pub fn contains(&self, address: IpAddr) -> bool {
+        address.is_ipv4() == self.network.is_ipv4() && mask(address, self.prefix) == self.network
+    }
+}
+
+/// `address` with all but the first `prefix` bits cleared.
+fn mask(address: IpAddr, prefix: u8) -> IpAddr {
+    match address {
+        IpAddr::V4(v4) => {
+            let keep = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(v4) & keep))
+        }
+        IpAddr::V6(v6) => {
+            let keep = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & keep))
+        }
+    }
+}
+
+impl TryFrom<String> for AddressRange {
+    type Error = String;
+    fn try_from(text: String) -> Result<AddressRange, String> {
+        AddressRange::parse(&text)
+    }
+}
+
+impl fmt::Display for AddressRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bits = if self.network.is_ipv4() { 32 } else { 128 };
+        if self.prefix == bits {
+            write!(f, "{}", self.network)
+        } else {
+            write!(f, "{}/{}", self.network, self.prefix)
         }
     }
 }
@@ -484,6 +586,26 @@ impl TryFrom<String> for FieldPath {
         if parts[0] == "jarvis" {
             return Err("the design field 'jarvis' is reserved for jarvis's own run data".into());
         }
+        // The same keys a design is refused for (SPEC 3): say so while the configuration
+        // is read, not when a design is first loaded.
+        let reserved = crate::validate::BUILTIN_RESERVED_KEYS
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(&parts[0]))
+            || (parts[0] == "instance"
+                && parts.get(1).is_some_and(|p| {
+                    crate::validate::INSTANCE_RESERVED_KEYS
+                        .contains(&p.to_ascii_lowercase().as_str())
+                }));
+        if reserved {
+            return Err(format!(
+                "'{text}' is reserved for workers; a design carries data, never commands, targets or addresses"
+            ));
+        }
+        if parts.iter().any(|p| crate::validate::is_secret_key(p)) {
+            return Err(format!(
+                "'{text}' names a secret; a design never carries secrets"
+            ));
+        }
         Ok(FieldPath(parts))
     }
 }
@@ -686,6 +808,10 @@ urls:
             "ldap: {url: ldap://x, base: dc=x, filter: 'cn=*'}",
             "ldap: {url: ldap://x, base: dc=x, attributes: {cn: 'instance..x'}}",
             "ldap: {url: ldap://x, base: dc=x, attributes: {cn: {field: a, type: float}}}",
+            "ldap: {url: ldap://x, base: dc=x, attributes: {dn: ldap.dn}}",
+            "ldap: {url: ldap://x, base: dc=x, attributes: {ipHostNumber: instance.ipv4}}",
+            "ldap: {url: ldap://x, base: dc=x, attributes: {userPassword: host.root_password}}",
+            "urls: {allow_addresses: [localhost]}",
             "urls: {allow: [{host: 'a b'}]}",
             "gist: {timeout: soon}",
         ] {
@@ -694,6 +820,36 @@ urls:
                 "{yaml} was accepted"
             );
         }
+    }
+
+    #[test]
+    fn address_ranges() {
+        let range = |s: &str| AddressRange::parse(s).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(range("10.0.0.0/8").contains(ip("10.200.3.4")));
+        assert!(!range("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(range("10.1.2.3/8").contains(ip("10.9.9.9")));
+        assert_eq!(range("10.1.2.3/8").to_string(), "10.0.0.0/8");
+        assert!(range("127.0.0.1").contains(ip("127.0.0.1")));
+        assert!(!range("127.0.0.1").contains(ip("127.0.0.2")));
+        assert!(range("0.0.0.0/0").contains(ip("8.8.8.8")));
+        assert!(!range("0.0.0.0/0").contains(ip("::1")));
+        assert!(range("fd00::/8").contains(ip("fd12::1")));
+        assert!(range("::1").contains(ip("::1")));
+        for bad in [
+            "",
+            "localhost",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/x",
+            "10.0.0/8",
+        ] {
+            assert!(AddressRange::parse(bad).is_err(), "{bad}");
+        }
+        let config: UrlsConfig =
+            serde_saphyr::from_str("allow_addresses: [127.0.0.1, 10.0.0.0/8, 'fd00::/8']").unwrap();
+        assert_eq!(config.allow_addresses.len(), 3);
+        assert!(serde_saphyr::from_str::<UrlsConfig>("allow_addresses: [nowhere]").is_err());
     }
 
     #[test]

@@ -48,6 +48,7 @@ impl GistSource {
             timeout: config.timeout,
             max_redirects: config.max_redirects,
             allowed: Arc::new(move |url| allowed.iter().any(|h| h.matches(url))),
+            addresses: None,
         });
         if let Err(e) = &client {
             tracing::error!(error = %e, "the gist client could not be built");

@@ -6,8 +6,11 @@ use std::error::Error as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::IpAddr;
+
 use reqwest::redirect;
 
+use crate::address::{AddressPolicy, AddressRefused, CheckedResolver};
 use crate::error::{DesignError, printable};
 
 /// Decides whether a URL (a redirect target) may be fetched.
@@ -31,6 +34,10 @@ pub(crate) struct ClientSettings {
     pub timeout: Duration,
     pub max_redirects: usize,
     pub allowed: HostCheck,
+    /// When set, names are resolved by a resolver that connects only to the addresses this
+    /// policy lets through, a redirect to a literal address is checked too, and no proxy is
+    /// used (a proxy would resolve the name itself).
+    pub addresses: Option<Arc<AddressPolicy>>,
 }
 
 /// Builds a client. reqwest is built without a crypto provider (to keep aws-lc out of the
@@ -42,7 +49,9 @@ pub(crate) fn client(settings: ClientSettings) -> Result<reqwest::Client, String
         timeout,
         max_redirects,
         allowed,
+        addresses,
     } = settings;
+    let redirect_addresses = addresses.clone();
     let policy = redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() > max_redirects {
             let why = format!("more than {max_redirects} redirects");
@@ -63,15 +72,39 @@ pub(crate) fn client(settings: ClientSettings) -> Result<reqwest::Client, String
             );
             return attempt.error(RedirectRefused(why));
         }
+        if let Some(policy) = &redirect_addresses
+            && let Some(ip) = literal_ip(attempt.url())
+            && let Err(why) = policy.check_literal(ip)
+        {
+            let why = format!(
+                "not following a redirect to {}: {why}",
+                printable(&host_of(attempt.url()))
+            );
+            return attempt.error(AddressRefused(why));
+        }
         attempt.follow()
     });
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .user_agent(concat!("jarvis/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(connect_timeout)
         .timeout(timeout)
-        .redirect(policy)
+        .redirect(policy);
+    if let Some(policy) = addresses {
+        builder = builder.no_proxy().dns_resolver(CheckedResolver { policy });
+    }
+    builder
         .build()
         .map_err(|e| format!("cannot set up HTTPS: {}", root_cause(&e)))
+}
+
+/// The address a URL names literally (`http://127.0.0.1/`, `http://[::1]/`), which no
+/// resolver is asked about.
+pub(crate) fn literal_ip(url: &url::Url) -> Option<IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
+        url::Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
+        url::Host::Domain(_) => None,
+    }
 }
 
 /// `host` or `host:port` of a URL, for messages.
@@ -151,7 +184,7 @@ pub(crate) fn transport_error(
     DesignError::Source(format!("talking to {host} failed: {}", root_cause(error)))
 }
 
-fn find_source<'a, T: std::error::Error + 'static>(
+pub(crate) fn find_source<'a, T: std::error::Error + 'static>(
     error: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a T> {
     let mut current = Some(error);

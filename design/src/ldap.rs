@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 use crate::config::{DesignsConfig, FieldSpec, LdapConfig, ValueKind};
 use crate::dn::Dn;
 use crate::error::{DesignError, printable};
-use crate::validate::{Refusal, check_size, validate};
+use crate::validate::{Refusal, check_size, validate_with_limits};
 use crate::{Design, Document};
 
 /// LDAP result codes that mean something to the user.
@@ -64,7 +64,8 @@ impl LdapSource {
         let document = to_document(&entry, &ldap.attributes)?;
         let size = serde_json::to_vec(&document).map(|v| v.len()).unwrap_or(0);
         check_size(size, config.max_bytes)?;
-        let mut design = validate(reference, document).map_err(|r| explain(r, ldap, &entry.dn))?;
+        let mut design = validate_with_limits(reference, document, &config.limits)
+            .map_err(|r| explain(r, ldap, &entry.dn))?;
         design.origin = format!("LDAP entry {}", printable(&entry.dn));
         Ok(design)
     }

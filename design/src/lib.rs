@@ -6,6 +6,7 @@
 //! Every refusal is a [`DesignError`] whose text is one line for the user: which field or
 //! what, and why. Outside text in it is escaped ([`printable`]); secrets never enter it.
 
+mod address;
 mod config;
 mod dn;
 mod error;
@@ -21,14 +22,17 @@ mod validate;
 use serde_json::{Map, Value};
 
 pub use config::{
-    AllowedHost, DesignsConfig, FieldPath, FieldSpec, GistConfig, HostPort, HttpBase, LdapConfig,
-    LdapUrl, Secret, UrlsConfig, ValueKind, YamlLimits, duration,
+    AddressRange, AllowedHost, DesignsConfig, FieldPath, FieldSpec, GistConfig, HostPort, HttpBase,
+    LdapConfig, LdapUrl, Secret, UrlsConfig, ValueKind, YamlLimits, duration,
 };
 pub use dn::Dn;
 pub use error::{DesignError, is_unsafe_char, printable};
 pub use names::{check_dns_name, check_label};
 pub use reference::{Reference, is_design_name, parse_reference};
-pub use validate::{Refusal, parse, parse_bytes, parse_document, parse_with_limits, validate};
+pub use validate::{
+    BUILTIN_RESERVED_KEYS, INSTANCE_RESERVED_KEYS, Refusal, is_secret_key, parse, parse_bytes,
+    parse_document, parse_with_limits, validate, validate_with_limits,
+};
 
 /// A design's YAML document, as a mapping with string keys in written order.
 pub type Document = Map<String, Value>;

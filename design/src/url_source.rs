@@ -1,23 +1,32 @@
-//! Designs from `https://` URLs on allowed hosts; redirects stay on allowed hosts too.
+//! Designs from `https://` URLs on allowed hosts; redirects stay on allowed hosts too. Every
+//! host is resolved first and only public addresses (or those `allow_addresses` names) are
+//! connected to: the client's resolver checks names, and addresses written in a URL are
+//! checked before the request and on each redirect.
 
 use std::sync::Arc;
 
 use reqwest::header::ACCEPT;
 
 use crate::Design;
+use crate::address::{AddressPolicy, AddressRefused};
 use crate::config::{DesignsConfig, UrlsConfig};
 use crate::error::{DesignError, printable};
-use crate::http::{self, ClientSettings, host_of, read_limited, shown_url, transport_error};
+use crate::http::{
+    self, ClientSettings, find_source, host_of, literal_ip, read_limited, shown_url,
+    transport_error,
+};
 use crate::validate::parse_bytes;
 
 #[derive(Debug, Clone)]
 pub(crate) struct UrlSource {
     client: Result<reqwest::Client, String>,
+    addresses: Arc<AddressPolicy>,
 }
 
 impl UrlSource {
     pub(crate) fn new(config: &UrlsConfig) -> UrlSource {
         let allow = config.allow.clone();
+        let addresses = Arc::new(AddressPolicy::new(&config.allow_addresses));
         let client = http::client(ClientSettings {
             connect_timeout: config.connect_timeout,
             timeout: config.timeout,
@@ -27,11 +36,12 @@ impl UrlSource {
                     .iter()
                     .any(|a| a.host.matches(url) && (url.scheme() == "https" || a.allow_http))
             }),
+            addresses: Some(Arc::clone(&addresses)),
         });
         if let Err(e) = &client {
             tracing::error!(error = %e, "the design URL client could not be built");
         }
-        UrlSource { client }
+        UrlSource { client, addresses }
     }
 
     pub(crate) async fn load(
@@ -46,6 +56,12 @@ impl UrlSource {
             .map_err(|e| DesignError::Source(e.clone()))?;
         let host = host_of(url);
         let shown = shown_url(url);
+        // No resolver is asked about an address written in the URL: check it here.
+        if let Some(ip) = literal_ip(url) {
+            self.addresses
+                .check_literal(ip)
+                .map_err(|why| DesignError::Reference(format!("{shown}: {why}")))?;
+        }
         let response = client
             .get(url.clone())
             .header(
@@ -54,7 +70,13 @@ impl UrlSource {
             )
             .send()
             .await
-            .map_err(|e| transport_error(&e, &host, config.urls.timeout))?;
+            .map_err(|e| match find_source::<AddressRefused>(&e) {
+                Some(refused) => {
+                    tracing::info!(url = %shown, reason = %refused, "design URL refused");
+                    DesignError::Reference(format!("{shown}: {refused}"))
+                }
+                None => transport_error(&e, &host, config.urls.timeout),
+            })?;
         let status = response.status();
         if matches!(status.as_u16(), 404 | 410) {
             return Err(DesignError::NotFound(format!(

@@ -7,7 +7,7 @@ use serde_saphyr::budget::{Budget, BudgetBreach};
 use serde_saphyr::{DuplicateKeyPolicy, Error as YamlError, MergeKeyPolicy, Options};
 
 use crate::config::YamlLimits;
-use crate::error::{DesignError, is_unsafe_char, printable};
+use crate::error::{DesignError, QUOTE_MAX_CHARS, is_unsafe_char, printable, printable_max};
 use crate::names::{check_dns_name, check_label};
 use crate::{Design, Document};
 
@@ -51,7 +51,7 @@ pub fn parse_with_limits(
     limits: &YamlLimits,
 ) -> Result<Design, DesignError> {
     let document = parse_document(text, max_bytes, limits)?;
-    Ok(validate(reference, document)?)
+    Ok(validate_with_limits(reference, document, limits)?)
 }
 
 /// [`parse_with_limits`] for bytes from the network or a file, which must be UTF-8.
@@ -209,15 +209,22 @@ fn kind(value: &Value) -> &'static str {
     }
 }
 
-/// Checks the fields of a parsed document and builds the [`Design`].
+/// Checks the fields of a parsed document and builds the [`Design`], with no reserved keys
+/// besides the built-in ones.
 pub fn validate(reference: &str, document: Document) -> Result<Design, Refusal> {
-    check_keys(&Value::Object(document.clone()), "")?;
-    if document.contains_key("jarvis") {
-        return Err(Refusal::new(
-            "jarvis",
-            "is reserved for jarvis's own run data; a design must not set it",
-        ));
-    }
+    validate_with_limits(reference, document, &YamlLimits::default())
+}
+
+/// [`validate`], refusing also the top-level keys of `limits.reserved_keys`.
+pub fn validate_with_limits(
+    reference: &str,
+    document: Document,
+    limits: &YamlLimits,
+) -> Result<Design, Refusal> {
+    let whole = Value::Object(document.clone());
+    check_keys(&whole, "")?;
+    check_reserved(&document, &limits.reserved_keys)?;
+    check_secrets(&whole, "")?;
     let instance = match document.get("instance") {
         Some(Value::Object(instance)) if instance.is_empty() => {
             return Err(Refusal::new(
@@ -326,6 +333,125 @@ fn check_keys(value: &Value, path: &str) -> Result<(), Refusal> {
             Ok(())
         }
         Value::Array(items) => items.iter().try_for_each(|item| check_keys(item, path)),
+        _ => Ok(()),
+    }
+}
+
+/// Top-level keys that belong to the workers or to jarvis, never to a design: the pipeline's
+/// parameters (`with`), secrets, and the sections the built-in worker modules read.
+pub const BUILTIN_RESERVED_KEYS: &[&str] = &[
+    "jarvis",
+    "with",
+    "secrets",
+    "ssh",
+    "linode",
+    "local",
+    "ldap",
+    "dns",
+    "alertmanager",
+    "ec2",
+];
+
+/// Keys inside `instance` that a design never sets: the addresses the provider's workers
+/// write (they choose the SSH target and the DNS records) and the root password.
+pub const INSTANCE_RESERVED_KEYS: &[&str] = &["ip", "ipv4", "ipv6", "root_password"];
+
+const NOT_COMMANDS: &str = "a design carries data, never commands or targets; they come from the pipeline's 'with:' in the configuration";
+const NOT_SECRETS: &str =
+    "a design never carries secrets; secrets come from workers and the configuration";
+const NOT_ADDRESSES: &str = "a design carries data, never commands or targets; the host's addresses come from the provider's workers";
+
+/// True for a key that names a secret: `password`, `passwd`, `secret`, `token`,
+/// `private_key`, and names ending in `_password`, `_secret`, `_token` or `_private_key`
+/// (`-` counts as `_`), in any case. `sshpubkey` and `*_pub` are public keys, not secrets.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase().replace('-', "_");
+    matches!(
+        key.as_str(),
+        "password" | "passwd" | "secret" | "token" | "private_key"
+    ) || ["_password", "_passwd", "_secret", "_token", "_private_key"]
+        .iter()
+        .any(|suffix| key.ends_with(suffix))
+}
+
+/// Refuses the top-level keys of workers and jarvis (built-in or `extra`), and the reserved
+/// keys inside `instance`. A reserved section is named by its first key (`ssh.commands`),
+/// so the user sees what the design tried to set.
+fn check_reserved(document: &Document, extra: &[String]) -> Result<(), Refusal> {
+    for (key, value) in document {
+        let reserved = BUILTIN_RESERVED_KEYS
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(key))
+            || extra.iter().any(|r| r.eq_ignore_ascii_case(key));
+        if !reserved {
+            continue;
+        }
+        let first = match value {
+            Value::Object(section) => section.keys().next(),
+            _ => None,
+        };
+        let path = match first {
+            Some(first) => format!("{key}.{first}"),
+            None => key.clone(),
+        };
+        let reason = match key.to_ascii_lowercase().as_str() {
+            "jarvis" => "is reserved for jarvis's own run data; a design must not set it",
+            "secrets" => NOT_SECRETS,
+            _ if first.is_some_and(|k| is_secret_key(k)) => NOT_SECRETS,
+            _ => NOT_COMMANDS,
+        };
+        let field = if key.eq_ignore_ascii_case("jarvis") {
+            key
+        } else {
+            &path
+        };
+        return Err(Refusal::new(shown_path(field), reason));
+    }
+    if let Some(Value::Object(instance)) = document.get("instance") {
+        for key in instance.keys() {
+            let lower = key.to_ascii_lowercase();
+            if !INSTANCE_RESERVED_KEYS.contains(&lower.as_str()) {
+                continue;
+            }
+            let reason = if is_secret_key(key) {
+                NOT_SECRETS
+            } else {
+                NOT_ADDRESSES
+            };
+            return Err(Refusal::new(shown_path(&format!("instance.{key}")), reason));
+        }
+    }
+    Ok(())
+}
+
+/// A key path for a reason: escaped, and cut only when far longer than any real one.
+fn shown_path(path: &str) -> String {
+    printable_max(path, 4 * QUOTE_MAX_CHARS)
+}
+
+/// Refuses a key naming a secret anywhere in the design: a secret in a design is a secret in
+/// a gist. Items of a list are named `list[0]`. Recursion is bounded by the parser's depth
+/// budget.
+fn check_secrets(value: &Value, path: &str) -> Result<(), Refusal> {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                let here = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                if is_secret_key(key) {
+                    return Err(Refusal::new(shown_path(&here), NOT_SECRETS));
+                }
+                check_secrets(child, &here)?;
+            }
+            Ok(())
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, item)| check_secrets(item, &format!("{path}[{i}]"))),
         _ => Ok(()),
     }
 }
@@ -510,11 +636,221 @@ mod tests {
     }
 
     #[test]
+    fn public_keys_and_near_misses_are_data() {
+        let text = format!(
+            "{LOKI}users:\n  - name: alice\n    sshpubkey: ssh-ed25519 AAAA\n    host_pub: x\n\
+             notes: {{tokens: 3, secretary: bob, password_hint: ask bob, passwords_policy: long}}\n\
+             app: {{ssh: {{port: 22}}, ip: 192.0.2.1, local: yes}}\n"
+        );
+        let design = parse("x", &text, 1 << 20).unwrap();
+        assert_eq!(design.document["app"]["ssh"]["port"], 22);
+    }
+
+    #[test]
+    fn configured_worker_modules_are_reserved_too() {
+        let text = format!("{LOKI}terraform:\n  plan: destroy\n");
+        let limits = YamlLimits {
+            reserved_keys: vec!["Terraform".into()],
+            ..YamlLimits::default()
+        };
+        assert!(parse("x", &text, 1 << 20).is_ok());
+        let refused = parse_with_limits("x", &text, 1 << 20, &limits).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "terraform.plan: a design carries data, never commands or targets; \
+             they come from the pipeline's 'with:' in the configuration"
+        );
+    }
+
+    #[test]
     fn deep_nesting_is_refused_quickly() {
         let deep = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
         let started = std::time::Instant::now();
         let why = refusal(&deep);
         assert!(why.contains("nested deeper"), "{why}");
         assert!(started.elapsed().as_millis() < 500);
+    }
+
+    /// Random designs: mappings and lists nested at random, with keys drawn from reserved,
+    /// secret-like and ordinary names. A design is accepted exactly when no key is out of
+    /// place, and a refusal names one offending key path that is really in the design.
+    mod random_designs {
+        use std::collections::BTreeSet;
+
+        use proptest::prelude::*;
+        use serde_json::{Map, Value};
+
+        use super::super::*;
+
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        enum Class {
+            /// Refused as a top-level key (a worker's or jarvis's section).
+            TopLevel,
+            /// Refused inside `instance`.
+            Instance,
+            /// Refused anywhere.
+            Secret,
+            /// Fine anywhere it is generated.
+            Ordinary,
+        }
+        use Class::*;
+
+        const KEYS: &[(&str, Class)] = &[
+            ("jarvis", TopLevel),
+            ("with", TopLevel),
+            ("secrets", TopLevel),
+            ("ssh", TopLevel),
+            ("SSH", TopLevel),
+            ("linode", TopLevel),
+            ("local", TopLevel),
+            ("ldap", TopLevel),
+            ("dns", TopLevel),
+            ("alertmanager", TopLevel),
+            ("ec2", TopLevel),
+            ("terraform", TopLevel),
+            ("ip", Instance),
+            ("ipv4", Instance),
+            ("IPv6", Instance),
+            ("root_password", Secret),
+            ("password", Secret),
+            ("Passwd", Secret),
+            ("secret", Secret),
+            ("TOKEN", Secret),
+            ("private_key", Secret),
+            ("db_password", Secret),
+            ("client_secret", Secret),
+            ("api-token", Secret),
+            ("sshpubkeys", Ordinary),
+            ("host_pub", Ordinary),
+            ("tokens", Ordinary),
+            ("secretary", Ordinary),
+            ("password_hint", Ordinary),
+            ("notes", Ordinary),
+            ("owner", Ordinary),
+            ("commands", Ordinary),
+            ("host", Ordinary),
+            ("user", Ordinary),
+            ("tags", Ordinary),
+        ];
+
+        fn class(key: &str) -> Class {
+            KEYS.iter()
+                .find(|(k, _)| *k == key)
+                .map_or(Ordinary, |(_, c)| *c)
+        }
+
+        fn key() -> impl Strategy<Value = String> {
+            prop::sample::select(KEYS).prop_map(|(k, _)| k.to_string())
+        }
+
+        fn mapping(entries: Vec<(String, Value)>) -> Value {
+            Value::Object(entries.into_iter().collect())
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::from("data")),
+                any::<u16>().prop_map(Value::from),
+                Just(Value::Bool(true)),
+            ];
+            leaf.prop_recursive(4, 32, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec((key(), inner.clone()), 0..4).prop_map(mapping),
+                    prop::collection::vec(inner, 0..3).prop_map(Value::Array),
+                ]
+            })
+        }
+
+        fn document() -> impl Strategy<Value = Document> {
+            (
+                prop::collection::vec((key(), value()), 0..4),
+                prop::collection::vec((key(), value()), 0..3),
+            )
+                .prop_map(|(top, extra)| {
+                    let mut instance = Map::new();
+                    instance.insert("hostname".into(), "loki".into());
+                    instance.insert("provider".into(), "Linode".into());
+                    instance.extend(extra);
+                    let mut document: Document = top.into_iter().collect();
+                    document.insert("instance".into(), Value::Object(instance));
+                    document
+                })
+        }
+
+        /// Every key path in the design, and those that must be refused.
+        fn paths(
+            value: &Value,
+            path: &str,
+            inside_reserved: bool,
+            present: &mut BTreeSet<String>,
+            offending: &mut BTreeSet<String>,
+        ) {
+            match value {
+                Value::Object(map) => {
+                    for (key, child) in map {
+                        let here = if path.is_empty() {
+                            key.clone()
+                        } else {
+                            format!("{path}.{key}")
+                        };
+                        let reserved_here = path.is_empty() && class(key) == TopLevel;
+                        let bad = inside_reserved
+                            || reserved_here
+                            || class(key) == Secret
+                            || (path == "instance" && class(key) == Instance);
+                        present.insert(here.clone());
+                        if bad {
+                            offending.insert(here.clone());
+                        }
+                        paths(
+                            child,
+                            &here,
+                            inside_reserved || reserved_here,
+                            present,
+                            offending,
+                        );
+                    }
+                }
+                Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let here = format!("{path}[{i}]");
+                        paths(item, &here, inside_reserved, present, offending);
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn accepted_iff_no_key_is_out_of_place(document in document()) {
+                let limits = YamlLimits {
+                    reserved_keys: vec!["terraform".into()],
+                    ..YamlLimits::default()
+                };
+                let mut present = BTreeSet::new();
+                let mut offending = BTreeSet::new();
+                paths(&Value::Object(document.clone()), "", false, &mut present, &mut offending);
+                // JSON is YAML: the document goes through the parser as a user's would.
+                let text = serde_json::to_string(&document).unwrap();
+                let result = parse_document(&text, 1 << 20, &limits)
+                    .and_then(|parsed| validate_with_limits("random", parsed, &limits));
+                match result {
+                    Ok(_) => prop_assert!(offending.is_empty(), "accepted, but {offending:?} in {text}"),
+                    Err(refusal) => {
+                        prop_assert!(!offending.is_empty(), "refused {refusal:?}: {text}");
+                        prop_assert!(
+                            offending.contains(&refusal.field),
+                            "{refusal:?} names no offending key of {offending:?}"
+                        );
+                        prop_assert!([NOT_COMMANDS, NOT_SECRETS, NOT_ADDRESSES]
+                            .contains(&refusal.reason.as_str())
+                            || refusal.reason.starts_with("is reserved for jarvis"));
+                        let line = DesignError::from(refusal).to_string();
+                        prop_assert!(!line.chars().any(is_unsafe_char), "{line:?}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -26,7 +26,7 @@ const ATTRIBUTES: &str = "
     sshPublicKey: instance.sshpubkey
     ipHostNumber: {field: instance.ips, type: list}
     description: instance.role
-    dn: ldap.dn
+    dn: directory.dn
 ";
 
 /// Starts slapd and gives `cn=loki` the reference design's fields. `None`: not installed
@@ -127,7 +127,7 @@ async fn cn_loki_yields_the_design_over_one_connection() {
     assert_eq!(instance["role"], json!("production"));
     assert_eq!(instance["sshpubkey"], json!(SSH_KEY));
     assert_eq!(
-        design.document["ldap"]["dn"],
+        design.document["directory"]["dn"],
         json!(format!("cn=loki,{HOSTS}"))
     );
     assert_eq!(design.origin, format!("LDAP entry cn=loki,{HOSTS}"));

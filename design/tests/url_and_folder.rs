@@ -3,15 +3,39 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use jarvis_design::{AllowedHost, DesignError, DesignSources, DesignsConfig, HostPort};
-use support::{Reply, assert_is_loki, gists_dir, response, scripted};
+use jarvis_design::{
+    AddressRange, AllowedHost, DesignError, DesignSources, DesignsConfig, HostPort,
+};
+use support::{Reply, assert_is_loki, gists_dir, response, scripted, scripted_on};
 
 fn loki_text() -> String {
     std::fs::read_to_string(gists_dir().join("912450/loki.yaml")).unwrap()
 }
 
+/// Sources that accept URLs on `hosts` (`host:port`, plain http allowed) and connect to
+/// the loopback `addresses` named, besides public ones.
+fn sources_for(hosts: &[&str], addresses: &[&str]) -> DesignSources {
+    let mut config = DesignsConfig::default();
+    config.urls.allow = hosts
+        .iter()
+        .map(|host| AllowedHost {
+            host: HostPort::parse(host).unwrap(),
+            allow_http: true,
+        })
+        .collect();
+    config.urls.allow_addresses = addresses
+        .iter()
+        .map(|a| AddressRange::parse(a).unwrap())
+        .collect();
+    config.urls.timeout = Duration::from_secs(5);
+    DesignSources::new(config)
+}
+
+/// The stand-in lives on 127.0.0.1, which the configuration must name to be reached.
 fn url_sources(base: &str, allow_http: bool) -> DesignSources {
     let host = base.trim_start_matches("http://");
     let mut config = DesignsConfig::default();
@@ -19,8 +43,38 @@ fn url_sources(base: &str, allow_http: bool) -> DesignSources {
         host: HostPort::parse(host).unwrap(),
         allow_http,
     }];
+    config.urls.allow_addresses = vec![AddressRange::parse("127.0.0.1").unwrap()];
     config.urls.timeout = Duration::from_secs(5);
     DesignSources::new(config)
+}
+
+/// A design server on `address` that counts the requests it gets; `redirects` maps a path
+/// to where it redirects.
+async fn counting_server(
+    address: &str,
+    redirects: &[(&str, String)],
+) -> (String, Arc<AtomicUsize>) {
+    let loki = loki_text();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&requests);
+    let redirects: Vec<(String, String)> = redirects
+        .iter()
+        .map(|(from, to)| (from.to_string(), to.clone()))
+        .collect();
+    let base = scripted_on(address, move |path| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        match redirects.iter().find(|(from, _)| from == path) {
+            Some((_, to)) => response("302 Found", &[("Location", to)], b""),
+            None if path == "/loki.yaml" => response(
+                "200 OK",
+                &[("Content-Type", "application/yaml")],
+                loki.as_bytes(),
+            ),
+            None => response("404 Not Found", &[], b"no"),
+        }
+    })
+    .await;
+    (base, requests)
 }
 
 async fn design_server() -> String {
@@ -129,6 +183,157 @@ async fn urls_are_refused_with_their_reason() {
         refused.to_string().contains("is not on the allow-list"),
         "{refused}"
     );
+}
+
+#[tokio::test]
+async fn a_name_resolving_to_loopback_is_fetched_only_when_the_address_is_named() {
+    let (base, requests) = counting_server("127.0.0.1", &[]).await;
+    let port = base.rsplit(':').next().unwrap();
+    let host = format!("localhost:{port}");
+    let url = format!("http://{host}/loki.yaml");
+
+    let refused = sources_for(&[&host], &[]).load(&url).await.unwrap_err();
+    assert_eq!(
+        refused,
+        DesignError::Reference(format!(
+            "{url}: localhost resolves to 127.0.0.1, a loopback address, which the URL allow-list does not name"
+        ))
+    );
+    assert!(!refused.is_transient());
+    assert_eq!(requests.load(Ordering::SeqCst), 0, "the server was asked");
+
+    // A private range named does not name loopback.
+    let other = sources_for(&[&host], &["10.0.0.0/8", "::1"]);
+    assert!(matches!(
+        other.load(&url).await,
+        Err(DesignError::Reference(_))
+    ));
+    assert_eq!(requests.load(Ordering::SeqCst), 0, "the server was asked");
+
+    let design = sources_for(&[&host], &["127.0.0.1"])
+        .load(&url)
+        .await
+        .unwrap();
+    assert_is_loki(&design);
+    assert_eq!(design.origin, url);
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_literal_loopback_url_is_refused_unless_named() {
+    let (base, requests) = counting_server("127.0.0.1", &[]).await;
+    let host = base.trim_start_matches("http://");
+    let url = format!("{base}/loki.yaml");
+    assert_eq!(
+        sources_for(&[host], &[]).load(&url).await.unwrap_err(),
+        DesignError::Reference(format!(
+            "{url}: 127.0.0.1 is a loopback address, which the URL allow-list does not name"
+        ))
+    );
+    // Another address in the same /8 is not named by 127.0.0.2.
+    assert!(
+        sources_for(&[host], &["127.0.0.2"])
+            .load(&url)
+            .await
+            .is_err()
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 0, "the server was asked");
+    assert_is_loki(
+        &sources_for(&[host], &["127.0.0.0/8"])
+            .load(&url)
+            .await
+            .unwrap(),
+    );
+
+    // The cloud metadata service and private addresses are refused before any connection
+    // (nothing is ever sent there): the refusal names what they are.
+    for (target, ip, kind) in [
+        (
+            "169.254.169.254",
+            "169.254.169.254",
+            "the cloud metadata address",
+        ),
+        ("10.1.2.3:8080", "10.1.2.3", "a private address (RFC 1918)"),
+        (
+            "[::ffff:7f00:1]:1",
+            "::ffff:127.0.0.1",
+            "an IPv4-mapped loopback address",
+        ),
+        ("[fd00::1]", "fd00::1", "a unique local address (fc00::/7)"),
+    ] {
+        let url = format!("http://{target}/latest/meta-data");
+        let error = sources_for(&[target], &[]).load(&url).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("{url}: {ip} is {kind}, which the URL allow-list does not name"),
+            "{target}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn redirects_to_refused_addresses_are_not_followed() {
+    // The stand-in on 127.0.0.2 redirects to other loopback addresses and to the cloud
+    // metadata service; only 127.0.0.2 is named, and every other host is on the host list
+    // so that it is the address that refuses them.
+    let (probe, probe_requests) = counting_server("127.0.0.1", &[]).await;
+    let port = probe.rsplit(':').next().unwrap().to_string();
+    let (base, requests) = counting_server(
+        "127.0.0.2",
+        &[
+            ("/to-loopback.yaml", format!("{probe}/loki.yaml")),
+            (
+                "/to-localhost.yaml",
+                format!("http://localhost:{port}/loki.yaml"),
+            ),
+            (
+                "/to-metadata.yaml",
+                "http://169.254.169.254/latest/meta-data".into(),
+            ),
+            ("/to-self.yaml", "/loki.yaml".into()),
+        ],
+    )
+    .await;
+    let own = base.trim_start_matches("http://");
+    let probe_host = probe.trim_start_matches("http://");
+    let localhost = format!("localhost:{port}");
+    let sources = sources_for(
+        &[own, probe_host, &localhost, "169.254.169.254"],
+        &["127.0.0.2"],
+    );
+
+    assert_is_loki(&sources.load(&format!("{base}/to-self.yaml")).await.unwrap());
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+
+    let error = |path: &str| {
+        let sources = sources.clone();
+        let url = format!("{base}{path}");
+        async move { (sources.load(&url).await.unwrap_err(), url) }
+    };
+    let (refused, url) = error("/to-loopback.yaml").await;
+    assert_eq!(
+        refused,
+        DesignError::Reference(format!(
+            "{url}: not following a redirect to {probe_host}: 127.0.0.1 is a loopback address, which the URL allow-list does not name"
+        ))
+    );
+    let (refused, url) = error("/to-metadata.yaml").await;
+    assert_eq!(
+        refused,
+        DesignError::Reference(format!(
+            "{url}: not following a redirect to 169.254.169.254: 169.254.169.254 is the cloud metadata address, which the URL allow-list does not name"
+        ))
+    );
+    let (refused, url) = error("/to-localhost.yaml").await;
+    assert_eq!(
+        refused,
+        DesignError::Reference(format!(
+            "{url}: localhost resolves to 127.0.0.1, a loopback address, which the URL allow-list does not name"
+        ))
+    );
+    // Only the three redirecting requests reached 127.0.0.2, and nothing reached 127.0.0.1.
+    assert_eq!(requests.load(Ordering::SeqCst), 5);
+    assert_eq!(probe_requests.load(Ordering::SeqCst), 0);
 }
 
 fn folder_sources(folder: &std::path::Path) -> DesignSources {

@@ -32,11 +32,43 @@ fn check(error: &DesignError) {
     );
 }
 
+fn assert_no_secret_keys(value: &serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map {
+                assert!(!jarvis_design::is_secret_key(key), "secret key {key:?} accepted");
+                assert_no_secret_keys(child);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(assert_no_secret_keys),
+        _ => {}
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     match jarvis_design::parse_bytes("fuzz", data, 256 * 1024, &YamlLimits::default()) {
         Ok(design) => {
             assert!(jarvis_design::check_label(&design.hostname).is_ok());
             assert!(!design.provider.trim().is_empty());
+            // A design carries data: no worker's section, no target address, no secret.
+            for key in design.document.keys() {
+                assert!(
+                    !jarvis_design::BUILTIN_RESERVED_KEYS
+                        .iter()
+                        .any(|r| r.eq_ignore_ascii_case(key)),
+                    "reserved key {key:?} accepted"
+                );
+            }
+            if let Some(serde_json::Value::Object(instance)) = design.document.get("instance") {
+                for key in instance.keys() {
+                    assert!(
+                        !jarvis_design::INSTANCE_RESERVED_KEYS
+                            .contains(&key.to_ascii_lowercase().as_str()),
+                        "instance.{key} accepted"
+                    );
+                }
+            }
+            assert_no_secret_keys(&serde_json::Value::Object(design.document));
         }
         Err(error) => check(&error),
     }

@@ -76,7 +76,16 @@ pub async fn scripted<F>(script: F) -> String
 where
     F: Fn(&str) -> Reply + Send + Sync + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    scripted_on("127.0.0.1", script).await
+}
+
+/// [`scripted`] on a free port of another loopback address (`127.0.0.2`); answers
+/// `http://ADDRESS:PORT`.
+pub async fn scripted_on<F>(address: &str, script: F) -> String
+where
+    F: Fn(&str) -> Reply + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind((address, 0)).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let script = Arc::new(script);
     tokio::spawn(async move {
