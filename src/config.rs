@@ -105,6 +105,11 @@ pub struct Limits {
     /// Between SIGTERM and SIGKILL.
     #[serde(default = "default_grace", with = "humantime_serde_compat")]
     pub kill_grace: Duration,
+    /// On SIGTERM, how long running stages may take to finish before their workers are
+    /// stopped and left for the next start to recover. Keep `stop_grace + kill_grace` below
+    /// the service manager's stop timeout (the shipped unit's `TimeoutStopSec=30`).
+    #[serde(default = "default_stop_grace", with = "humantime_serde_compat")]
+    pub stop_grace: Duration,
     /// How many reply lines go to a channel before the rest goes to a private message.
     #[serde(default = "default_channel_lines")]
     pub channel_lines: usize,
@@ -118,6 +123,7 @@ impl Default for Limits {
             stderr_lines: default_stderr_lines(),
             default_timeout: default_timeout(),
             kill_grace: default_grace(),
+            stop_grace: default_stop_grace(),
             channel_lines: default_channel_lines(),
         }
     }
@@ -137,6 +143,9 @@ fn default_timeout() -> Duration {
 }
 fn default_grace() -> Duration {
     Duration::from_secs(10)
+}
+fn default_stop_grace() -> Duration {
+    Duration::from_secs(15)
 }
 fn default_channel_lines() -> usize {
     4

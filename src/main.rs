@@ -146,7 +146,12 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Shell { config } => {
             let (settings, embedded) = settings(&config)?;
             let app = Application::start(settings, builtin_workers(), embedded).await?;
-            jarvis::adapters::console::run(app).await?;
+            let engine = app.engine().clone();
+            let grace = app.settings().limits.stop_grace;
+            tokio::select! {
+                done = jarvis::adapters::console::run(app) => done?,
+                _ = wait_for_stop_signal() => graceful_stop(&engine, grace).await,
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run { config } => {
@@ -159,11 +164,27 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
             let app = Application::start(settings, builtin_workers(), embedded).await?;
             jarvis::adapters::start_networks(&app).await?;
             wait_for_stop_signal().await;
-            tracing::info!("stopping; running workers are recovered at the next start");
-            app.engine().shutdown();
+            graceful_stop(app.engine(), app.settings().limits.stop_grace).await;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Worker { .. } => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// After SIGTERM or SIGINT: no new stage starts, running stages get `grace` to finish; a
+/// second signal stops at once. Either way the next start recovers what is left.
+async fn graceful_stop(engine: &jarvis::engine::Engine, grace: std::time::Duration) {
+    tracing::info!(
+        ?grace,
+        "stopping: no new stage starts; running stages may finish (a second signal stops at once)"
+    );
+    tokio::select! {
+        _ = engine.stop(grace) => {
+            tracing::info!("stopped; unfinished runs go on at the next start");
+        }
+        _ = wait_for_stop_signal() => {
+            tracing::warn!("stopping at once; running workers are recovered at the next start");
+        }
     }
 }
 

@@ -207,14 +207,26 @@ impl Bot {
             Command::Resume { run } => {
                 let run = self.find_run(run).await?;
                 let run = self.engine.resume(run.id).await?;
+                let name = render::run_name(&run.host, run.kind.as_str(), run.id);
+                if run.phase == crate::store::Phase::Undo {
+                    let task = run
+                        .on_failure
+                        .get(run.next_stage)
+                        .map(|s| s.task.as_str())
+                        .unwrap_or("");
+                    return Ok(Reply::line(format!(
+                        "resuming {name}'s undo at on_failure stage {}/{} {task}",
+                        run.next_stage + 1,
+                        run.on_failure.len()
+                    )));
+                }
                 let at = match run.state {
                     crate::store::RunState::Interrupted => run.next_stage,
                     _ => run.failed_stage.unwrap_or(run.next_stage),
                 };
                 let task = run.stages.get(at).map(|s| s.task.as_str()).unwrap_or("");
                 Ok(Reply::line(format!(
-                    "resuming {} at stage {}/{} {task}",
-                    render::run_name(&run.host, run.kind.as_str(), run.id),
+                    "resuming {name} at stage {}/{} {task}",
                     at + 1,
                     run.stages.len()
                 )))
@@ -705,6 +717,7 @@ fn user_error(e: &BotError) -> String {
         BotError::Engine(EngineError::Store(StoreError::HostBusy { host, run })) => {
             format!("{host} already has run #{run}")
         }
+        BotError::Engine(EngineError::Store(e @ StoreError::Refused { .. })) => e.to_string(),
         BotError::Engine(EngineError::Store(_)) | BotError::Store(_) => {
             "the database did not answer; see jarvis's log".into()
         }

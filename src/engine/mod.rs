@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::clipboard::{self, Clipboard};
 use crate::seal::{self, Sealer};
 use crate::secrets::Masker;
-use crate::store::{HostKey, NewRun, Phase, Run, RunId, RunState, Store, StoreError, now_ms};
+use crate::store::{
+    HostKey, NewRun, Phase, Run, RunId, RunState, Store, StoreError, lifecycle, now_ms,
+};
 use events::{EventBody, kind};
 use pipeline::Stage;
 use worker::{Ending, StderrLine, WorkerSpec};
@@ -58,6 +60,8 @@ pub struct Live {
 
 struct ActiveRun {
     cancel: CancellationToken,
+    /// Who cancelled it, for the event that tells of the end.
+    cancelled_by: Arc<Mutex<Option<String>>>,
     live: Arc<Mutex<Live>>,
 }
 
@@ -71,6 +75,12 @@ pub enum EngineError {
         state: &'static str,
         action: &'static str,
     },
+    #[error("jarvis is stopping; say it again once it is back")]
+    Stopping,
+    #[error(
+        "run #{0} cannot resume: its on_failure stages undid what it made; say 'retry #{0}' for a new run"
+    )]
+    Undone(RunId),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -90,7 +100,11 @@ struct Inner {
     settled: Notify,
     active: Mutex<HashMap<RunId, ActiveRun>>,
     permits: Arc<Semaphore>,
+    /// A graceful stop began: no new stage starts.
     shutdown: CancellationToken,
+    /// The grace is over: running workers are stopped and their stages left for recovery,
+    /// exactly as after a crash.
+    halt: CancellationToken,
 }
 
 impl Engine {
@@ -106,6 +120,7 @@ impl Engine {
                 active: Mutex::new(HashMap::new()),
                 permits,
                 shutdown: CancellationToken::new(),
+                halt: CancellationToken::new(),
             }),
         }
     }
@@ -135,8 +150,53 @@ impl Engine {
         self.inner.shutdown.cancel();
     }
 
+    /// A graceful stop: no new stage starts, running stages get `grace` to finish; what still
+    /// runs then is stopped (SIGTERM, SIGKILL after the kill grace) and left in the store
+    /// exactly as a crash would leave it, for the next start to recover. No run is stored as
+    /// cancelled by a stop.
+    pub async fn stop(&self, grace: Duration) {
+        self.shutdown();
+        self.inner.wake.notify_waiters();
+        if tokio::time::timeout(grace, self.wait_no_active())
+            .await
+            .is_err()
+        {
+            let left = self.lock_active().len();
+            tracing::warn!(
+                runs = left,
+                ?grace,
+                "stages still running after the stop grace; stopping their workers for recovery at the next start"
+            );
+            self.inner.halt.cancel();
+            let limit = self.inner.config.kill_grace + Duration::from_secs(5);
+            let _ = tokio::time::timeout(limit, self.wait_no_active()).await;
+        }
+    }
+
+    fn refuse_when_stopping(&self) -> Result<(), EngineError> {
+        if self.inner.shutdown.is_cancelled() {
+            Err(EngineError::Stopping)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Waits until no run is being driven by this process.
+    async fn wait_no_active(&self) {
+        loop {
+            let settled = self.inner.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if self.lock_active().is_empty() {
+                return;
+            }
+            settled.await;
+        }
+    }
+
     /// Queues a run.
     pub async fn submit(&self, new: NewRun) -> Result<RunId, EngineError> {
+        self.refuse_when_stopping()?;
         let id = self.inner.store.insert_run(&new).await?;
         self.inner.wake.notify_one();
         Ok(id)
@@ -153,41 +213,64 @@ impl Engine {
     /// Stops a run: a queued, waiting or interrupted run ends at once; a running one has its
     /// worker stopped (SIGTERM, SIGKILL after the grace) and then ends.
     pub async fn cancel(&self, id: RunId, by: &str) -> Result<(), EngineError> {
-        let run = self.run(id).await?;
-        {
-            let active = self.lock_active();
-            if let Some(a) = active.get(&id) {
-                a.cancel.cancel();
-                return Ok(());
+        // Twice at most: the scheduler may take the run between the look and the update.
+        for _ in 0..2 {
+            let run = self.run(id).await?;
+            {
+                let active = self.lock_active();
+                if let Some(a) = active.get(&id) {
+                    if let Ok(mut who) = a.cancelled_by.lock() {
+                        who.get_or_insert_with(|| by.to_string());
+                    }
+                    a.cancel.cancel();
+                    return Ok(());
+                }
+            }
+            if !run.state.is_active() {
+                return Err(EngineError::WrongState {
+                    id,
+                    state: run.state.as_str(),
+                    action: "cancelled",
+                });
+            }
+            let body = EventBody::for_run(&run)
+                .duration_ms(run_duration(&run))
+                .text(format!("cancelled by {by}"));
+            match self
+                .inner
+                .store
+                .finish_run(
+                    id,
+                    &lifecycle::CANCEL_WAITING,
+                    None,
+                    &[body.into_event(kind::CANCELLED)],
+                )
+                .await
+            {
+                Ok(()) => {
+                    self.after_events();
+                    self.inner.settled.notify_waiters();
+                    return Ok(());
+                }
+                Err(StoreError::Refused { .. }) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
-        if !run.state.is_active() {
-            return Err(EngineError::WrongState {
-                id,
-                state: run.state.as_str(),
-                action: "cancelled",
-            });
-        }
-        let body = EventBody::for_run(&run)
-            .duration_ms(run_duration(&run))
-            .text(format!("cancelled by {by}"));
-        self.inner
-            .store
-            .finish_run(
-                id,
-                RunState::Cancelled,
-                None,
-                &[body.into_event(kind::CANCELLED)],
-            )
-            .await?;
-        self.after_events();
-        self.inner.settled.notify_waiters();
-        Ok(())
+        let run = self.run(id).await?;
+        Err(EngineError::WrongState {
+            id,
+            state: run.state.as_str(),
+            action: "cancelled",
+        })
     }
 
     /// Continues a failed or interrupted run from its failed stage, with the stored clipboard.
     pub async fn resume(&self, id: RunId) -> Result<Run, EngineError> {
+        self.refuse_when_stopping()?;
         let run = self.run(id).await?;
+        if run.state == RunState::Failed && run.phase == Phase::Undo {
+            return Err(EngineError::Undone(id));
+        }
         if !matches!(run.state, RunState::Failed | RunState::Interrupted) {
             return Err(EngineError::WrongState {
                 id,
@@ -202,6 +285,7 @@ impl Engine {
 
     /// Releases the approval gate a run waits at.
     pub async fn approve(&self, id: RunId, by: &str) -> Result<Run, EngineError> {
+        self.refuse_when_stopping()?;
         let run = self.run(id).await?;
         if run.state != RunState::WaitingApproval {
             return Err(EngineError::WrongState {
@@ -210,9 +294,8 @@ impl Engine {
                 action: "approved",
             });
         }
-        if self.inner.store.approve(id, run.next_stage, by).await? {
-            self.inner.wake.notify_one();
-        }
+        self.inner.store.approve(id, run.next_stage, by).await?;
+        self.inner.wake.notify_one();
         Ok(run)
     }
 
@@ -270,11 +353,13 @@ impl Engine {
                             if active.contains_key(&id) {
                                 continue;
                             }
-                            let cancel = self.inner.shutdown.child_token();
+                            // A run's cancel is its own: a graceful stop of jarvis cancels nothing.
+                            let cancel = CancellationToken::new();
                             active.insert(
                                 id,
                                 ActiveRun {
                                     cancel: cancel.clone(),
+                                    cancelled_by: Arc::new(Mutex::new(None)),
                                     live: Arc::new(Mutex::new(Live::default())),
                                 },
                             );
@@ -309,6 +394,13 @@ impl Engine {
                 return Ok(());
             }
             if self.inner.shutdown.is_cancelled() {
+                // No stage is in flight here: the run waits in the queue for the next start.
+                if run.state == RunState::Running {
+                    self.inner
+                        .store
+                        .set_state(id, &lifecycle::REQUEUE, &[])
+                        .await?;
+                }
                 return Ok(());
             }
             let stages = run.phase_stages();
@@ -325,7 +417,7 @@ impl Engine {
                     .store
                     .set_state(
                         id,
-                        RunState::WaitingApproval,
+                        &lifecycle::WAIT_FOR_APPROVAL,
                         &[body.into_event(kind::APPROVAL_NEEDED)],
                     )
                     .await?;
@@ -355,10 +447,20 @@ impl Engine {
                         .into_event(kind::STAGE_STARTED),
                 );
             }
-            self.inner
+            match self
+                .inner
                 .store
                 .start_stage(id, run.phase, index, attempt, &stage.task, &started)
-                .await?;
+                .await
+            {
+                Ok(()) => {}
+                Err(StoreError::Refused { state, .. }) => {
+                    // Cancelled (or moved) between the look and the start: nothing to run.
+                    tracing::info!(run = id, %state, "the run changed before its stage started");
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
             if !started.is_empty() {
                 self.after_events();
             }
@@ -387,6 +489,7 @@ impl Engine {
                         )
                         .await?;
                 }
+                Outcome::Halted => return Ok(()),
                 Outcome::Cancelled => {
                     self.inner
                         .store
@@ -435,7 +538,7 @@ impl Engine {
                     .store
                     .finish_run(
                         run.id,
-                        RunState::Succeeded,
+                        &lifecycle::SUCCEED,
                         None,
                         &[body.into_event(kind::SUCCEEDED)],
                     )
@@ -448,7 +551,7 @@ impl Engine {
                     .store
                     .finish_run(
                         run.id,
-                        RunState::Failed,
+                        &lifecycle::FAIL,
                         None,
                         &[body.into_event(kind::UNDONE)],
                     )
@@ -505,9 +608,17 @@ impl Engine {
         run: &Run,
         stage: Option<(usize, &str)>,
     ) -> Result<(), EngineError> {
+        let by = self
+            .lock_active()
+            .get(&run.id)
+            .and_then(|a| a.cancelled_by.lock().ok().and_then(|w| w.clone()));
+        let text = match by {
+            Some(by) => format!("cancelled by {by}"),
+            None => "cancelled".to_string(),
+        };
         let mut body = EventBody::for_run(run)
             .duration_ms(run_duration(run))
-            .text("cancelled");
+            .text(text);
         if let Some((index, task)) = stage {
             body = body.stage(index, task);
         }
@@ -515,7 +626,7 @@ impl Engine {
             .store
             .finish_run(
                 run.id,
-                RunState::Cancelled,
+                &lifecycle::CANCEL_RUNNING,
                 None,
                 &[body.into_event(kind::CANCELLED)],
             )
@@ -644,7 +755,7 @@ impl Engine {
             secrets_rx,
         ));
         let marker = recovery::running_marker(&config.data_dir, run.id);
-        let finished = worker::run(spec, tx, cancel.clone(), |pgid| {
+        let finished = worker::run(spec, tx, cancel.clone(), self.inner.halt.clone(), |pgid| {
             recovery::write_marker(&marker, pgid);
         })
         .await;
@@ -712,6 +823,7 @@ impl Engine {
                 exit_code: None,
             },
             Ending::Cancelled => Outcome::Cancelled,
+            Ending::Halted => Outcome::Halted,
             Ending::SpawnFailed(reason) => Outcome::Failed {
                 reason,
                 retry: false,
@@ -881,6 +993,8 @@ enum Outcome {
         exit_code: Option<i32>,
     },
     Cancelled,
+    /// jarvis is stopping: the stage is left in flight for the next start to recover.
+    Halted,
 }
 
 impl Outcome {

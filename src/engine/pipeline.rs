@@ -178,6 +178,29 @@ impl PipelineConfig {
         for (i, stage) in self.on_failure.iter().enumerate() {
             stage.check().map_err(|e| format!("on_failure[{i}].{e}"))?;
         }
+        self.check_gates()
+    }
+
+    /// An `approval_if` is judged on the clipboard before its stage runs, so its fact must
+    /// come from the design or from an earlier stage. When the fact lies in a worker module's
+    /// own section (`ldap.production`) and that module runs only at or after the gate, the
+    /// gate could never hold: refused.
+    fn check_gates(&self) -> Result<(), String> {
+        for (i, stage) in self.stages.iter().enumerate() {
+            let Some(path) = stage.approval_if.as_deref() else {
+                continue;
+            };
+            let section = path.split('.').next().unwrap_or(path);
+            let module_of = |s: &StageConfig| s.module_task().0 == section;
+            let earlier = self.stages[..i].iter().any(module_of);
+            let producer = self.stages[i..].iter().find(|s| module_of(s));
+            if let (false, Some(producer)) = (earlier, producer) {
+                return Err(format!(
+                    "stages[{i}].approval_if: '{path}' is written by {}, which runs at or after this gate, so the gate is judged before the fact exists; put approval_if on the first stage after {}",
+                    producer.task, producer.task
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -238,6 +261,35 @@ mod tests {
             stages: vec![],
             on_failure: vec![],
         }
+    }
+
+    fn stage(task: &str, gate: Option<&str>) -> StageConfig {
+        serde_saphyr::from_str(&format!(
+            "task: '{task}'{}",
+            gate.map(|g| format!("\napproval_if: {g}"))
+                .unwrap_or_default()
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_gate_before_the_stage_that_learns_its_fact_is_refused() {
+        let mut p = pipeline(RunKind::Destroy, &["Linode"]);
+        p.stages = vec![
+            stage("ldap:lookup", Some("ldap.production")),
+            stage("linode:delete", None),
+        ];
+        let err = p.check().unwrap_err();
+        assert!(err.contains("stages[0].approval_if"), "{err}");
+        assert!(err.contains("ldap:lookup"), "{err}");
+        p.stages = vec![
+            stage("ldap:lookup", None),
+            stage("linode:delete", Some("ldap.production")),
+        ];
+        assert!(p.check().is_ok());
+        // A fact from the design is there from the start.
+        p.stages = vec![stage("linode:delete", Some("instance.production"))];
+        assert!(p.check().is_ok());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 
 use super::events::{EventBody, kind};
 use super::{Engine, EngineError};
-use crate::store::{Phase, RunState};
+use crate::store::{Phase, RunState, lifecycle};
 
 /// The marker that records a running worker's process group.
 pub fn running_marker(data_dir: &Path, run: i64) -> PathBuf {
@@ -78,7 +78,7 @@ pub(super) async fn recover(engine: &Engine) -> Result<(), EngineError> {
                 store
                     .set_state(
                         run.id,
-                        RunState::Interrupted,
+                        &lifecycle::INTERRUPT,
                         &[body.into_event(kind::INTERRUPTED)],
                     )
                     .await?;
@@ -93,7 +93,7 @@ pub(super) async fn recover(engine: &Engine) -> Result<(), EngineError> {
                 store
                     .set_state(
                         run.id,
-                        RunState::Queued,
+                        &lifecycle::REQUEUE,
                         &[body.into_event(kind::RERUN_AFTER_RESTART)],
                     )
                     .await?;
@@ -103,7 +103,7 @@ pub(super) async fn recover(engine: &Engine) -> Result<(), EngineError> {
                     "re-running an idempotent stage after a restart"
                 );
             }
-            _ => store.set_state(run.id, RunState::Queued, &[]).await?,
+            _ => store.set_state(run.id, &lifecycle::REQUEUE, &[]).await?,
         }
     }
     Ok(())

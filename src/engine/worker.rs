@@ -70,6 +70,8 @@ pub enum Ending {
     TimedOut(Duration),
     StdoutOverflow(usize),
     Cancelled,
+    /// jarvis is stopping and the grace is over.
+    Halted,
     SpawnFailed(String),
 }
 
@@ -100,6 +102,7 @@ pub async fn run(
     spec: WorkerSpec,
     lines: mpsc::UnboundedSender<StderrLine>,
     cancel: CancellationToken,
+    halt: CancellationToken,
     on_spawn: impl FnOnce(i32),
 ) -> Finished {
     let mut command = Command::new(&spec.program);
@@ -153,10 +156,11 @@ pub async fn run(
         status = child.wait() => status_ending(status),
         _ = tokio::time::sleep(spec.timeout) => Ending::TimedOut(spec.timeout),
         _ = cancel.cancelled() => Ending::Cancelled,
+        _ = halt.cancelled() => Ending::Halted,
         _ = overflow_seen.notified() => Ending::StdoutOverflow(spec.stdout_cap),
     };
     match &ending {
-        Ending::TimedOut(_) | Ending::Cancelled => {
+        Ending::TimedOut(_) | Ending::Cancelled | Ending::Halted => {
             signal_group(pgid, Signal::SIGTERM);
             if tokio::time::timeout(spec.grace, child.wait())
                 .await

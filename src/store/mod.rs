@@ -19,7 +19,10 @@ use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 use crate::clipboard::Clipboard;
 use crate::engine::pipeline::{RunKind, Stage};
 
+pub mod lifecycle;
 mod trust;
+use lifecycle as lc;
+pub use lifecycle::{Phase, RunState, Transition};
 pub use trust::{HostKey, PinnedKey};
 
 pub type RunId = i64;
@@ -30,69 +33,6 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunState {
-    Queued,
-    Running,
-    WaitingApproval,
-    Interrupted,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl RunState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Queued => "queued",
-            RunState::Running => "running",
-            RunState::WaitingApproval => "waiting_approval",
-            RunState::Interrupted => "interrupted",
-            RunState::Succeeded => "succeeded",
-            RunState::Failed => "failed",
-            RunState::Cancelled => "cancelled",
-        }
-    }
-
-    fn parse(text: &str) -> RunState {
-        match text {
-            "queued" => RunState::Queued,
-            "running" => RunState::Running,
-            "waiting_approval" => RunState::WaitingApproval,
-            "interrupted" => RunState::Interrupted,
-            "succeeded" => RunState::Succeeded,
-            "cancelled" => RunState::Cancelled,
-            _ => RunState::Failed,
-        }
-    }
-
-    /// Holds its host: no other run of that host may start meanwhile.
-    pub fn is_active(self) -> bool {
-        matches!(
-            self,
-            RunState::Queued
-                | RunState::Running
-                | RunState::WaitingApproval
-                | RunState::Interrupted
-        )
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Main,
-    Undo,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Main => "main",
-            Phase::Undo => "on_failure",
-        }
-    }
 }
 
 /// A run as stored.
@@ -214,6 +154,13 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("a stored value is damaged: {0}")]
     Corrupt(String),
+    /// A transition the life cycle does not allow from the state the run is in.
+    #[error("run #{run} is {state}, so jarvis cannot {transition} it")]
+    Refused {
+        run: RunId,
+        transition: &'static str,
+        state: String,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -344,8 +291,8 @@ impl Store {
 
     pub async fn active_run_for_host(&self, host: &str) -> Result<Option<Run>> {
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE host = ? AND state IN \
-             ('queued','running','waiting_approval','interrupted') ORDER BY id DESC LIMIT 1"
+            "SELECT {RUN_COLUMNS} FROM runs WHERE host = ? AND {} ORDER BY id DESC LIMIT 1",
+            lc::active_states_sql()
         )))
         .bind(host)
         .fetch_optional(&self.reader)
@@ -376,8 +323,8 @@ impl Store {
 
     pub async fn active_runs(&self) -> Result<Vec<Run>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE state IN \
-             ('queued','running','waiting_approval','interrupted') ORDER BY id"
+            "SELECT {RUN_COLUMNS} FROM runs WHERE {} ORDER BY id",
+            lc::active_states_sql()
         )))
         .fetch_all(&self.reader)
         .await?;
@@ -385,9 +332,15 @@ impl Store {
     }
 
     pub async fn count_active(&self) -> Result<usize> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM runs WHERE state IN ('queued','running','waiting_approval')",
-        )
+        // Interrupted runs wait for a person, not for jarvis: they do not count as busy.
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM runs WHERE {}",
+            lc::state_list(&[
+                RunState::Queued,
+                RunState::Running,
+                RunState::WaitingApproval
+            ])
+        )))
         .fetch_one(&self.reader)
         .await?;
         Ok(n as usize)
@@ -476,16 +429,22 @@ impl Store {
     ) -> Result<()> {
         let at = now_ms();
         let mut tx = self.begin().await?;
-        sqlx::query(
+        let t = &lc::START_STAGE;
+        let done = sqlx::query(AssertSqlSafe(format!(
             "UPDATE runs SET state = 'running', attempt = ?, stage_started_at = ?, \
-             progress = NULL, started_at = COALESCE(started_at, ?) WHERE id = ?",
-        )
+             progress = NULL, started_at = COALESCE(started_at, ?) \
+             WHERE id = ? AND phase = ? AND next_stage = ? AND {}",
+            t.guard()
+        )))
         .bind(attempt as i64)
         .bind(at)
         .bind(at)
         .bind(run)
+        .bind(phase.as_str())
+        .bind(stage as i64)
         .execute(&mut *tx)
         .await?;
+        expect_one(&mut tx, run, t, done.rows_affected()).await?;
         sqlx::query(
             "INSERT OR REPLACE INTO stage_runs (run_id, phase, stage, attempt, task, state, started_at) \
              VALUES (?, ?, ?, ?, ?, 'running', ?)",
@@ -503,7 +462,8 @@ impl Store {
         Ok(())
     }
 
-    /// A stage finished well: its clipboard and the run's progress are committed together.
+    /// A stage finished well: its clipboard and the run's progress are committed together,
+    /// and the run moves past it (only if it was still at that stage: no stage ends twice).
     #[allow(clippy::too_many_arguments)]
     pub async fn finish_stage(
         &self,
@@ -517,6 +477,25 @@ impl Store {
     ) -> Result<()> {
         let text = json_text(clipboard);
         let mut tx = self.begin().await?;
+        let column = match phase {
+            Phase::Main => "clipboard",
+            Phase::Undo => "undo_clipboard",
+        };
+        let t = &lc::FINISH_STAGE;
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE runs SET next_stage = ?, attempt = 0, {column} = ?, progress = ? \
+             WHERE id = ? AND phase = ? AND next_stage = ? AND {}",
+            t.guard()
+        )))
+        .bind((stage + 1) as i64)
+        .bind(&text)
+        .bind(progress)
+        .bind(run)
+        .bind(phase.as_str())
+        .bind(stage as i64)
+        .execute(&mut *tx)
+        .await?;
+        expect_one(&mut tx, run, t, done.rows_affected()).await?;
         sqlx::query(
             "UPDATE stage_runs SET state = 'succeeded', finished_at = ?, exit_code = 0, clipboard = ? \
              WHERE run_id = ? AND phase = ? AND stage = ? AND attempt = ?",
@@ -529,26 +508,13 @@ impl Store {
         .bind(attempt as i64)
         .execute(&mut *tx)
         .await?;
-        let column = match phase {
-            Phase::Main => "clipboard",
-            Phase::Undo => "undo_clipboard",
-        };
-        sqlx::query(AssertSqlSafe(format!(
-            "UPDATE runs SET next_stage = ?, attempt = 0, {column} = ?, progress = ? WHERE id = ?"
-        )))
-        .bind((stage + 1) as i64)
-        .bind(&text)
-        .bind(progress)
-        .bind(run)
-        .execute(&mut *tx)
-        .await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// A stage attempt ended without success; `state` is `failed`, `tempfailed`,
-    /// `cancelled` or `interrupted`.
+    /// `cancelled` or `interrupted`. The run itself does not move.
     #[allow(clippy::too_many_arguments)]
     pub async fn end_attempt(
         &self,
@@ -562,7 +528,7 @@ impl Store {
     ) -> Result<()> {
         sqlx::query(
             "UPDATE stage_runs SET state = ?, finished_at = ?, exit_code = ?, error = ? \
-             WHERE run_id = ? AND phase = ? AND stage = ? AND attempt = ?",
+             WHERE run_id = ? AND phase = ? AND stage = ? AND attempt = ? AND state = 'running'",
         )
         .bind(state)
         .bind(now_ms())
@@ -587,28 +553,28 @@ impl Store {
         events: &[NewEvent],
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        if undo {
-            sqlx::query(
+        let (t, sql) = if undo {
+            (
+                &lc::BEGIN_UNDO,
                 "UPDATE runs SET phase = 'on_failure', next_stage = 0, attempt = 0, \
-                 undo_clipboard = clipboard, failed_stage = ?, error = ? WHERE id = ?",
+                 undo_clipboard = clipboard, failed_stage = ?, error = ? \
+                 WHERE id = ? AND phase = 'main' AND",
             )
-            .bind(stage as i64)
-            .bind(error)
-            .bind(run)
-            .execute(&mut *tx)
-            .await?;
         } else {
-            sqlx::query(
+            (
+                &lc::FAIL,
                 "UPDATE runs SET state = 'failed', failed_stage = ?, error = ?, finished_at = ? \
-                 WHERE id = ?",
+                 WHERE id = ? AND phase = 'main' AND",
             )
+        };
+        let mut query = sqlx::query(AssertSqlSafe(format!("{sql} {}", t.guard())))
             .bind(stage as i64)
-            .bind(error)
-            .bind(now_ms())
-            .bind(run)
-            .execute(&mut *tx)
-            .await?;
+            .bind(error);
+        if !undo {
+            query = query.bind(now_ms());
         }
+        let done = query.bind(run).execute(&mut *tx).await?;
+        expect_one(&mut tx, run, t, done.rows_affected()).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())
@@ -622,37 +588,47 @@ impl Store {
         events: &[NewEvent],
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("UPDATE runs SET next_stage = ?, attempt = 0 WHERE id = ?")
-            .bind((stage + 1) as i64)
-            .bind(run)
-            .execute(&mut *tx)
-            .await?;
+        let t = &lc::FINISH_STAGE;
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE runs SET next_stage = ?, attempt = 0 \
+             WHERE id = ? AND phase = 'on_failure' AND next_stage = ? AND {}",
+            t.guard()
+        )))
+        .bind((stage + 1) as i64)
+        .bind(run)
+        .bind(stage as i64)
+        .execute(&mut *tx)
+        .await?;
+        expect_one(&mut tx, run, t, done.rows_affected()).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// Ends a run in `state` (succeeded, failed or cancelled).
+    /// Ends a run by `t` (succeed, fail, or one of the cancels).
     pub async fn finish_run(
         &self,
         run: RunId,
-        state: RunState,
+        t: &Transition,
         error: Option<&str>,
         events: &[NewEvent],
     ) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "UPDATE runs SET state = ?, finished_at = ?, error = COALESCE(?, error) WHERE id = ?",
-        )
-        .bind(state.as_str())
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE runs SET state = ?, finished_at = ?, error = COALESCE(?, error) \
+             WHERE id = ? AND {}",
+            t.guard()
+        )))
+        .bind(t.to.as_str())
         .bind(now_ms())
         .bind(error)
         .bind(run)
         .execute(&mut *tx)
         .await?;
+        expect_one(&mut tx, run, t, done.rows_affected()).await?;
         // A run that can no longer resume needs its secrets no more. A failed run keeps them
         // (sealed) for a resume, until the host's next run is queued.
-        if matches!(state, RunState::Succeeded | RunState::Cancelled) {
+        if matches!(t.to, RunState::Succeeded | RunState::Cancelled) {
             sqlx::query("DELETE FROM run_secrets WHERE run_id = ?")
                 .bind(run)
                 .execute(&mut *tx)
@@ -663,35 +639,60 @@ impl Store {
         Ok(())
     }
 
-    /// Sets a run's state (waiting_approval, interrupted, queued) with its event.
-    pub async fn set_state(&self, run: RunId, state: RunState, events: &[NewEvent]) -> Result<()> {
+    /// Moves a run by `t` (wait for approval, queue again, mark interrupted) with its event.
+    pub async fn set_state(&self, run: RunId, t: &Transition, events: &[NewEvent]) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("UPDATE runs SET state = ? WHERE id = ?")
-            .bind(state.as_str())
-            .bind(run)
-            .execute(&mut *tx)
-            .await?;
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE runs SET state = ? WHERE id = ? AND {}",
+            t.guard()
+        )))
+        .bind(t.to.as_str())
+        .bind(run)
+        .execute(&mut *tx)
+        .await?;
+        expect_one(&mut tx, run, t, done.rows_affected()).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Releases an approval gate: the run is queued again, its stage approved.
-    pub async fn approve(&self, run: RunId, stage: usize, by: &str) -> Result<bool> {
-        let done = sqlx::query(
+    pub async fn approve(&self, run: RunId, stage: usize, by: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let t = &lc::APPROVE;
+        let done = sqlx::query(AssertSqlSafe(format!(
             "UPDATE runs SET state = 'queued', approved_stage = ?, approved_by = ? \
-             WHERE id = ? AND state = 'waiting_approval'",
-        )
+             WHERE id = ? AND next_stage = ? AND {}",
+            t.guard()
+        )))
         .bind(stage as i64)
         .bind(by)
         .bind(run)
-        .execute(&self.writer)
+        .bind(stage as i64)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        expect_one(&mut tx, run, t, done.rows_affected()).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
-    /// Queues a failed or interrupted run again at the main stage that failed.
+    /// Queues a failed or interrupted run again: an interrupted run where it stopped (in its
+    /// undo, if it was undoing), a failed one at the main stage that failed. A run whose undo
+    /// ran cannot resume: what it made is gone.
     pub async fn resume(&self, run: &Run) -> Result<()> {
+        let (phase, next, attempt) = match (run.state, run.phase, run.failed_stage) {
+            (RunState::Interrupted, phase, _) => (phase, run.next_stage, run.attempt),
+            (RunState::Failed, Phase::Main, failed) => {
+                (Phase::Main, failed.unwrap_or(run.next_stage), 0)
+            }
+            _ => {
+                return Err(StoreError::Refused {
+                    run: run.id,
+                    transition: lc::RESUME.name,
+                    state: describe(run.state, run.phase),
+                });
+            }
+        };
         let mut tx = self.begin().await?;
         if let Some(other) = active_for_host(&mut tx, &run.host).await?
             && other != run.id
@@ -701,21 +702,29 @@ impl Store {
                 run: other,
             });
         }
-        let (next, attempt) = match (run.state, run.phase, run.failed_stage) {
-            (RunState::Interrupted, Phase::Main, _) => (run.next_stage, run.attempt),
-            (_, _, Some(failed)) => (failed, 0),
-            _ => (run.next_stage, run.attempt),
-        };
-        sqlx::query(
-            "UPDATE runs SET state = 'queued', phase = 'main', next_stage = ?, attempt = ?, \
-             error = NULL, failed_stage = NULL, finished_at = NULL, undo_clipboard = NULL \
-             WHERE id = ?",
-        )
+        let t = &lc::RESUME;
+        // Resuming the undo keeps the failure it undoes; resuming the main stages forgets it.
+        let keep_failure = phase == Phase::Undo;
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE runs SET state = 'queued', phase = ?, next_stage = ?, attempt = ?, \
+             error = CASE WHEN ? THEN error END, \
+             failed_stage = CASE WHEN ? THEN failed_stage END, \
+             undo_clipboard = CASE WHEN ? THEN undo_clipboard END, finished_at = NULL \
+             WHERE id = ? AND state = ? AND phase = ? AND {}",
+            t.guard()
+        )))
+        .bind(phase.as_str())
         .bind(next as i64)
         .bind(attempt as i64)
+        .bind(keep_failure)
+        .bind(keep_failure)
+        .bind(keep_failure)
         .bind(run.id)
+        .bind(run.state.as_str())
+        .bind(run.phase.as_str())
         .execute(&mut *tx)
         .await?;
+        expect_one(&mut tx, run.id, t, done.rows_affected()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -918,13 +927,52 @@ async fn active_for_host(
     tx: &mut Transaction<'static, Sqlite>,
     host: &str,
 ) -> Result<Option<RunId>> {
-    Ok(sqlx::query_scalar(
-        "SELECT id FROM runs WHERE host = ? AND state IN \
-         ('queued','running','waiting_approval','interrupted') LIMIT 1",
-    )
+    Ok(sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT id FROM runs WHERE host = ? AND {} LIMIT 1",
+        lc::active_states_sql()
+    )))
     .bind(host)
     .fetch_optional(&mut **tx)
     .await?)
+}
+
+/// How a run's state reads in a refusal: a failed run whose undo ran says so.
+fn describe(state: RunState, phase: Phase) -> String {
+    match (state, phase) {
+        (RunState::Failed, Phase::Undo) => "failed and undone".into(),
+        (RunState::Interrupted, Phase::Undo) => "interrupted while undoing".into(),
+        _ => state.as_str().replace('_', " "),
+    }
+}
+
+/// Checks that a guarded update moved exactly the run; if not, says why in the table's terms.
+async fn expect_one(
+    tx: &mut Transaction<'static, Sqlite>,
+    run: RunId,
+    t: &Transition,
+    rows: u64,
+) -> Result<()> {
+    if rows == 1 {
+        return Ok(());
+    }
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT state, phase FROM runs WHERE id = ?")
+            .bind(run)
+            .fetch_optional(&mut **tx)
+            .await?;
+    let state = match row {
+        Some((state, phase)) => match (RunState::parse(&state), Phase::parse(&phase)) {
+            (Some(s), Some(p)) if t.allows(s) => format!("{} at another stage", describe(s, p)),
+            (Some(s), Some(p)) => describe(s, p),
+            _ => state,
+        },
+        None => "unknown".into(),
+    };
+    Err(StoreError::Refused {
+        run,
+        transition: t.name,
+        state,
+    })
 }
 
 async fn insert_events(tx: &mut Transaction<'static, Sqlite>, events: &[NewEvent]) -> Result<()> {
@@ -963,12 +1011,10 @@ fn run_from_row(r: &SqliteRow) -> Result<Run> {
         design_ref: r.try_get("design_ref")?,
         requester: r.try_get("requester")?,
         origin: r.try_get("origin")?,
-        state: RunState::parse(&state),
-        phase: if phase == "on_failure" {
-            Phase::Undo
-        } else {
-            Phase::Main
-        },
+        state: RunState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("run state '{state}'")))?,
+        phase: Phase::parse(&phase)
+            .ok_or_else(|| StoreError::Corrupt(format!("run phase '{phase}'")))?,
         next_stage: r.try_get::<i64, _>("next_stage")? as usize,
         attempt: r.try_get::<i64, _>("attempt")? as u32,
         approved_stage: r

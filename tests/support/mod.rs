@@ -239,6 +239,38 @@ impl Shell {
         std::mem::take(&mut self.seen)
     }
 
+    /// Sends SIGTERM, as a service manager's stop does.
+    pub fn terminate(&self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+
+    /// Waits for jarvis to end by itself (after a signal); returns how it ended and all it
+    /// printed.
+    pub fn wait_exit(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        self.stdin.take();
+        let deadline = Instant::now() + PATIENCE;
+        let status = loop {
+            match self.child.try_wait().unwrap() {
+                Some(status) => break status,
+                None if Instant::now() > deadline => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "jarvis did not end within {PATIENCE:?}; stderr:\n{}",
+                        self.stderr_text()
+                    );
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        (status, std::mem::take(&mut self.seen))
+    }
+
     /// `kill -9`.
     pub fn kill9(mut self) {
         let _ = self.child.kill();
@@ -289,4 +321,27 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
         }
     }
     found
+}
+
+/// The processes in process group `pgid` that are still alive.
+pub fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let after = stat.rsplit_once(')')?.1.to_string();
+                    let mut fields = after.split_whitespace();
+                    let state = fields.next()?.to_string();
+                    let group: i32 = fields.nth(1)?.parse().ok()?;
+                    Some(group == pgid && state != "Z")
+                })
+                .unwrap_or(false)
+        })
+        .collect()
 }
