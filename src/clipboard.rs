@@ -98,6 +98,31 @@ pub fn take_stage_extras(output: &mut Clipboard) -> Option<Value> {
     jarvis.remove(LEARNED_HOST_KEYS)
 }
 
+/// What the run recorded as made outside (`jarvis.made`, written by workers), in words:
+/// "linode 123 (stage 1 linode:deploy), dns loki.example.com (stage 5 dns:update)". Pure.
+pub fn made_summary(clipboard: &Clipboard) -> Option<String> {
+    let items = get_path(clipboard, "jarvis.made")?.as_array()?;
+    let parts: Vec<String> = items
+        .iter()
+        .filter_map(|item| {
+            let what = item.get("what")?.as_str()?;
+            let id = item.get("id")?.as_str()?;
+            let task = item.get("task").and_then(Value::as_str).unwrap_or("");
+            let stage = item.get("stage").and_then(Value::as_str).unwrap_or("");
+            Some(if task.is_empty() {
+                format!("{what} {id}")
+            } else {
+                format!("{what} {id} (stage {stage} {task})")
+            })
+        })
+        .collect();
+    if parts.is_empty() {
+        None
+    } else {
+        Some(crate::text::one_line(&parts.join(", "), 300))
+    }
+}
+
 /// Whether a value counts as "yes" for a condition such as `approval_if`.
 pub fn is_truthy(value: Option<&Value>) -> bool {
     match value {

@@ -76,6 +76,17 @@ fn with_for(task: &str, ssh_port: &str) -> String {
 }
 
 fn home(w: &World, tsig_secret: &str) -> Home {
+    home_with(
+        w,
+        tsig_secret,
+        "      - { task: \"linode:deploy\", idempotent: true, notify: true }
+      - { task: \"linode:wait\", idempotent: true, with: { poll_ms: 50 } }
+",
+        0,
+    )
+}
+
+fn home_with(w: &World, tsig_secret: &str, deploy_stages: &str, slow_seconds: u32) -> Home {
     let mut stages = String::new();
     for task in STAGES {
         let with = with_for(task, w.sshd.get("SSHD_PORT"));
@@ -85,12 +96,14 @@ fn home(w: &World, tsig_secret: &str) -> Home {
     }
     let config = format!(
         "workers:
+  folders: [{workers}]
   modules:
     linode: {{ env: {{ LINODE_TOKEN: '{TOKEN}', LINODE_API: '{linode}/v4' }} }}
     ssh: {{ env: {{ SSH_KEY_FILE: '{key}', SSH_USER: '{user}' }} }}
     dns: {{ env: {{ DNS_SERVER: '{dns}', DNS_TSIG_NAME: '{tsig_name}', DNS_TSIG_SECRET: '{tsig_secret}', DNS_ZONE: '{zone}' }} }}
     ldap: {{ env: {{ LDAP_URL: '{ldap_url}', LDAP_BASE: '{ldap_base}', LDAP_BIND_DN: '{bind_dn}', LDAP_PASSWORD: '{ldap_pw}' }} }}
     alertmanager: {{ env: {{ ALERTMANAGER_URL: '{am}' }} }}
+    slowstep: {{ env: {{ STEP_SECONDS: '{slow_seconds}' }} }}
 pipelines:
   linode-redeploy:
     command: redeploy
@@ -104,12 +117,11 @@ pipelines:
     command: deploy
     providers: [Linode]
     stages:
-      - {{ task: \"linode:deploy\", idempotent: true, notify: true }}
-      - {{ task: \"linode:wait\", idempotent: true, with: {{ poll_ms: 50 }} }}
-roles:
+{deploy_stages}roles:
   grants:
     - {{ console: \"*\", roles: [admin] }}
 ",
+        workers = support::test_workers().display(),
         linode = w.linode.url(),
         key = w.sshd.get("SSHD_KEY"),
         user = w.sshd.get("SSHD_USER"),
@@ -302,4 +314,74 @@ fn kill_9_during_linode_deploy_leaves_exactly_one_instance() {
         1,
         "exactly one instance"
     );
+}
+
+/// A deploy pipeline as config/example.yaml has it, with its undo, and a slow last stage to
+/// cancel during.
+fn deploy_home(w: &World, slow_notify: bool, slow_seconds: u32) -> Home {
+    let deploy = format!(
+        "      - {{ task: \"linode:deploy\", notify: true }}
+      - {{ task: \"linode:wait\", with: {{ poll_ms: 50 }} }}
+      - {{ task: \"dns:update\" }}
+      - {{ task: \"ldap:update_host\" }}
+      - {{ task: \"slowstep:x\", notify: {slow_notify} }}
+    on_failure:
+      - {{ task: \"dns:remove_host\" }}
+      - {{ task: \"ldap:remove_host\" }}
+      - {{ task: \"linode:delete\" }}
+"
+    );
+    home_with(w, w.bind.get("DNS_TSIG_SECRET"), &deploy, slow_seconds)
+}
+
+#[test]
+fn a_failed_second_deploy_leaves_the_first_host_its_records_and_its_entry_alone() {
+    let Some(w) = world() else { return };
+    let home = deploy_home(&w, false, 0);
+    let mut sh = home.shell();
+    sh.ask("deploy loki", "deploy #1 of loki queued");
+    sh.expect("loki deploy #1 succeeded");
+    assert_eq!(w.linode.instances().unwrap().len(), 1);
+    assert_eq!(dig(&w, "A").trim(), "203.0.113.7");
+    assert!(ldapsearch(&w).contains("cn: loki"));
+
+    sh.ask("deploy loki", "deploy #2 of loki queued");
+    let failed = sh.expect("FAILED");
+    assert!(failed.contains("stage 1/5 linode:deploy"), "{failed}");
+    assert!(failed.contains("already exists"), "{failed}");
+    sh.expect("loki deploy #2: on_failure stages finished");
+    sh.finish();
+    let log = home
+        .sql("SELECT line FROM log_lines WHERE run_id = 2")
+        .join("\n");
+    assert!(log.contains("not made by this run: left alone"), "{log}");
+    assert_eq!(
+        w.linode.instances().unwrap().len(),
+        1,
+        "the first instance is still there"
+    );
+    assert_eq!(dig(&w, "A").trim(), "203.0.113.7", "its A record too");
+    let entry = ldapsearch(&w);
+    assert!(
+        entry.contains("ipHostNumber: 203.0.113.7"),
+        "and its LDAP entry: {entry}"
+    );
+}
+
+#[test]
+fn a_cancel_after_the_instance_was_made_names_what_it_leaves_behind() {
+    let Some(w) = world() else { return };
+    let home = deploy_home(&w, true, 60);
+    let mut sh = home.shell();
+    sh.ask("deploy loki", "deploy #1 of loki queued");
+    sh.expect("loki deploy #1: stage 5/5 slowstep:x started");
+    let id = w.linode.instances().unwrap()[0]["id"].to_string();
+    let reply = sh.ask("cancel #1", "cancelling loki deploy #1");
+    assert!(
+        reply.contains(&format!("linode {id}")) && reply.contains("destroy loki"),
+        "the reply names the instance and how to remove it: {reply}"
+    );
+    let cancelled = sh.expect("cancelled by");
+    assert!(cancelled.contains(&format!("linode {id}")), "{cancelled}");
+    sh.finish();
 }

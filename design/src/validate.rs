@@ -34,6 +34,11 @@ impl Refusal {
 
 impl From<Refusal> for DesignError {
     fn from(r: Refusal) -> DesignError {
+        // A secret's name followed by ": " reads as `key: value` to every masker on the way
+        // to chat, which would hide the first word of the reason; quoted, it reads as a name.
+        if r.reason == NOT_SECRETS {
+            return DesignError::Invalid(format!("'{}': {}", r.field, r.reason));
+        }
         DesignError::Invalid(format!("{}: {}", r.field, r.reason))
     }
 }

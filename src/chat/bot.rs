@@ -199,8 +199,16 @@ impl Bot {
             Command::Cancel { run } => {
                 let run = self.find_run(run).await?;
                 self.engine.cancel(run.id, &self.who(msg).label()).await?;
+                let left = crate::clipboard::made_summary(&run.clipboard)
+                    .map(|made| {
+                        format!(
+                            "; it leaves behind what it made: {made} (say 'destroy {}' to remove it)",
+                            run.host
+                        )
+                    })
+                    .unwrap_or_default();
                 Ok(Reply::line(format!(
-                    "cancelling {}",
+                    "cancelling {}{left}",
                     render::run_name(&run.host, run.kind.as_str(), run.id)
                 )))
             }

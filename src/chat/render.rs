@@ -47,7 +47,7 @@ pub fn event_text(event_kind: &str, e: &EventBody) -> Option<String> {
             e.task.clone().unwrap_or_default()
         ),
         kind::UNDONE => format!(
-            "{name}: on_failure stages finished; the run stays FAILED — 'resume #{}' retries the failed stage",
+            "{name}: on_failure stages finished; the run stays FAILED — 'retry #{}' starts it anew",
             e.run
         ),
         kind::INTERRUPTED => format!(

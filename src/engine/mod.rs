@@ -612,10 +612,16 @@ impl Engine {
             .lock_active()
             .get(&run.id)
             .and_then(|a| a.cancelled_by.lock().ok().and_then(|w| w.clone()));
-        let text = match by {
+        let mut text = match by {
             Some(by) => format!("cancelled by {by}"),
             None => "cancelled".to_string(),
         };
+        if let Some(made) = clipboard::made_summary(&run.clipboard) {
+            text.push_str(&format!(
+                "; it leaves behind what it made: {made} (say 'destroy {}' to remove it)",
+                run.host
+            ));
+        }
         let mut body = EventBody::for_run(run)
             .duration_ms(run_duration(run))
             .text(text);
@@ -703,6 +709,7 @@ impl Engine {
             ("JARVIS_TASK".into(), stage.task.clone()),
             ("JARVIS_HOST".into(), run.host.clone()),
             ("JARVIS_ATTEMPT".into(), attempt.to_string()),
+            ("JARVIS_PHASE".into(), run.phase.as_str().into()),
             (
                 "PATH".into(),
                 "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into(),

@@ -141,6 +141,7 @@ async fn deploy(api: Api, mut clipboard: Mapping) -> TaskResult {
             ));
         }
         record(&mut clipboard, &found);
+        protocol::record_made(&mut clipboard, "linode", &id.to_string());
         return Ok(Some(clipboard));
     }
 
@@ -169,6 +170,7 @@ async fn deploy(api: Api, mut clipboard: Mapping) -> TaskResult {
     let id = made.get("id").and_then(Value::as_u64).unwrap_or(0);
     protocol::notice(&format!("created Linode {id} '{label}'"));
     record(&mut clipboard, &made);
+    protocol::record_made(&mut clipboard, "linode", &id.to_string());
     Ok(Some(clipboard))
 }
 
@@ -289,6 +291,9 @@ async fn shutdown(api: Api, mut clipboard: Mapping) -> TaskResult {
 
 async fn delete(api: Api, mut clipboard: Mapping) -> TaskResult {
     let label = label(&clipboard)?;
+    if protocol::undoing() {
+        return undo_deploy(api, clipboard, &label).await;
+    }
     if let Some(instance) = find(&api, &clipboard, &label).await? {
         let id = instance_id(&instance)?;
         let path = format!("{INSTANCES}/{id}");
@@ -317,6 +322,56 @@ async fn delete(api: Api, mut clipboard: Mapping) -> TaskResult {
         && jarvis.get("target").and_then(|t| t.get("host")) == old_ipv4.as_ref()
     {
         jarvis.remove("target");
+    }
+    Ok(Some(clipboard))
+}
+
+/// `linode:delete` as an undo: only the instances this run made go, those it recorded and
+/// the one with its label that carries this run's tag (made by a stage that failed before
+/// its record was stored). Anything else with the label is someone else's and stays.
+async fn undo_deploy(api: Api, mut clipboard: Mapping, label: &str) -> TaskResult {
+    let run_tag = run_tag(&clipboard);
+    let mut ids: Vec<u64> = protocol::made_ids(&clipboard, "linode")
+        .iter()
+        .filter_map(|id| id.parse().ok())
+        .collect();
+    let listed = api.list_all(INSTANCES, &json!({ "label": label })).await?;
+    for instance in &listed {
+        let id = instance.get("id").and_then(Value::as_u64).unwrap_or(0);
+        let ours = run_tag.as_ref().is_some_and(|tag| has_tag(instance, tag));
+        if instance.get("label").and_then(Value::as_str) == Some(label) && !ids.contains(&id) {
+            if ours {
+                ids.push(id);
+            } else {
+                protocol::notice(&format!(
+                    "Linode {id} '{label}' was not made by this run: left alone"
+                ));
+            }
+        }
+    }
+    if ids.is_empty() {
+        protocol::notice(&format!(
+            "this run made no Linode '{label}': nothing to undo"
+        ));
+        return Ok(Some(clipboard));
+    }
+    for id in ids {
+        let path = format!("{INSTANCES}/{id}");
+        let (status, answer) = api.send(Method::DELETE, &path, &[], None, None).await?;
+        if status != StatusCode::NOT_FOUND {
+            api::expect_success(&format!("DELETE {path}"), status, answer)?;
+        }
+        protocol::notice(&format!(
+            "deleted Linode {id} '{label}', which this run made"
+        ));
+        protocol::forget_made(&mut clipboard, "linode", &id.to_string());
+        if linode_id(&clipboard) == Some(id)
+            && let Some(linode) = clipboard.get_mut("linode").and_then(Value::as_object_mut)
+        {
+            for key in ["id", "status", "ipv4", "ipv6"] {
+                linode.remove(key);
+            }
+        }
     }
     Ok(Some(clipboard))
 }

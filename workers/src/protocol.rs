@@ -232,6 +232,64 @@ pub fn secret(name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// Whether this worker runs as an `on_failure` stage, undoing a failed run
+/// (`JARVIS_PHASE=on_failure`). An undo acts only on what the run recorded as made.
+pub fn undoing() -> bool {
+    std::env::var("JARVIS_PHASE").is_ok_and(|p| p == "on_failure")
+}
+
+/// Records on the clipboard (`jarvis.made`) that this run made something outside: `what` (a
+/// kind: `linode`, `dns`, `ldap`) and its `id`, with the stage that made it. The record is
+/// stored with the stage's result; undo stages and `cancel` act on these records only.
+pub fn record_made(clipboard: &mut Mapping, what: &str, id: &str) {
+    let jarvis = section(clipboard, "jarvis");
+    let list = jarvis
+        .entry("made".to_string())
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if !list.is_array() {
+        *list = Value::Array(Vec::new());
+    }
+    if let Value::Array(items) = list {
+        let same = |v: &Value| {
+            v.get("what").and_then(Value::as_str) == Some(what)
+                && v.get("id").and_then(Value::as_str) == Some(id)
+        };
+        if !items.iter().any(same) {
+            let task = std::env::var("JARVIS_TASK").unwrap_or_default();
+            let stage = std::env::var("JARVIS_STAGE").unwrap_or_default();
+            items.push(serde_json::json!({ "what": what, "id": id, "task": task, "stage": stage }));
+        }
+    }
+}
+
+/// The ids of the things of kind `what` this run recorded as made.
+pub fn made_ids(clipboard: &Mapping, what: &str) -> Vec<String> {
+    get_path(clipboard, "jarvis.made")
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter(|v| v.get("what").and_then(Value::as_str) == Some(what))
+                .filter_map(|v| v.get("id").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Drops the record of something this run made and has now removed.
+pub fn forget_made(clipboard: &mut Mapping, what: &str, id: &str) {
+    if let Some(Value::Array(items)) = clipboard
+        .get_mut("jarvis")
+        .and_then(Value::as_object_mut)
+        .and_then(|j| j.get_mut("made"))
+    {
+        items.retain(|v| {
+            !(v.get("what").and_then(Value::as_str) == Some(what)
+                && v.get("id").and_then(Value::as_str) == Some(id))
+        });
+    }
+}
+
 /// A string at `path`, or a fatal failure naming the missing field.
 pub fn require_str<'a>(map: &'a Mapping, path: &str) -> Result<&'a str, Failure> {
     get_path(map, path)

@@ -95,11 +95,18 @@ fn update_host(mut clipboard: Mapping) -> TaskResult {
     };
     let zone = protocol::block_on(client.replace(&name, &wanted))??;
     record_outcome(&mut clipboard, &fqdn, &zone, &wanted);
+    protocol::record_made(&mut clipboard, "dns", &fqdn);
     Ok(Some(clipboard))
 }
 
 fn remove_host(mut clipboard: Mapping) -> TaskResult {
     let fqdn = host_facts::fqdn(&clipboard)?;
+    if protocol::undoing() && !protocol::made_ids(&clipboard, "dns").contains(&fqdn) {
+        protocol::notice(&format!(
+            "this run wrote no DNS records for {fqdn}: nothing to undo, its records are left alone"
+        ));
+        return Ok(Some(clipboard));
+    }
     let settings = Settings::from_env()?;
     let name = dns_name(&fqdn)?;
     protocol::progress(&format!(
@@ -111,6 +118,7 @@ fn remove_host(mut clipboard: Mapping) -> TaskResult {
     };
     let zone = protocol::block_on(client.remove(&name))??;
     record_outcome(&mut clipboard, &fqdn, &zone, &[]);
+    protocol::forget_made(&mut clipboard, "dns", &fqdn);
     Ok(Some(clipboard))
 }
 

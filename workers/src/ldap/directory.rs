@@ -78,7 +78,7 @@ impl<'a> Directory<'a> {
         host: &str,
         map: &AttributeMap,
         clipboard: &Mapping,
-    ) -> Result<(String, bool), Failure> {
+    ) -> Result<(String, bool, bool), Failure> {
         let existing = self.find(host).await?;
         let mut wanted = map.render(clipboard, existing.as_ref())?;
         let marker = &self.settings.production;
@@ -87,11 +87,11 @@ impl<'a> Directory<'a> {
             keep_marker(&mut wanted, existing.as_ref(), marker);
         }
         match existing {
-            None => self.create(host, &wanted).await.map(|dn| (dn, false)),
+            None => self.create(host, &wanted).await.map(|dn| (dn, false, true)),
             Some(entry) => self
                 .modify(&entry, &wanted)
                 .await
-                .map(|()| (entry.dn, production)),
+                .map(|()| (entry.dn, production, false)),
         }
     }
 

@@ -104,7 +104,7 @@ fn update_host(mut clipboard: Mapping) -> TaskResult {
     let settings = Settings::from_env()?;
     let map = AttributeMap::parse(&settings.attribute_map)?;
     protocol::progress(&format!("updating {host} in {}", settings.url));
-    let (dn, production) = protocol::block_on(async {
+    let (dn, production, created) = protocol::block_on(async {
         let mut directory = Directory::open(&settings).await?;
         let outcome = directory.update(&host, &map, &clipboard).await;
         directory.close().await;
@@ -113,11 +113,21 @@ fn update_host(mut clipboard: Mapping) -> TaskResult {
     let section = protocol::section(&mut clipboard, "ldap");
     section.insert("dn".into(), json!(dn));
     section.insert("production".into(), json!(production));
+    // Only an entry this run created is this run's to remove; a changed one stays.
+    if created {
+        protocol::record_made(&mut clipboard, "ldap", &dn);
+    }
     Ok(Some(clipboard))
 }
 
 fn remove_host(mut clipboard: Mapping) -> TaskResult {
     let host = host_facts::hostname(&clipboard)?;
+    if protocol::undoing() && protocol::made_ids(&clipboard, "ldap").is_empty() {
+        protocol::notice(&format!(
+            "this run created no LDAP entry for {host}: nothing to undo, the entry is left alone"
+        ));
+        return Ok(Some(clipboard));
+    }
     let settings = Settings::from_env()?;
     protocol::progress(&format!("removing {host} from {}", settings.url));
     let dn = protocol::block_on(async {
