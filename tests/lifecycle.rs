@@ -113,7 +113,7 @@ async fn apply(store: &Store, run: &Run, op: &Op) -> (Option<Transition>, Result
         Op::Resume => (Some(lifecycle::RESUME), store.resume(run).await),
         Op::Restart => {
             // What a start after a crash does with a run that was running.
-            let t = if run.next_stage % 2 == 0 {
+            let t = if run.next_stage.is_multiple_of(2) {
                 lifecycle::REQUEUE
             } else {
                 lifecycle::INTERRUPT
