@@ -108,6 +108,10 @@ impl Application {
             .filter_map(|t| t.split_once(' '))
             .map(|(network, name)| notify_target(network, name.trim()))
             .collect();
+        tokio::spawn(crate::retention::prune_forever(
+            store.clone(),
+            settings.retention.clone(),
+        ));
         tokio::spawn(notify::route_events(
             store.clone(),
             engine.events_written(),

@@ -48,6 +48,9 @@ pub struct Settings {
     pub limits: Limits,
     #[serde(default)]
     pub secrets: SecretsConfig,
+    /// How long finished runs keep their log lines, clipboards and events.
+    #[serde(default)]
+    pub retention: crate::retention::RetentionConfig,
 }
 
 fn default_name() -> String {

@@ -38,6 +38,11 @@ enum Cmd {
         #[arg(long, env = "JARVIS_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Prune finished runs past `retention.keep` (log lines, clipboards, events) now.
+    Prune {
+        #[arg(long, env = "JARVIS_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Run a built-in worker, as the engine runs it.
     Worker { module: String, task: String },
 }
@@ -132,7 +137,7 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
             let (settings, _) = settings(&config)?;
             let url = settings.database_url();
             let shown = settings.database_url_shown();
-            let applied = jarvis::store::Store::migrate(url.expose())
+            let (applied, total) = jarvis::store::Store::migrate(url.expose())
                 .await
                 .map_err(|e| {
                     anyhow::anyhow!(
@@ -140,7 +145,31 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
                         jarvis::secrets::redact_url_in(&e.to_string(), url.expose())
                     )
                 })?;
-            println!("{shown}: up to date ({applied} migrations applied)");
+            println!("{shown}: up to date ({applied} of {total} migrations applied now)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Prune { config } => {
+            let (settings, _) = settings(&config)?;
+            let url = settings.database_url();
+            let shown = settings.database_url_shown();
+            let store = jarvis::store::Store::open(url.expose()).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot open the database {shown}: {}",
+                    jarvis::secrets::redact_url_in(&e.to_string(), url.expose())
+                )
+            })?;
+            let keep = settings.retention.keep;
+            let p = jarvis::retention::prune_once(&store, keep).await?;
+            store.close().await;
+            println!(
+                "{shown}: pruned {} runs that ended more than {} ago ({} log lines, {} events, {} clipboards, {} sent notifications); their summaries and the audit log stay",
+                p.runs,
+                humantime::format_duration(keep),
+                p.log_lines,
+                p.events,
+                p.clipboards,
+                p.notifications
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Shell { config } => {

@@ -20,9 +20,11 @@ use crate::clipboard::Clipboard;
 use crate::engine::pipeline::{RunKind, Stage};
 
 pub mod lifecycle;
+mod retention;
 mod trust;
 use lifecycle as lc;
 pub use lifecycle::{Phase, RunState, Transition};
+pub use retention::Pruned;
 pub use trust::{HostKey, PinnedKey};
 
 pub type RunId = i64;
@@ -210,15 +212,40 @@ impl Store {
     }
 
     /// Applies the migrations only (`jarvis migrate`); returns how many were applied.
-    pub async fn migrate(url: &str) -> Result<usize> {
-        let before = {
-            let store = Store::open(url).await?;
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
-                .fetch_one(&store.reader)
+    /// Applies the migrations only (`jarvis migrate`); returns how many this call applied
+    /// and how many the database now has.
+    pub async fn migrate(url: &str) -> Result<(usize, usize)> {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        let before = if std::path::Path::new(path).exists() {
+            let options = SqliteConnectOptions::from_str(url)?.read_only(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
                 .await?;
-            n as usize
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+            )
+            .fetch_one(&pool)
+            .await?;
+            let count = if n == 0 {
+                0
+            } else {
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations")
+                    .fetch_one(&pool)
+                    .await?
+            };
+            pool.close().await;
+            count as usize
+        } else {
+            0
         };
-        Ok(before)
+        let store = Store::open(url).await?;
+        let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(&store.reader)
+            .await?;
+        store.close().await;
+        let after = after as usize;
+        Ok((after.saturating_sub(before), after))
     }
 
     pub async fn close(&self) {

@@ -1,0 +1,88 @@
+//! Pruning what finished runs no longer need: their log lines, clipboards and events. The
+//! run's summary (host, outcome, times, error) and the audit log are kept for good.
+
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{Result, Store, lifecycle};
+
+/// What one prune removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub runs: u64,
+    pub log_lines: u64,
+    pub events: u64,
+    pub clipboards: u64,
+    pub notifications: u64,
+}
+
+impl Store {
+    /// Prunes the runs that ended before `before_ms` (unix ms): a run that can no longer go
+    /// on (succeeded, cancelled, failed) keeps its summary; its log lines, clipboards, routed
+    /// events, sent notifications and sealed secrets go. Batched, so a large backlog never
+    /// holds the writer for long.
+    pub async fn prune(&self, before_ms: i64) -> Result<Pruned> {
+        let mut total = Pruned::default();
+        let ended = lifecycle::state_list(&[
+            lifecycle::RunState::Succeeded,
+            lifecycle::RunState::Cancelled,
+            lifecycle::RunState::Failed,
+        ]);
+        loop {
+            let mut tx = self.begin().await?;
+            let ids: Vec<i64> = sqlx::query(AssertSqlSafe(format!(
+                "SELECT id FROM runs WHERE {ended} AND finished_at < ? AND pruned_at IS NULL \
+                 ORDER BY id LIMIT 500"
+            )))
+            .bind(before_ms)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<i64, _>("id"))
+            .collect::<std::result::Result<_, _>>()?;
+            if ids.is_empty() {
+                tx.commit().await?;
+                break;
+            }
+            let list = ids
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let run = |sql: &str| sqlx::query(AssertSqlSafe(sql.replace("{ids}", &list)));
+            total.runs += ids.len() as u64;
+            total.log_lines += run("DELETE FROM log_lines WHERE run_id IN ({ids})")
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            total.events += run("DELETE FROM events WHERE run_id IN ({ids}) AND routed = 1")
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            total.clipboards += run(
+                "UPDATE stage_runs SET clipboard = NULL WHERE run_id IN ({ids}) AND clipboard IS NOT NULL",
+            )
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            run("DELETE FROM run_secrets WHERE run_id IN ({ids})")
+                .execute(&mut *tx)
+                .await?;
+            run(
+                "UPDATE runs SET initial_clipboard = '{}', clipboard = '{}', undo_clipboard = NULL, \
+                 progress = NULL, pruned_at = ? WHERE id IN ({ids})",
+            )
+            .bind(super::now_ms())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        }
+        total.notifications = sqlx::query(
+            "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?",
+        )
+        .bind(before_ms)
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(total)
+    }
+}
