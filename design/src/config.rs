@@ -339,7 +339,7 @@ pub struct LdapConfig {
     pub timeout: Duration,
     /// LDAP attribute → design field, e.g. `cn: instance.hostname`, or
     /// `ipHostNumber: {field: instance.ips, type: list}`. The pseudo-attribute `dn` maps
-    /// the entry's DN.
+    /// the entry's DN. Default: `{cn: instance.hostname}`.
     #[serde(default = "default_attribute_map")]
     pub attributes: BTreeMap<String, FieldSpec>,
 }
