@@ -37,7 +37,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             return Err(bad());
         }
         let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
-        rest = &rest[number_len..];
+        rest = rest[number_len..].trim_start();
         let unit_len = rest
             .find(|c: char| !c.is_ascii_alphabetic())
             .unwrap_or(rest.len());
