@@ -17,6 +17,8 @@ use crate::chat::roles::RolesConfig;
 use crate::engine::pipeline::PipelineConfig;
 use crate::secrets::Secret;
 
+mod vars;
+
 /// The configuration used when none is given: SQLite in the data folder, the demonstration
 /// pipeline on the `local` worker, and the console user as admin.
 const EMBEDDED: &str = include_str!("../config/embedded.yaml");
@@ -162,43 +164,43 @@ pub struct SecretsConfig {
     pub keys: Vec<String>,
 }
 
-/// Durations written as `30s`, `5m`, `1h 30m`.
+/// Durations, in the one syntax of [`jarvis_design::duration`]: `30s`, `5m`, `1h 30m`, or a
+/// bare number of seconds. (The name is kept for the types that refer to it.)
 pub mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| serde::de::Error::custom(format!("'{text}' is not a duration: {e}")))
-    }
+    pub use jarvis_design::duration::deserialize;
 
     pub mod option {
-        use std::time::Duration;
-
-        use serde::{Deserialize, Deserializer};
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-            let text = Option::<String>::deserialize(d)?;
-            text.map(|t| {
-                humantime::parse_duration(&t)
-                    .map_err(|e| serde::de::Error::custom(format!("'{t}' is not a duration: {e}")))
-            })
-            .transpose()
-        }
+        pub use jarvis_design::duration::deserialize_option as deserialize;
     }
 }
 
-/// What is wrong with a configuration, located where that is known.
-#[derive(Debug, thiserror::Error)]
-#[error("{}{}", location(.file, .line, .column), .message)]
+/// What is wrong with a configuration, located where that is known. Some problems come
+/// in numbers (every unset variable at once): the rest are in `more`, one per line.
+#[derive(Debug)]
 pub struct ConfigError {
     pub file: String,
     pub line: Option<u64>,
     pub column: Option<u64>,
     pub message: String,
+    pub more: Vec<ConfigError>,
 }
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}{}",
+            location(&self.file, &self.line, &self.column),
+            self.message
+        )?;
+        for more in &self.more {
+            write!(f, "\n{more}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 fn location(file: &str, line: &Option<u64>, column: &Option<u64>) -> String {
     match (line, column) {
@@ -215,7 +217,24 @@ impl ConfigError {
             line: None,
             column: None,
             message: message.into(),
+            more: Vec::new(),
         }
+    }
+
+    /// Every problem with `${…}` references, in the order of the file.
+    fn from_variables(file: &str, problems: Vec<vars::Problem>) -> Self {
+        let mut errors = problems.into_iter().map(|p| ConfigError {
+            file: file.to_string(),
+            line: Some(p.line as u64),
+            column: Some(p.column as u64),
+            message: p.message,
+            more: Vec::new(),
+        });
+        let mut first = errors
+            .next()
+            .unwrap_or_else(|| ConfigError::at(file, "a ${…} reference is wrong"));
+        first.more = errors.collect();
+        first
     }
 }
 
@@ -245,18 +264,23 @@ impl Settings {
         text: &str,
         env: &HashMap<String, String>,
     ) -> Result<Settings, ConfigError> {
-        let settings: Settings = serde_saphyr::from_str_with_options(text, options_for(env))
+        let expanded = vars::expand(text, env)
+            .map_err(|problems| ConfigError::from_variables(file, problems))?;
+        let settings: Settings = serde_saphyr::from_str_with_options(&expanded.text, options())
             .map_err(|e| {
-                let location = e.location();
+                let location = e
+                    .location()
+                    .map(|l| expanded.original_position(l.line(), l.column()));
                 ConfigError {
                     file: file.to_string(),
-                    line: location.map(|l| l.line()),
-                    column: location.map(|l| l.column()),
+                    line: location.map(|l| l.0),
+                    column: location.map(|l| l.1),
                     message: strip_location(&e.to_string()),
+                    more: Vec::new(),
                 }
             })?;
         if let Err(problem) = settings.check() {
-            return Err(locate(file, text, options_for(env), problem));
+            return Err(locate(file, &expanded, problem));
         }
         Ok(settings)
     }
@@ -358,8 +382,10 @@ impl Settings {
     }
 }
 
-fn options_for(env: &HashMap<String, String>) -> serde_saphyr::Options {
-    let mut options = serde_saphyr::Options::default().with_properties(env.clone());
+/// `${VAR}` is expanded before serde-saphyr sees the text ([`vars`]), so it reads no
+/// properties of its own.
+fn options() -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
     options.with_snippet = false;
     options
 }
@@ -487,12 +513,12 @@ fn path_segments(path: &str) -> Vec<&str> {
 
 /// A problem found by [`Settings::check`] (`PATH: message`), placed at the deepest node of
 /// PATH the file has.
-fn locate(file: &str, text: &str, options: serde_saphyr::Options, problem: String) -> ConfigError {
+fn locate(file: &str, expanded: &vars::Expanded, problem: String) -> ConfigError {
     let mut error = ConfigError::at(file, problem.clone());
     let Some((path, _)) = problem.split_once(": ") else {
         return error;
     };
-    let Ok(root) = serde_saphyr::from_str_with_options::<Tree>(text, options) else {
+    let Ok(root) = serde_saphyr::from_str_with_options::<Tree>(&expanded.text, options()) else {
         return error;
     };
     let mut node = &root;
@@ -517,8 +543,9 @@ fn locate(file: &str, text: &str, options: serde_saphyr::Options, problem: Strin
         node = child;
     }
     if let Some(location) = at.filter(|l| l.line() > 0) {
-        error.line = Some(location.line());
-        error.column = Some(location.column());
+        let (line, column) = expanded.original_position(location.line(), location.column());
+        error.line = Some(line);
+        error.column = Some(column);
     }
     error
 }
@@ -575,6 +602,66 @@ mod tests {
         assert_eq!(s.name, "hunter22");
         let err = parse("name: ${NOT_SET_ANYWHERE}\n").unwrap_err();
         assert!(err.to_string().contains("NOT_SET_ANYWHERE"), "{err}");
+    }
+
+    #[test]
+    fn variables_work_in_every_scalar_style() {
+        let env = HashMap::from([
+            ("TOKEN".to_string(), "t0ken-value".to_string()),
+            (
+                "NASTY".to_string(),
+                "x: y\n  evil: 1 # z\n\"q\" {a}".to_string(),
+            ),
+        ]);
+        let s = Settings::parse(
+            "j.yaml",
+            "name: \"${NAME:-jarvis}\"\nworkers:\n  modules:\n    m:\n      env: {A: ${TOKEN}, B: '${TOKEN}', C: \"x-${TOKEN}\", D: ${NASTY}}\n    n:\n      env:\n        E: ${NASTY}\n        F: |\n          ${NASTY}\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(s.name, "jarvis");
+        let m = &s.workers.modules["m"].env;
+        assert_eq!(m["A"].expose(), "t0ken-value");
+        assert_eq!(m["B"].expose(), "t0ken-value");
+        assert_eq!(m["C"].expose(), "x-t0ken-value");
+        // A value with YAML syntax stays one string: no `evil` key appears.
+        assert_eq!(m["D"].expose(), env["NASTY"]);
+        let n = &s.workers.modules["n"].env;
+        assert_eq!(n.len(), 2);
+        assert_eq!(n["E"].expose(), env["NASTY"]);
+        assert_eq!(n["F"].expose(), format!("{}\n", env["NASTY"]));
+    }
+
+    #[test]
+    fn every_missing_variable_is_reported_at_once() {
+        let err = parse(
+            "name: \"${WHO}\"\nworkers:\n  modules:\n    m:\n      env: {A: ${TOKEN_A}, B: '${TOKEN_B}'}\n# ${IN_A_COMMENT}\n",
+        )
+        .unwrap_err();
+        let shown = err.to_string();
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines.len(), 3, "{shown}");
+        assert!(
+            lines[0].starts_with("jarvis.yaml:1:8: `WHO` is not set"),
+            "{shown}"
+        );
+        assert!(
+            lines[1].starts_with("jarvis.yaml:5:16: `TOKEN_A` is not set"),
+            "{shown}"
+        );
+        assert!(
+            lines[2].starts_with("jarvis.yaml:5:32: `TOKEN_B` is not set"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn errors_after_a_substitution_name_the_line_written() {
+        // The value is longer than `${IRC_PASSWORD}`: the unknown key is still placed at
+        // the column the operator wrote it at.
+        let err = parse("workers:\n  modules:\n    m: {env: {A: \"${IRC_PASSWORD}${IRC_PASSWORD}\"}, bogus: 1}\n")
+            .unwrap_err();
+        assert_eq!((err.line, err.column), (Some(3), Some(53)), "{err}");
     }
 
     #[test]

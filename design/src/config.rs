@@ -339,7 +339,7 @@ pub struct LdapConfig {
     pub timeout: Duration,
     /// LDAP attribute → design field, e.g. `cn: instance.hostname`, or
     /// `ipHostNumber: {field: instance.ips, type: list}`. The pseudo-attribute `dn` maps
-    /// the entry's DN.
+    /// the entry's DN. Default: `{cn: instance.hostname}`.
     #[serde(default = "default_attribute_map")]
     pub attributes: BTreeMap<String, FieldSpec>,
 }
@@ -673,58 +673,9 @@ impl<'de> Deserialize<'de> for FieldSpec {
 }
 
 /// Durations written as seconds (`10`, `0.5`) or with a unit (`500ms`, `10s`, `2m`).
-pub mod duration {
-    use std::fmt;
-    use std::time::Duration;
-
-    use serde::de::{self, Deserializer, Visitor};
-
-    pub fn parse(text: &str) -> Result<Duration, String> {
-        let text = text.trim();
-        let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
-            (n, 0.001)
-        } else if let Some(n) = text.strip_suffix('s') {
-            (n, 1.0)
-        } else if let Some(n) = text.strip_suffix('m') {
-            (n, 60.0)
-        } else if let Some(n) = text.strip_suffix('h') {
-            (n, 3600.0)
-        } else {
-            (text, 1.0)
-        };
-        number
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .and_then(|n| Duration::try_from_secs_f64(n * scale).ok())
-            .ok_or_else(|| format!("'{text}' is not a duration (like 10s, 500ms, 2m)"))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        struct DurationVisitor;
-        impl Visitor<'_> for DurationVisitor {
-            type Value = Duration;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration such as 10s, 500ms or 2m")
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-                Ok(Duration::from_secs(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-                u64::try_from(v)
-                    .map(Duration::from_secs)
-                    .map_err(|_| E::custom("a duration cannot be negative"))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
-                Duration::try_from_secs_f64(v).map_err(E::custom)
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-                parse(v).map_err(E::custom)
-            }
-        }
-        d.deserialize_any(DurationVisitor)
-    }
-}
+/// Durations: one syntax for every timeout of the configuration.
+#[path = "duration.rs"]
+pub mod duration;
 
 #[cfg(test)]
 mod tests {

@@ -68,6 +68,11 @@ impl Bot {
         let text = command::addressed(&msg.text, &self.settings.name, direct)?;
         let reply = match command::parse(text) {
             Ok(cmd) => self.run_command(msg, &cmd, text).await,
+            // A lone `!` in a room is noise (or meant for another bot): say nothing, as other
+            // bots do. Addressed by name with nothing after it, jarvis answers.
+            Err(ParseError::Empty) if !direct && msg.text.trim_start().starts_with('!') => {
+                return None;
+            }
             Err(ParseError::Empty) if !direct => Reply::line(ParseError::Empty.to_string()),
             Err(e) => Reply::line(e.to_string()),
         };
@@ -354,7 +359,14 @@ impl Bot {
     async fn status(&self, run: Option<&RunRef>) -> Result<Reply, BotError> {
         match run {
             Some(r) => {
-                let run = self.find_run(r).await?;
+                let run = match (self.find_run(r).await, r) {
+                    (Ok(run), _) => run,
+                    // Not a failure of `status`: the answer is that there is nothing yet.
+                    (Err(BotError::User(_)), RunRef::Host(host)) => {
+                        return Ok(Reply::line(format!("{host} has no runs yet")));
+                    }
+                    (Err(e), _) => return Err(e),
+                };
                 let live = self.engine.live(run.id);
                 Ok(Reply::line(render::status_line(
                     &run,

@@ -60,7 +60,11 @@ pub fn event_text(event_kind: &str, e: &EventBody) -> Option<String> {
             "{name}: jarvis restarted; running {} again (it is idempotent)",
             stage()
         ),
-        kind::CANCELLED => format!("{name} cancelled after {} ({text})", took()),
+        // The engine's text is `cancelled by WHO (IDENTITY)`, or just `cancelled`.
+        kind::CANCELLED => match text.strip_prefix("cancelled by ") {
+            Some(by) => format!("{name} cancelled by {by} after {}", took()),
+            None => format!("{name} cancelled after {}", took()),
+        },
         _ => return None,
     })
 }
