@@ -507,7 +507,7 @@ mod tests {
         ));
         // Nothing is due before a token is back (one each 3.3 s).
         assert!(c.due(t0 + Duration::from_secs(1)).is_empty());
-        let at = c.next_due(t0).unwrap();
+        let at = c.next_due(t0 + Duration::from_secs(1)).unwrap();
         assert!(at > t0 + Duration::from_secs(3) && at < t0 + Duration::from_secs(4));
         let due = c.due(at);
         assert_eq!(due.len(), 1);
