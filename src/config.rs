@@ -365,11 +365,8 @@ impl Settings {
         if chat.delivery.max_failures == 0 {
             return Err("chat.delivery.max_failures: must be at least 1".into());
         }
-        if chat.delivery.retry_min.is_zero() || chat.delivery.retry_max < chat.delivery.retry_min
-        {
-            return Err(
-                "chat.delivery: retry_min must be positive and at most retry_max".into(),
-            );
+        if chat.delivery.retry_min.is_zero() || chat.delivery.retry_max < chat.delivery.retry_min {
+            return Err("chat.delivery: retry_min must be positive and at most retry_max".into());
         }
         if chat.notice_rate.notices == 0 || chat.notice_rate.per.is_zero() {
             return Err("chat.notice_rate: notices and per must be positive".into());

@@ -439,7 +439,9 @@ impl Backoff {
 
     /// Whether `target` is still waiting at `now`.
     pub fn waiting(&self, target: &str, now: Instant) -> bool {
-        self.targets.get(target).is_some_and(|(until, _)| *until > now)
+        self.targets
+            .get(target)
+            .is_some_and(|(until, _)| *until > now)
     }
 
     /// Records a failure; returns how long the target now waits.
@@ -525,8 +527,7 @@ mod tests {
             c.on_event(301, kind::NOTICE, &notice(7, 3), at),
             Step::Hold
         ));
-        let Step::Route { flush: Some(held) } =
-            c.on_event(302, kind::SUCCEEDED, &notice(7, 3), at)
+        let Step::Route { flush: Some(held) } = c.on_event(302, kind::SUCCEEDED, &notice(7, 3), at)
         else {
             panic!("the end flushes");
         };

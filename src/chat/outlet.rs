@@ -25,7 +25,9 @@ pub struct Outlet {
 
 impl Outlet {
     pub fn new(network: Arc<dyn ChatNetwork>, masker: Masker) -> Outlet {
-        let connection = network.pacer().unwrap_or_else(|| Pacer::new(network.rate()));
+        let connection = network
+            .pacer()
+            .unwrap_or_else(|| Pacer::new(network.rate()));
         Outlet {
             network,
             masker,

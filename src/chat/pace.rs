@@ -52,8 +52,20 @@ impl Bucket {
     /// Takes a token now and says how long to wait before using it: lines that reserve in
     /// turn go out in turn, each at the bucket's rate.
     pub fn reserve(&mut self, now: Instant) -> Duration {
-        let wait = self.wait_needed(now);
-        self.tokens -= 1.0;
+        self.reserve_cost(now, 1)
+    }
+
+    /// The same for a line the server counts as `cost` lines (InspIRCd counts a WHOIS or a
+    /// JOIN as two): the line waits until that many tokens are there, and takes them.
+    pub fn reserve_cost(&mut self, now: Instant, cost: u32) -> Duration {
+        let cost = f64::from(cost.max(1)).min(self.burst);
+        self.refill(now);
+        let wait = if self.tokens >= cost {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((cost - self.tokens) / self.per_second)
+        };
+        self.tokens -= cost;
         wait
     }
 
@@ -81,6 +93,14 @@ impl Pacer {
     pub fn reserve(&self) -> Duration {
         match self.inner.lock() {
             Ok(mut b) => b.reserve(Instant::now()),
+            Err(_) => Duration::from_secs(1),
+        }
+    }
+
+    /// See [`Bucket::reserve_cost`].
+    pub fn reserve_cost(&self, cost: u32) -> Duration {
+        match self.inner.lock() {
+            Ok(mut b) => b.reserve_cost(Instant::now(), cost),
             Err(_) => Duration::from_secs(1),
         }
     }
@@ -123,6 +143,18 @@ mod tests {
         // A charged line pushes the next one further.
         b.charge(t0);
         assert_eq!(b.wait_needed(t0), Duration::from_millis(2000));
+        // A line that counts double waits for two tokens.
+        let mut d = Bucket::new(
+            Rate {
+                burst: 5,
+                per_second: 1.0,
+            },
+            t0,
+        );
+        assert_eq!(d.reserve_cost(t0, 2), Duration::ZERO);
+        assert_eq!(d.reserve_cost(t0, 2), Duration::ZERO);
+        assert_eq!(d.reserve_cost(t0, 2), Duration::from_secs(1));
+        assert_eq!(d.reserve_cost(t0, 2), Duration::from_secs(3));
         // Time refills, up to the burst only.
         assert_eq!(b.wait_needed(t0 + Duration::from_secs(60)), Duration::ZERO);
         assert_eq!(b.reserve(t0 + Duration::from_secs(60)), Duration::ZERO);

@@ -239,6 +239,10 @@ impl Session<'_> {
             Ok(line) => {
                 if matches!(self.phase, Phase::Joining | Phase::Ready) {
                     self.shared.pacer.charge();
+                    if command == "JOIN" {
+                        // Servers count a JOIN double, like a WHOIS.
+                        self.shared.pacer.charge();
+                    }
                 }
                 self.write_line(&line).await
             }
@@ -736,7 +740,8 @@ impl Session<'_> {
             .position(|p| p.target.eq_ignore_ascii_case(target))
             && let Some(p) = self.pending.remove(pos)
         {
-            let reason = crate::text::one_line(msg.params.last().map(String::as_str).unwrap_or(""), 200);
+            let reason =
+                crate::text::one_line(msg.params.last().map(String::as_str).unwrap_or(""), 200);
             tracing::warn!(network = %self.network, target, reason = %reason, "line not deliverable");
             let _ = p.ack.send(Err(SendError::Refused(format!(
                 "{} {target}: {reason}",
@@ -797,7 +802,8 @@ impl Session<'_> {
     /// Reserves the bucket's next token for the next queued WHOIS, if none is reserved.
     fn schedule_whois(&mut self) {
         if self.whois_due.is_none() && self.lookups.has_queued() {
-            self.whois_due = Some(Instant::now() + self.shared.pacer.reserve());
+            self.whois_due =
+                Some(Instant::now() + self.shared.pacer.reserve_cost(super::whois::WHOIS_COST));
         }
     }
 
