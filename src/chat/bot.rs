@@ -173,7 +173,7 @@ impl Bot {
             Command::Plan { reference } => self.plan(reference).await,
             Command::Status { run } => {
                 let mut reply = self.status(run.as_ref()).await?;
-                if run.is_none() && roles.iter().any(|r| *r == Role::Admin) {
+                if run.is_none() && roles.contains(&Role::Admin) {
                     reply.public.extend(self.undeliverable_line().await);
                 }
                 Ok(reply)

@@ -101,7 +101,7 @@ async fn route_one(
     if let Some(held) = flush
         && !route_summary(store, &held, extra).await
     {
-        notices.put_back(held);
+        notices.put_back(*held);
         return false;
     }
     let messages = messages_for(&event.kind, &event.body, extra);
@@ -173,7 +173,7 @@ fn messages_with_text(
 #[derive(Debug)]
 pub enum Step {
     /// Route it now, after the summary of the notices held back before it, if any.
-    Route { flush: Option<Held> },
+    Route { flush: Option<Box<Held>> },
     /// A notice over the rate: held back, to be summed up.
     Hold,
 }
@@ -237,7 +237,11 @@ impl Coalescer {
     pub fn on_event(&mut self, id: i64, event_kind: &str, body: &EventBody, now: Instant) -> Step {
         let rate = self.rate;
         if event_kind != kind::NOTICE {
-            let flush = self.runs.get_mut(&body.run).and_then(|r| r.held.take());
+            let flush = self
+                .runs
+                .get_mut(&body.run)
+                .and_then(|r| r.held.take())
+                .map(Box::new);
             if ends_run(event_kind) {
                 self.runs.remove(&body.run);
             }
