@@ -2,6 +2,7 @@
 //! bot, the notification router and couriers — and the adapters attached to it. `jarvis run`
 //! and `jarvis shell` are the same application with different adapters.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,11 +10,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nix::fcntl::{Flock, FlockArg};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::chat::bot::Bot;
 use crate::chat::outlet::{Outlet, Outlets};
-use crate::chat::{ChatNetwork, Incoming, Target, TargetKind, notify};
+use crate::chat::{ChatNetwork, Incoming, Target, TargetKind, command, notify};
 use crate::config::Settings;
 use crate::engine::{BuiltinWorkers, Engine, EngineConfig};
 use crate::secrets::Masker;
@@ -117,6 +118,7 @@ impl Application {
             engine.events_written(),
             outbox_written.clone(),
             extra,
+            settings.chat.notice_rate,
         ));
         Ok(Application {
             settings,
@@ -148,20 +150,65 @@ impl Application {
             self.engine.store().clone(),
             outlet.clone(),
             self.outbox_written.clone(),
+            self.settings.chat.delivery.clone(),
         ));
         outlet
     }
 
     /// Answers messages from the adapters, each in its own task so a slow design load
-    /// never holds up a `status`.
+    /// never holds up a `status` — at most `chat.commands_in_flight` per network; past
+    /// that, a one-line "busy" answer instead of a task. Messages not for jarvis cost
+    /// nothing.
     pub fn serve(&self, mut incoming: mpsc::Receiver<Incoming>) {
         let app = self.clone();
+        let admission = Admission::new(self.settings.chat.commands_in_flight);
+        // Busy answers go out one at a time from one task; when even that queue is full,
+        // the flood gets no answer at all.
+        let (busy_tx, mut busy_rx) = mpsc::channel::<Incoming>(16);
+        let replier = self.clone();
+        let limit = admission.limit;
         tokio::spawn(async move {
-            while let Some(msg) = incoming.recv().await {
-                let app = app.clone();
-                tokio::spawn(async move { app.answer(msg).await });
+            while let Some(msg) = busy_rx.recv().await {
+                replier.answer_busy(&msg, limit).await;
             }
         });
+        tokio::spawn(async move {
+            while let Some(msg) = incoming.recv().await {
+                let direct = msg.reply_to.kind == TargetKind::Direct;
+                if command::addressed(&msg.text, &app.settings.name, direct).is_none() {
+                    continue;
+                }
+                match admission.admit(&msg.reply_to.network) {
+                    Some(permit) => {
+                        let app = app.clone();
+                        tokio::spawn(async move {
+                            app.answer(msg).await;
+                            drop(permit);
+                        });
+                    }
+                    None => {
+                        tracing::info!(network = %msg.reply_to.network, nick = %msg.nick, "busy: command turned away");
+                        if busy_tx.try_send(msg).is_err() {
+                            tracing::warn!("busy answers are backed up; a command gets none");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    async fn answer_busy(&self, msg: &Incoming, limit: usize) {
+        let Some(outlet) = self.outlets.get(&msg.reply_to.network) else {
+            return;
+        };
+        let prefix = match msg.reply_to.kind {
+            TargetKind::Room => format!("{}: ", msg.nick),
+            TargetKind::Direct => String::new(),
+        };
+        let line = format!("busy: {limit} commands are being handled; try again in a moment");
+        if let Err(e) = outlet.say(&msg.reply_to, &prefix, &line).await {
+            tracing::warn!(error = %e, "busy answer not delivered");
+        }
     }
 
     /// Answers one message where it was said (and privately for the overflow).
@@ -200,6 +247,33 @@ impl Application {
                 Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
+    }
+}
+
+/// Commands in flight per network, bounded.
+struct Admission {
+    limit: usize,
+    networks: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Admission {
+    fn new(limit: usize) -> Admission {
+        Admission {
+            limit: limit.max(1),
+            networks: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A place for one more command on `network`, or `None` when it has `limit` already.
+    fn admit(&self, network: &str) -> Option<OwnedSemaphorePermit> {
+        let semaphore = {
+            let mut networks = self.networks.lock().ok()?;
+            networks
+                .entry(network.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.limit)))
+                .clone()
+        };
+        semaphore.try_acquire_owned().ok()
     }
 }
 
@@ -242,4 +316,21 @@ fn write_demo_designs(folder: &std::path::Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_is_bounded_per_network() {
+        let a = Admission::new(2);
+        let one = a.admit("irc").unwrap();
+        let _two = a.admit("irc").unwrap();
+        assert!(a.admit("irc").is_none());
+        // Another network has its own places.
+        assert!(a.admit("xmpp").is_some());
+        drop(one);
+        assert!(a.admit("irc").is_some());
+    }
 }

@@ -80,7 +80,7 @@ pub struct ModuleGrant {
     pub env: BTreeMap<String, Secret>,
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChatConfig {
     #[serde(default)]
@@ -90,6 +90,91 @@ pub struct ChatConfig {
     /// Extra places every notification goes to, as `NETWORK TARGET` (e.g. `libera #ops`).
     #[serde(default)]
     pub notify: Vec<String>,
+    /// How notifications are retried and when one is given up on.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// How many worker notices of one run go to chat one by one; faster ones are summed up
+    /// in one line ("… and 37 more notices from stage 3 — say 'log #12'"). Default 3 per 10s.
+    #[serde(default)]
+    pub notice_rate: NoticeRate,
+    /// Commands handled at once per network; past that, a one-line "busy" answer. Default 8.
+    #[serde(default = "default_commands_in_flight")]
+    pub commands_in_flight: usize,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            irc: Vec::new(),
+            xmpp: Vec::new(),
+            notify: Vec::new(),
+            delivery: DeliveryConfig::default(),
+            notice_rate: NoticeRate::default(),
+            commands_in_flight: default_commands_in_flight(),
+        }
+    }
+}
+
+fn default_commands_in_flight() -> usize {
+    8
+}
+
+/// Notification delivery (`chat.delivery`). A notification the network refuses for good (a
+/// channel that will not have jarvis, a target that is no valid name) is set aside at once;
+/// one that fails `max_failures` times is set aside too. Set-aside notifications are logged
+/// and shown to admins in `status`. Between failed tries a target waits, doubling from
+/// `retry_min` up to `retry_max`; other targets on the network go on meanwhile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Failed tries before a notification is set aside. Default 5.
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+    /// The first wait after a failed try. Default 2s.
+    #[serde(default = "default_retry_min", with = "humantime_serde_compat")]
+    pub retry_min: Duration,
+    /// The longest wait between tries. Default 5m.
+    #[serde(default = "default_retry_max", with = "humantime_serde_compat")]
+    pub retry_max: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            max_failures: default_max_failures(),
+            retry_min: default_retry_min(),
+            retry_max: default_retry_max(),
+        }
+    }
+}
+
+fn default_max_failures() -> u32 {
+    5
+}
+fn default_retry_min() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_retry_max() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// `notices` lines per `per`, per run (`chat.notice_rate`), as a bucket: up to `notices` at
+/// once, then one each `per / notices`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoticeRate {
+    pub notices: u32,
+    #[serde(with = "humantime_serde_compat")]
+    pub per: Duration,
+}
+
+impl Default for NoticeRate {
+    fn default() -> Self {
+        NoticeRate {
+            notices: 3,
+            per: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -311,6 +396,19 @@ impl Settings {
         }
         for (i, account) in self.chat.xmpp.iter().enumerate() {
             account.check(i)?;
+        }
+        let chat = &self.chat;
+        if chat.delivery.max_failures == 0 {
+            return Err("chat.delivery.max_failures: must be at least 1".into());
+        }
+        if chat.delivery.retry_min.is_zero() || chat.delivery.retry_max < chat.delivery.retry_min {
+            return Err("chat.delivery: retry_min must be positive and at most retry_max".into());
+        }
+        if chat.notice_rate.notices == 0 || chat.notice_rate.per.is_zero() {
+            return Err("chat.notice_rate: notices and per must be positive".into());
+        }
+        if chat.commands_in_flight == 0 {
+            return Err("chat.commands_in_flight: must be at least 1".into());
         }
         for (i, target) in self.chat.notify.iter().enumerate() {
             if target.split_whitespace().count() != 2 {

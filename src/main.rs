@@ -137,14 +137,15 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
             let (settings, _) = settings(&config)?;
             let url = settings.database_url();
             let shown = settings.database_url_shown();
-            let (applied, total) = jarvis::store::Store::migrate(url.expose())
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot migrate the database {shown}: {}",
-                        jarvis::secrets::redact_url_in(&e.to_string(), url.expose())
-                    )
-                })?;
+            let (applied, total) =
+                jarvis::store::Store::migrate(url.expose())
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "cannot migrate the database {shown}: {}",
+                            jarvis::secrets::redact_url_in(&e.to_string(), url.expose())
+                        )
+                    })?;
             println!("{shown}: up to date ({applied} of {total} migrations applied now)");
             Ok(ExitCode::SUCCESS)
         }
@@ -152,12 +153,14 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
             let (settings, _) = settings(&config)?;
             let url = settings.database_url();
             let shown = settings.database_url_shown();
-            let store = jarvis::store::Store::open(url.expose()).await.map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot open the database {shown}: {}",
-                    jarvis::secrets::redact_url_in(&e.to_string(), url.expose())
-                )
-            })?;
+            let store = jarvis::store::Store::open(url.expose())
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot open the database {shown}: {}",
+                        jarvis::secrets::redact_url_in(&e.to_string(), url.expose())
+                    )
+                })?;
             let keep = settings.retention.keep;
             let p = jarvis::retention::prune_once(&store, keep).await?;
             store.close().await;

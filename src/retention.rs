@@ -14,10 +14,16 @@ use crate::store::{Pruned, Store, now_ms};
 pub struct RetentionConfig {
     /// How long a finished run keeps its log lines, clipboards and events (e.g. `90d`).
     /// Its summary (host, outcome, times, reason) and the audit log are never pruned.
-    #[serde(default = "default_keep", with = "crate::config::humantime_serde_compat")]
+    #[serde(
+        default = "default_keep",
+        with = "crate::config::humantime_serde_compat"
+    )]
     pub keep: Duration,
     /// How often the daemon prunes (e.g. `1h`).
-    #[serde(default = "default_every", with = "crate::config::humantime_serde_compat")]
+    #[serde(
+        default = "default_every",
+        with = "crate::config::humantime_serde_compat"
+    )]
     pub every: Duration,
 }
 

@@ -622,3 +622,236 @@ async fn several_networks_with_tls_external_and_whois_fallback() {
         .await;
     assert!(line.contains("deployer role"), "{line}");
 }
+
+/// One SQL query's first column, from jarvis's database, via the sqlite3 tool.
+fn sql(dir: &Path, query: &str) -> Vec<String> {
+    let out = Command::new("sqlite3")
+        .arg("-readonly")
+        .arg(dir.join("data/jarvis.db"))
+        .arg(query)
+        .output()
+        .expect("sqlite3 is installed (deploy/testbed/install)");
+    assert!(
+        out.status.success(),
+        "sqlite3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Polls `cond` (a database query, say) until it holds; panics after the deadline.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_that_refuse_jarvis_are_set_aside_and_hold_up_nothing() {
+    let Some(server) = start_server() else { return };
+    let port = server.get("IRC_PORT").to_string();
+    let ws = workspace(200);
+    let mut alice = Client::connect(
+        &port,
+        "alice",
+        Some(("alice", server.get("IRC_ALICE_PASSWORD"))),
+    )
+    .await;
+    alice.join("#ops").await;
+    // #locked exists (+nt by default) and jarvis is not in it: InspIRCd answers 404.
+    let mut locker = Client::connect(&port, "locker", None).await;
+    locker.join("#locked").await;
+    // Two notify targets that will never take a line: that channel, and a name that is no
+    // IRC target at all.
+    let extra = "  notify: [\"testnet #locked\", \"testnet bad,target\"]\n";
+    let jarvis = Jarvis::start(
+        ws.path(),
+        &config(ws.path(), &port, extra, ""),
+        &[("JARVIS_IRC_PASSWORD", server.get("IRC_JARVIS_PASSWORD"))],
+    );
+    wait_jarvis_joined(&mut alice, &jarvis).await;
+
+    let t0 = std::time::Instant::now();
+    alice.say("#ops", "jarvis: deploy demo").await;
+    alice.reply_with("deploy #1 of demo queued").await;
+    alice.reply_with("started").await;
+    alice.reply_with("stage 2/4 local:step started").await;
+    alice.reply_with("succeeded in").await;
+    // Four stages of 200 ms and a few paced lines: generous, but far below "never".
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+
+    // Every notification for the refusing targets is set aside with its reason; the
+    // channel's got through.
+    let dir = ws.path().to_path_buf();
+    eventually("the outbox has nothing pending", || {
+        sql(
+            &dir,
+            "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND undeliverable_at IS NULL",
+        ) == ["0"]
+    })
+    .await;
+    let locked = sql(
+        &dir,
+        "SELECT attempts || ' ' || last_error FROM outbox WHERE target = 'room:#locked' \
+         AND undeliverable_at IS NOT NULL",
+    );
+    assert_eq!(locked.len(), 3, "{locked:?}");
+    for row in &locked {
+        assert!(row.starts_with("1 refused: 404 #locked"), "{row}");
+    }
+    let bad = sql(
+        &dir,
+        "SELECT last_error FROM outbox WHERE target = 'direct:bad,target' \
+         AND undeliverable_at IS NOT NULL",
+    );
+    assert_eq!(bad.len(), 3, "{bad:?}");
+    assert!(bad[0].contains("is not an IRC target"), "{bad:?}");
+    assert_eq!(
+        sql(
+            &dir,
+            "SELECT COUNT(*) FROM outbox WHERE target = 'room:#ops' AND sent_at IS NOT NULL"
+        ),
+        ["3"]
+    );
+    assert!(
+        jarvis
+            .log()
+            .contains("notification set aside as undeliverable"),
+        "{}",
+        jarvis.log()
+    );
+    // An admin sees it in `status`.
+    alice.say("#ops", "jarvis: status").await;
+    let line = alice.reply_with("undeliverable").await;
+    assert!(
+        line.contains("6 notifications undeliverable; the last, to "),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_commands_beyond_the_limit_gets_busy_answers() {
+    let Some(server) = start_server() else { return };
+    let port = server.get("IRC_PORT").to_string();
+    let ws = workspace(200);
+    let mut alice = Client::connect(
+        &port,
+        "alice",
+        Some(("alice", server.get("IRC_ALICE_PASSWORD"))),
+    )
+    .await;
+    alice.join("#ops").await;
+    // One command at a time, and answers paced so that one stays in flight a while.
+    let jarvis = Jarvis::start(
+        ws.path(),
+        &config(
+            ws.path(),
+            &port,
+            "  commands_in_flight: 1\n",
+            "      flood: { burst: 1, per_second: 2 }\n",
+        ),
+        &[("JARVIS_IRC_PASSWORD", server.get("IRC_JARVIS_PASSWORD"))],
+    );
+    wait_jarvis_joined(&mut alice, &jarvis).await;
+
+    const SENT: usize = 12;
+    const LIMIT: usize = 1;
+    let flood: String = (0..SENT).map(|_| "PRIVMSG jarvis :whoami\r\n").collect();
+    alice.writer.write_all(flood.as_bytes()).await.unwrap();
+    let (mut busy, mut answered) = (0, 0);
+    while busy + answered < SENT {
+        let line = alice
+            .wait(|l| from(l, "jarvis") && l.contains(" PRIVMSG alice :"))
+            .await;
+        let text = jarvis_text(&line).unwrap();
+        if text.starts_with("busy: 1 commands are being handled; try again in a moment") {
+            busy += 1;
+        } else {
+            assert!(text.contains("IRC account alice"), "{text}");
+            answered += 1;
+        }
+    }
+    // N + k commands: at most k busy answers, and every accepted one answered.
+    let k = SENT - LIMIT;
+    assert!(busy <= k, "busy {busy}, answered {answered}");
+    assert!(busy >= 1, "busy {busy}, answered {answered}");
+    // Nothing more comes: each command got one answer.
+    alice.say("jarvis", "whoami").await;
+    let next = alice
+        .wait(|l| from(l, "jarvis") && l.contains(" PRIVMSG alice :"))
+        .await;
+    assert!(
+        jarvis_text(&next).unwrap().contains("IRC account alice"),
+        "{next}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crowd_of_unknown_senders_gets_paced_whois_and_jarvis_stays() {
+    let Some(server) = start_server() else { return };
+    let port = server.get("IRC_PORT").to_string();
+    // InspIRCd's stock flood limits: a burst of WHOIS would get jarvis thrown off.
+    let strict = server.get("IRC_STRICT_PORT").to_string();
+    let ws = workspace(200);
+    let mut alice = Client::connect(
+        &port,
+        "alice",
+        Some(("alice", server.get("IRC_ALICE_PASSWORD"))),
+    )
+    .await;
+    alice.join("#ops").await;
+    // As on an old server: every private message's sender is looked up by WHOIS.
+    let jarvis = Jarvis::start(
+        ws.path(),
+        &config(
+            ws.path(),
+            &strict,
+            "  commands_in_flight: 32\n",
+            "      ircv3: false\n",
+        ),
+        &[("JARVIS_IRC_PASSWORD", server.get("IRC_JARVIS_PASSWORD"))],
+    );
+    wait_jarvis_joined(&mut alice, &jarvis).await;
+
+    const CLONES: usize = 6;
+    let mut clones = Vec::new();
+    for i in 0..CLONES {
+        clones.push(Client::connect(&port, &format!("clone{i}"), None).await);
+    }
+    // All at once; the first clone says it thrice, and its later messages share the
+    // first one's lookup.
+    let said = |i: usize| if i == 0 { 3 } else { 1 };
+    for (i, c) in clones.iter_mut().enumerate() {
+        for _ in 0..said(i) {
+            c.say("jarvis", "whoami").await;
+        }
+    }
+    for (i, c) in clones.iter_mut().enumerate() {
+        for _ in 0..said(i) {
+            let line = c
+                .wait_for(DEADLINE, &mut |l: &str| {
+                    from(l, "jarvis") && (l.contains(" PRIVMSG ") || l.contains(" QUIT "))
+                })
+                .await
+                .unwrap_or_else(|| panic!("{} got no answer:\n{}", c.nick, jarvis.log()));
+            assert!(!line.contains(" QUIT "), "jarvis was thrown off: {line}");
+            let text = jarvis_text(&line).unwrap();
+            assert!(
+                text.starts_with("you are ") && !text.contains("IRC account"),
+                "{text}"
+            );
+        }
+    }
+    // Still there, never thrown off: it answers.
+    alice.say("jarvis", "whoami").await;
+    alice.reply_with("IRC account alice").await;
+    let log = jarvis.log();
+    assert!(!log.contains("disconnected"), "{log}");
+    assert!(!log.contains("Excess Flood"), "{log}");
+}

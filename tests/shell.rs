@@ -294,3 +294,44 @@ fn a_person_cannot_approve_their_own_run() {
         ]
     );
 }
+
+#[test]
+fn a_flood_of_notices_becomes_a_few_lines_and_the_log_keeps_them_all() {
+    let home = Home::new(&format!(
+        "workers:\n  folders: [{}]\n\
+         pipelines:\n  noisy:\n    providers: [noisy]\n    stages:\n      - {{ task: \"noisy:talk\", idempotent: true }}\n\
+         roles:\n  grants:\n{ADMIN}",
+        support::test_workers().display()
+    ));
+    home.design("h", "instance:\n  hostname: h\n  provider: noisy\n");
+    let mut sh = home.shell();
+    sh.ask("deploy h", "queued");
+    sh.expect("succeeded in");
+    let said: Vec<String> = sh
+        .seen
+        .iter()
+        .filter(|l| l.contains("noise ") || l.contains("more notices"))
+        .cloned()
+        .collect();
+    // A handful of lines, the last one summing up the rest, and together all 200.
+    assert!(said.len() <= 8, "{said:#?}");
+    let last = said.last().unwrap();
+    assert!(
+        last.contains("more notices from stage 1/1 — say 'log #1'"),
+        "{said:#?}"
+    );
+    let mut total = 0;
+    for line in &said {
+        total += match line.split_once("… and ") {
+            Some((_, rest)) => rest.split(' ').next().unwrap().parse::<usize>().unwrap(),
+            None => 1,
+        };
+    }
+    assert_eq!(total, 200, "{said:#?}");
+    // The log has every one.
+    sh.say("log #1 200");
+    for i in 1..=200 {
+        sh.expect(&format!("noise {i} of 200"));
+    }
+    sh.finish();
+}

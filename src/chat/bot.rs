@@ -176,7 +176,13 @@ impl Bot {
             Command::Redeploy { host } => self.queue_for_host(msg, RunKind::Redeploy, host).await,
             Command::Destroy { host } => self.queue_for_host(msg, RunKind::Destroy, host).await,
             Command::Plan { reference } => self.plan(reference).await,
-            Command::Status { run } => self.status(run.as_ref()).await,
+            Command::Status { run } => {
+                let mut reply = self.status(run.as_ref()).await?;
+                if run.is_none() && roles.contains(&Role::Admin) {
+                    reply.public.extend(self.undeliverable_line().await);
+                }
+                Ok(reply)
+            }
             Command::History { host, count } => {
                 let runs = self.engine.store().history(host.as_deref(), *count).await?;
                 if runs.is_empty() {
@@ -354,6 +360,22 @@ impl Bot {
                 RunRef::Host(h) => format!("{h} has no runs"),
             })
         })
+    }
+
+    /// For admins under `status`: notifications set aside as undeliverable, if any.
+    async fn undeliverable_line(&self) -> Option<String> {
+        let store = self.engine.store();
+        let n = store.count_undeliverable().await.ok().filter(|n| *n > 0)?;
+        let last = store.undeliverable(1).await.ok()?.into_iter().next()?;
+        let target = super::Target::from_outbox(&last.network, &last.target);
+        Some(format!(
+            "{} undeliverable; the last, to {} on {} after {} tries: {}",
+            render::count(n, "notification"),
+            target.name,
+            last.network,
+            last.attempts,
+            crate::text::one_line(&last.reason, 120)
+        ))
     }
 
     async fn status(&self, run: Option<&RunRef>) -> Result<Reply, BotError> {

@@ -7,6 +7,7 @@ pub mod bot;
 pub mod command;
 pub mod notify;
 pub mod outlet;
+pub mod pace;
 pub mod render;
 pub mod roles;
 
@@ -99,10 +100,23 @@ pub struct Incoming {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
+    /// Not connected: nothing was refused, the line waits for the connection.
     #[error("not connected")]
     Offline,
+    /// A failure that may pass (a timeout, a room not joined yet): worth trying again.
     #[error("{0}")]
     Failed(String),
+    /// The network will never take this line to this target (a channel that refuses
+    /// jarvis, a target that is no valid name): trying again is pointless.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+impl SendError {
+    /// Whether the network said no for good.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, SendError::Refused(_))
+    }
 }
 
 /// How fast lines may go out on a connection: a burst, then a steady rate.
@@ -129,4 +143,9 @@ pub trait ChatNetwork: Send + Sync {
     ) -> BoxFuture<'a, Result<(), SendError>>;
     /// True while connected and ready to send.
     fn online(&self) -> watch::Receiver<bool>;
+    /// The connection's token bucket, when the adapter sends lines of its own (WHOIS, JOIN,
+    /// PONG) that must share it with the outlet's; `None` lets the outlet keep its own.
+    fn pacer(&self) -> Option<pace::Pacer> {
+        None
+    }
 }

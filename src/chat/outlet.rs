@@ -5,8 +5,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use super::pace::{Bucket, Pacer};
 use super::{ChatNetwork, SendError, Target};
 use crate::secrets::Masker;
 
@@ -16,61 +17,22 @@ const MAX_MESSAGE_CHARS: usize = 4000;
 pub struct Outlet {
     network: Arc<dyn ChatNetwork>,
     masker: Masker,
-    /// Serialises senders so lines keep their order and the buckets stay honest.
-    pacing: tokio::sync::Mutex<Pacing>,
-}
-
-struct Pacing {
-    connection: Bucket,
-    targets: HashMap<Target, Bucket>,
-}
-
-#[derive(Debug, Clone)]
-struct Bucket {
-    tokens: f64,
-    burst: f64,
-    per_second: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn new(burst: u32, per_second: f64) -> Bucket {
-        Bucket {
-            tokens: burst as f64,
-            burst: burst as f64,
-            per_second,
-            last: Instant::now(),
-        }
-    }
-
-    /// How long until a token is there (zero if one is there now).
-    fn wait_needed(&mut self) -> Duration {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_second)
-            .min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64((1.0 - self.tokens) / self.per_second)
-        }
-    }
-
-    fn take(&mut self) {
-        self.tokens -= 1.0;
-    }
+    /// The connection's bucket, shared with the adapter's own lines where it has some.
+    connection: Pacer,
+    /// Serialises senders so lines keep their order; holds the per-target buckets.
+    targets: tokio::sync::Mutex<HashMap<Target, Bucket>>,
 }
 
 impl Outlet {
     pub fn new(network: Arc<dyn ChatNetwork>, masker: Masker) -> Outlet {
-        let rate = network.rate();
+        let connection = network
+            .pacer()
+            .unwrap_or_else(|| Pacer::new(network.rate()));
         Outlet {
             network,
             masker,
-            pacing: tokio::sync::Mutex::new(Pacing {
-                connection: Bucket::new(rate.burst, rate.per_second),
-                targets: HashMap::new(),
-            }),
+            connection,
+            targets: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -82,26 +44,19 @@ impl Outlet {
     /// `prefix` (e.g. `alice: `). Stops at the first line the network refuses.
     pub async fn say(&self, target: &Target, prefix: &str, text: &str) -> Result<(), SendError> {
         let lines = self.prepare(target, prefix, text);
-        let mut pacing = self.pacing.lock().await;
+        let mut targets = self.targets.lock().await;
         let rate = self.network.rate();
         for line in lines {
-            loop {
-                let per_target = pacing
-                    .targets
-                    .entry(target.clone())
-                    .or_insert_with(|| Bucket::new(rate.burst, rate.per_second))
-                    .wait_needed();
-                let wait = pacing.connection.wait_needed().max(per_target);
-                if wait.is_zero() {
-                    break;
-                }
-                tokio::time::sleep(wait).await;
+            let now = Instant::now();
+            let per_target = targets
+                .entry(target.clone())
+                .or_insert_with(|| Bucket::new(rate, now))
+                .reserve(now);
+            if !per_target.is_zero() {
+                tokio::time::sleep(per_target).await;
             }
+            self.connection.acquire().await;
             self.network.send(target, &line).await?;
-            pacing.connection.take();
-            if let Some(b) = pacing.targets.get_mut(target) {
-                b.take();
-            }
         }
         Ok(())
     }

@@ -20,10 +20,12 @@ use crate::clipboard::Clipboard;
 use crate::engine::pipeline::{RunKind, Stage};
 
 pub mod lifecycle;
+mod outbox;
 mod retention;
 mod trust;
 use lifecycle as lc;
 pub use lifecycle::{Phase, RunState, Transition};
+pub use outbox::{EventRow, NewOutbox, OutboxRow, Undeliverable};
 pub use retention::Pruned;
 pub use trust::{HostKey, PinnedKey};
 
@@ -99,30 +101,6 @@ pub struct NewEvent {
     pub run_id: RunId,
     pub kind: &'static str,
     pub body: Value,
-}
-
-#[derive(Debug, Clone)]
-pub struct EventRow {
-    pub id: i64,
-    pub run_id: RunId,
-    pub at: i64,
-    pub kind: String,
-    pub body: Value,
-}
-
-#[derive(Debug, Clone)]
-pub struct OutboxRow {
-    pub id: i64,
-    pub network: String,
-    pub target: String,
-    pub text: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct NewOutbox {
-    pub network: String,
-    pub target: String,
-    pub text: String,
 }
 
 #[derive(Debug, Clone)]
@@ -817,95 +795,6 @@ impl Store {
                 ))
             })
             .collect()
-    }
-
-    // ---- events and outbox -----------------------------------------------------------
-
-    pub async fn unrouted_events(&self, limit: usize) -> Result<Vec<EventRow>> {
-        let rows = sqlx::query(
-            "SELECT id, run_id, at, kind, body FROM events WHERE routed = 0 ORDER BY id LIMIT ?",
-        )
-        .bind(limit as i64)
-        .fetch_all(&self.writer)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let body: String = r.try_get("body")?;
-                Ok(EventRow {
-                    id: r.try_get("id")?,
-                    run_id: r.try_get("run_id")?,
-                    at: r.try_get("at")?,
-                    kind: r.try_get("kind")?,
-                    body: serde_json::from_str(&body).unwrap_or(Value::Null),
-                })
-            })
-            .collect()
-    }
-
-    /// Marks an event routed and stores the notifications it became, in one transaction.
-    pub async fn route_event(&self, event_id: i64, messages: &[NewOutbox]) -> Result<()> {
-        let at = now_ms();
-        let mut tx = self.begin().await?;
-        for m in messages {
-            sqlx::query(
-                "INSERT INTO outbox (event_id, network, target, text, created_at) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(event_id)
-            .bind(&m.network)
-            .bind(&m.target)
-            .bind(&m.text)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query("UPDATE events SET routed = 1 WHERE id = ?")
-            .bind(event_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn pending_outbox(&self, network: &str, limit: usize) -> Result<Vec<OutboxRow>> {
-        let rows = sqlx::query(
-            "SELECT id, network, target, text FROM outbox WHERE network = ? AND sent_at IS NULL \
-             ORDER BY id LIMIT ?",
-        )
-        .bind(network)
-        .bind(limit as i64)
-        .fetch_all(&self.writer)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutboxRow {
-                    id: r.try_get("id")?,
-                    network: r.try_get("network")?,
-                    target: r.try_get("target")?,
-                    text: r.try_get("text")?,
-                })
-            })
-            .collect()
-    }
-
-    pub async fn mark_sent(&self, id: i64) -> Result<()> {
-        sqlx::query("UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?")
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
-    }
-
-    /// Notifications not yet delivered to `network`, counting events not yet routed.
-    pub async fn count_unsent(&self, network: &str) -> Result<usize> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM outbox WHERE network = ? AND sent_at IS NULL) + \
-             (SELECT COUNT(*) FROM events WHERE routed = 0)",
-        )
-        .bind(network)
-        .fetch_one(&self.writer)
-        .await?;
-        Ok(n as usize)
     }
 
     // ---- audit -----------------------------------------------------------------------

@@ -43,11 +43,7 @@ impl Store {
                 tx.commit().await?;
                 break;
             }
-            let list = ids
-                .iter()
-                .map(i64::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
+            let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
             let run = |sql: &str| sqlx::query(AssertSqlSafe(sql.replace("{ids}", &list)));
             total.runs += ids.len() as u64;
             total.log_lines += run("DELETE FROM log_lines WHERE run_id IN ({ids})")
@@ -76,13 +72,12 @@ impl Store {
             .await?;
             tx.commit().await?;
         }
-        total.notifications = sqlx::query(
-            "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?",
-        )
-        .bind(before_ms)
-        .execute(&self.writer)
-        .await?
-        .rows_affected();
+        total.notifications =
+            sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?")
+                .bind(before_ms)
+                .execute(&self.writer)
+                .await?
+                .rows_affected();
         Ok(total)
     }
 }

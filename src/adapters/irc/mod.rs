@@ -15,11 +15,17 @@
 //! first undecodable line. The grammar jarvis needs is small (proto.rs) and tested.
 //!
 //! Delivery: with `echo-message`, `send` resolves when the server echoes the PRIVMSG back
-//! (the server has it); without it, when the line is written and flushed.
+//! (the server has it), or fails as refused when it answers 401/403/404 (no such target,
+//! cannot send to channel) instead; without it, when the line is written and flushed.
+//!
+//! Pacing: one token bucket per network ([`Pacer`]) for every line after registration —
+//! the outlet's PRIVMSGs wait for it, and so do WHOIS lookups (queued, shared per nick,
+//! bounded: whois.rs); JOIN, NICK and PONG are charged to it.
 
 mod conn;
 pub mod proto;
 mod session;
+mod whois;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -29,6 +35,7 @@ use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::chat::pace::Pacer;
 use crate::chat::{ChatNetwork, Incoming, Rate, SendError, Target};
 use crate::secrets::Secret;
 
@@ -241,6 +248,9 @@ struct Shared {
     /// The current connection's writer, from registration until it ends.
     writer: Mutex<Option<mpsc::Sender<Outgoing>>>,
     me: Mutex<Me>,
+    /// The connection's token bucket: the outlet's PRIVMSGs and the session's own lines
+    /// (WHOIS, JOIN, PONG, NICK) all draw from it.
+    pacer: Pacer,
 }
 
 /// One IRC network.
@@ -259,7 +269,9 @@ impl IrcNetwork {
         let tls = conn::tls_config(&cfg).map_err(|e| format!("chat.irc[{}]: {e}", cfg.name))?;
         let desired_nick = cfg.nick.clone().unwrap_or_else(|| bot_name.to_string());
         let (online, _) = watch::channel(false);
+        let pacer = Pacer::new(rate_of(&cfg));
         let shared = Arc::new(Shared {
+            pacer,
             me: Mutex::new(Me {
                 nick: desired_nick.clone(),
                 user: None,
@@ -363,13 +375,11 @@ impl ChatNetwork for IrcNetwork {
     }
 
     fn rate(&self) -> Rate {
-        match self.shared.cfg.flood {
-            Some(f) => Rate {
-                burst: f.burst,
-                per_second: f.per_second,
-            },
-            None => DEFAULT_RATE,
-        }
+        rate_of(&self.shared.cfg)
+    }
+
+    fn pacer(&self) -> Option<Pacer> {
+        Some(self.shared.pacer.clone())
     }
 
     fn send<'a>(
@@ -379,14 +389,14 @@ impl ChatNetwork for IrcNetwork {
     ) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(async move {
             if !proto::valid_target(&target.name) {
-                return Err(SendError::Failed(format!(
+                return Err(SendError::Refused(format!(
                     "'{}' is not an IRC target",
                     crate::text::one_line(&target.name, 40)
                 )));
             }
             let text = proto::clean_text(line);
             let line = proto::build("PRIVMSG", &[&target.name, &text])
-                .map_err(|e| SendError::Failed(e.to_string()))?;
+                .map_err(|e| SendError::Refused(e.to_string()))?;
             let writer = match self.shared.writer.lock() {
                 Ok(w) => w.clone(),
                 Err(_) => None,
@@ -409,6 +419,16 @@ impl ChatNetwork for IrcNetwork {
 
     fn online(&self) -> watch::Receiver<bool> {
         self.shared.online.subscribe()
+    }
+}
+
+fn rate_of(cfg: &IrcNetworkConfig) -> Rate {
+    match cfg.flood {
+        Some(f) => Rate {
+            burst: f.burst,
+            per_second: f.per_second,
+        },
+        None => DEFAULT_RATE,
     }
 }
 

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::conn::{Io, QuickAck};
 use super::proto::{self, LineReader, Message};
+use super::whois::{Hold, Lookups};
 use super::{Outgoing, SaslMechanism, Shared};
 use crate::chat::roles::Identity;
 use crate::chat::{Incoming, SendError, Target};
@@ -101,7 +102,9 @@ struct Session<'a> {
     rejoin: HashMap<String, Instant>,
     pending: VecDeque<Pending>,
     accounts: HashMap<String, Known>,
-    held: HashMap<String, Vec<Held>>,
+    lookups: Lookups<Held>,
+    /// When the WHOIS whose token is reserved may go out.
+    whois_due: Option<Instant>,
     whois_answers: HashMap<String, Option<String>>,
     last_rx: Instant,
     ping_sent: Option<Instant>,
@@ -137,7 +140,8 @@ pub async fn run(
         rejoin: HashMap::new(),
         pending: VecDeque::new(),
         accounts: HashMap::new(),
-        held: HashMap::new(),
+        lookups: Lookups::default(),
+        whois_due: None,
         whois_answers: HashMap::new(),
         last_rx: now,
         ping_sent: None,
@@ -151,6 +155,7 @@ pub async fn run(
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let whois_due = s.whois_due;
             tokio::select! {
                 line = reader.next_line() => {
                     let line = line.map_err(|e| s.ended(format!("reading from the server failed: {e}")))?;
@@ -166,6 +171,9 @@ pub async fn run(
                 }
                 Some(out) = out_rx.recv() => {
                     s.write_privmsg(out).await?;
+                }
+                _ = tokio::time::sleep_until(whois_due.unwrap_or_else(Instant::now).into()), if whois_due.is_some() => {
+                    s.send_due_whois().await?;
                 }
                 _ = tick.tick() => {
                     s.on_tick().await?;
@@ -225,9 +233,19 @@ impl Session<'_> {
     }
 
     /// Sends a command built from parameters that came from configuration or the server.
+    /// After registration it is charged to the connection's token bucket.
     async fn command(&mut self, command: &str, params: &[&str]) -> Result<(), Ended> {
         match proto::build(command, params) {
-            Ok(line) => self.write_line(&line).await,
+            Ok(line) => {
+                if matches!(self.phase, Phase::Joining | Phase::Ready) {
+                    self.shared.pacer.charge();
+                    if command == "JOIN" {
+                        // Servers count a JOIN double, like a WHOIS.
+                        self.shared.pacer.charge();
+                    }
+                }
+                self.write_line(&line).await
+            }
             Err(e) => {
                 tracing::warn!(network = %self.network, command, error = %e, "not sent");
                 Ok(())
@@ -269,6 +287,7 @@ impl Session<'_> {
             }
             None if now.duration_since(self.last_rx) > interval => {
                 self.ping_sent = Some(now);
+                self.shared.pacer.charge();
                 self.write_line("PING :jarvis").await?;
             }
             _ => {}
@@ -398,6 +417,9 @@ impl Session<'_> {
                 if self.joins.remove(&channel) {
                     tracing::warn!(network = %self.network, channel = %msg.param(1), reason = %msg.params.last().map(String::as_str).unwrap_or(""), "cannot join");
                     self.joins_done();
+                } else if matches!(msg.command.as_str(), "403" | "477" | "489") {
+                    // No such channel, or it needs what jarvis lacks, for a PRIVMSG.
+                    self.on_undeliverable(&msg);
                 }
             }
             "401" | "404" => self.on_undeliverable(&msg),
@@ -707,9 +729,9 @@ impl Session<'_> {
         );
     }
 
-    /// 401 (no such nick) or 404 (cannot send to channel) for the oldest unconfirmed line:
-    /// the server has it and will never deliver it. Resolving it as sent keeps the outbox
-    /// moving; retrying a line that cannot be delivered would hold up every later one.
+    /// 401 (no such nick), 403 (no such channel) or 404 (cannot send to channel) for the
+    /// oldest unconfirmed line to that target: the server will never deliver it. It fails
+    /// as refused, so the courier sets it aside instead of trying it again.
     fn on_undeliverable(&mut self, msg: &Message) {
         let target = msg.param(1);
         if let Some(pos) = self
@@ -718,8 +740,13 @@ impl Session<'_> {
             .position(|p| p.target.eq_ignore_ascii_case(target))
             && let Some(p) = self.pending.remove(pos)
         {
-            tracing::warn!(network = %self.network, target, reason = %msg.params.last().map(String::as_str).unwrap_or(""), "line not deliverable");
-            let _ = p.ack.send(Ok(()));
+            let reason =
+                crate::text::one_line(msg.params.last().map(String::as_str).unwrap_or(""), 200);
+            tracing::warn!(network = %self.network, target, reason = %reason, "line not deliverable");
+            let _ = p.ack.send(Err(SendError::Refused(format!(
+                "{} {target}: {reason}",
+                msg.command
+            ))));
         }
     }
 
@@ -758,23 +785,49 @@ impl Session<'_> {
             .filter(|k| k.at.elapsed() < ACCOUNT_TTL || self.caps.contains("account-notify"))
             .map(|k| k.account.clone());
         if let Some(account) = fresh
-            && !self.held.contains_key(&key)
+            && !self.lookups.is_waiting(&key)
         {
             self.deliver(msg, account).await;
             return;
         }
-        let first = !self.held.contains_key(&key);
-        self.held.entry(key.clone()).or_default().push(Held { msg });
-        if first && self.command("WHOIS", &[&nick]).await.is_err() {
-            self.held.remove(&key);
+        match self.lookups.hold(&key, Held { msg }) {
+            Hold::New => self.schedule_whois(),
+            Hold::Shared => {}
+            Hold::Dropped => {
+                tracing::debug!(network = %self.network, nick, "too many senders to look up; message dropped");
+            }
         }
+    }
+
+    /// Reserves the bucket's next token for the next queued WHOIS, if none is reserved.
+    fn schedule_whois(&mut self) {
+        if self.whois_due.is_none() && self.lookups.has_queued() {
+            self.whois_due =
+                Some(Instant::now() + self.shared.pacer.reserve_cost(super::whois::WHOIS_COST));
+        }
+    }
+
+    /// The reserved token is due: one WHOIS goes out.
+    async fn send_due_whois(&mut self) -> Result<(), Ended> {
+        self.whois_due = None;
+        if let Some(key) = self.lookups.next_to_ask() {
+            match proto::build("WHOIS", &[&key]) {
+                Ok(line) => self.write_line(&line).await?,
+                Err(e) => {
+                    tracing::warn!(network = %self.network, error = %e, "WHOIS not sent");
+                    self.lookups.answered(&key);
+                }
+            }
+        }
+        self.schedule_whois();
+        Ok(())
     }
 
     async fn on_end_of_whois(&mut self, msg: &Message) {
         let key = msg.param(1).to_ascii_lowercase();
         let account = self.whois_answers.remove(&key).flatten();
         self.remember(msg.param(1), account.clone());
-        for held in self.held.remove(&key).unwrap_or_default() {
+        for held in self.lookups.answered(&key) {
             self.deliver(held.msg, account.clone()).await;
         }
     }

@@ -269,7 +269,7 @@ impl Session {
         match target.kind {
             TargetKind::Room => {
                 let Ok(jid) = BareJid::new(&target.name) else {
-                    let _ = done.send(Err(SendError::Failed(format!(
+                    let _ = done.send(Err(SendError::Refused(format!(
                         "'{}' is not a room JID",
                         target.name
                     ))));
@@ -285,7 +285,8 @@ impl Session {
                     return out;
                 };
                 if let Some(why) = &room.refused {
-                    let _ = done.send(Err(SendError::Failed(format!("{jid}: {why}"))));
+                    // Refused for good: the courier sets the message aside.
+                    let _ = done.send(Err(SendError::Refused(format!("{jid}: {why}"))));
                     return Vec::new();
                 }
                 if !room.joined() {
@@ -355,7 +356,15 @@ impl Session {
         if message.type_ == MessageType::Error {
             let why = error_text(&message.payloads);
             tracing::warn!(network = %self.network, from = %from, error = %why, "message refused");
-            self.complete(id.as_deref(), Err(SendError::Failed(why)));
+            // A `wait` error may pass; any other is the server's no to this message.
+            let transient = stanza_error(&message.payloads)
+                .is_some_and(|e| e.type_ == tokio_xmpp::parsers::stanza_error::ErrorType::Wait);
+            let error = if transient {
+                SendError::Failed(why)
+            } else {
+                SendError::Refused(why)
+            };
+            self.complete(id.as_deref(), Err(error));
             return Vec::new();
         }
         let bare = from.to_bare();
