@@ -101,7 +101,7 @@ fn every_command_answers_as_a_user_expects() {
     sh.ask("deploy slow", "deploy #4 of slow queued");
     sh.expect("slow deploy #4: stage 2/4 local:step started");
     sh.ask("cancel slow", "cancelling slow deploy #4");
-    sh.expect("slow deploy #4 cancelled after");
+    sh.expect("slow deploy #4 cancelled by console:");
     sh.ask("status nosuchhost", "nosuchhost has no runs yet");
     sh.ask(
         "approve #4",

@@ -134,9 +134,14 @@ pub fn status_line(run: &Run, live_progress: Option<&str>) -> String {
             run.id
         ),
         RunState::Interrupted => format!(
-            "{name}: interrupted at stage {}/{n} {task} — 'resume #{}' or 'cancel #{}'",
+            "{name}: interrupted at {undo}stage {}/{n} {task} — 'resume #{}' {} or 'cancel #{}'",
             i + 1,
             run.id,
+            if run.phase == Phase::Undo {
+                "continues the undo"
+            } else {
+                "continues"
+            },
             run.id
         ),
         RunState::Succeeded => format!(
@@ -146,8 +151,16 @@ pub fn status_line(run: &Run, live_progress: Option<&str>) -> String {
         RunState::Failed => {
             let at = run.failed_stage.unwrap_or(i);
             let task = run.stages.get(at).map(|s| s.task.as_str()).unwrap_or("");
+            let undone = if run.phase == Phase::Undo {
+                format!(
+                    " (undone by its on_failure stages; 'retry #{}' starts it anew)",
+                    run.id
+                )
+            } else {
+                String::new()
+            };
             format!(
-                "{name}: FAILED at stage {}/{} {task}: {}",
+                "{name}: FAILED at stage {}/{} {task}: {}{undone}",
                 at + 1,
                 run.stages.len(),
                 run.error.as_deref().unwrap_or("no reason recorded")
