@@ -29,9 +29,19 @@ enum Cmd {
         config: Option<PathBuf>,
     },
     /// Check a configuration file; names file, line and column of what is wrong.
+    ///
+    /// With --connect, once the file passes, it also tries every server the configuration
+    /// names: chat servers, the LDAP design source, the gist API, and the endpoints granted to
+    /// worker modules (DNS_SERVER, LDAP_URL, LINODE_API, ALERTMANAGER_URL). All at once, 3s
+    /// each, one line per target: `irc libera (irc.libera.chat:6697, TLS): ok` or why not.
+    /// Only a TCP connection is opened, then closed: no TLS handshake, no login, no
+    /// credential is sent. The exit status is non-zero if any target failed.
     CheckConfig {
         #[arg(long, env = "JARVIS_CONFIG")]
         config: Option<PathBuf>,
+        /// Then open a TCP connection to each target the configuration names (3s each).
+        #[arg(long)]
+        connect: bool,
     },
     /// Create or upgrade the database.
     Migrate {
@@ -105,7 +115,7 @@ fn builtin_workers() -> Option<BuiltinWorkers> {
 
 async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
     match command {
-        Cmd::CheckConfig { config } => {
+        Cmd::CheckConfig { config, connect } => {
             let Some(path) = config else {
                 anyhow::bail!("give the file to check with --config FILE (or JARVIS_CONFIG)");
             };
@@ -128,6 +138,9 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
                     settings.chat.irc.len(),
                     settings.chat.xmpp.len()
                 );
+                if connect && !try_targets(&settings).await {
+                    return Ok(ExitCode::FAILURE);
+                }
                 Ok(ExitCode::SUCCESS)
             } else {
                 Ok(ExitCode::FAILURE)
@@ -201,6 +214,17 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Worker { .. } => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// `check-config --connect`: one line per target the configuration names; true if all
+/// could be reached.
+async fn try_targets(settings: &Settings) -> bool {
+    let targets = jarvis::reach::targets(settings);
+    let outcomes = jarvis::reach::reach_all(&targets, jarvis::reach::TIMEOUT).await;
+    for (target, outcome) in targets.iter().zip(&outcomes) {
+        println!("{}", target.line(outcome));
+    }
+    outcomes.iter().all(Result::is_ok)
 }
 
 /// After SIGTERM or SIGINT: no new stage starts, running stages get `grace` to finish; a
