@@ -52,6 +52,20 @@ impl Application {
         if settings.designs.folder.is_none() {
             settings.designs.folder = Some(data_dir.join("designs"));
         }
+        // A design may not carry a section named like a worker module: that is the worker's
+        // state, written by workers, never by whoever edits a design.
+        let mut modules: Vec<String> = settings.workers.modules.keys().cloned().collect();
+        for pipeline in settings.pipelines.values() {
+            for stage in pipeline.stages.iter().chain(&pipeline.on_failure) {
+                modules.push(stage.module_task().0.to_string());
+            }
+        }
+        let reserved = &mut settings.designs.limits.reserved_keys;
+        for module in modules {
+            if !reserved.iter().any(|k| k.eq_ignore_ascii_case(&module)) {
+                reserved.push(module);
+            }
+        }
         if embedded {
             write_demo_designs(&data_dir.join("designs"))?;
         }
