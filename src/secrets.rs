@@ -71,18 +71,7 @@ impl Masker {
             &self.extra_keys,
             &mut values,
         );
-        if values.is_empty() {
-            return self.clone();
-        }
-        let mut known: Vec<String> = self.known.as_ref().clone();
-        known.extend(values.into_iter().filter(|v| v.len() >= 4));
-        known.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        known.dedup();
-        Masker {
-            extra_keys: self.extra_keys.clone(),
-            known: Arc::new(known),
-            inline: self.inline.clone(),
-        }
+        self.with_values(values.iter().map(String::as_str))
     }
 
     /// A masker that also knows these secret values (a run's secrets, from the moment a
