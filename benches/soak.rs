@@ -74,43 +74,48 @@ fn main() {
         .expect("jarvis shell");
     let pid = child.id();
     let stdout = child.stdout.take().expect("stdout");
-    let done = std::thread::spawn(move || {
-        let mut finished = 0usize;
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = finished.clone();
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if line.contains(" succeeded in ") || line.contains(" FAILED ") {
-                finished += 1;
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
-        finished
     });
     let started = Instant::now();
     let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        for i in 0..runs {
+            if writeln!(stdin, "deploy h{i}").is_err() {
+                break;
+            }
+        }
+    });
     let mut peak = 0.0f64;
     let mut sizes = Vec::new();
     let quarter = (runs / 4).max(1);
-    for i in 0..runs {
-        if writeln!(stdin, "deploy h{i}").is_err() {
-            break;
-        }
-        if i % 500 == 0 {
-            peak = peak.max(rss_mb(pid));
-        }
-        if (i + 1) % quarter == 0 {
-            sizes.push(db_mb(&bench));
-        }
-    }
-    drop(stdin);
     while child.try_wait().ok().flatten().is_none() {
         peak = peak.max(rss_mb(pid));
+        let done = finished.load(std::sync::atomic::Ordering::Relaxed);
+        if done >= quarter * (sizes.len() + 1) && sizes.len() < 4 {
+            sizes.push(db_mb(&bench));
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
+    let _ = writer.join();
+    let _ = reader.join();
+    let finished = finished.load(std::sync::atomic::Ordering::Relaxed);
     let elapsed = started.elapsed();
-    let finished = done.join().unwrap_or(0);
     figure("soak_runs_finished", finished as f64, "runs");
     figure("soak_wall", elapsed.as_secs_f64(), "s");
     figure("soak_peak_rss", peak, "MB");
     for (i, size) in sizes.iter().enumerate() {
-        figure(&format!("soak_db_size_at_{}pct", (i + 1) * 25), *size, "MB");
+        figure(
+            &format!("soak_db_size_after_{}pct_finished", (i + 1) * 25),
+            *size,
+            "MB",
+        );
     }
     figure("soak_db_size_end", db_mb(&bench), "MB");
 }

@@ -527,6 +527,7 @@ impl Bot {
     ) -> Result<Reply, BotError> {
         let reference = match self.engine.store().last_run_for_host(host).await? {
             Some(run) => run.design_ref,
+            None if self.settings.designs.ldap.is_some() => format!("cn={host}"),
             None => host.to_string(),
         };
         self.queue(msg, kind, &reference, None).await
@@ -534,6 +535,13 @@ impl Bot {
 
     async fn retry(&self, msg: &Incoming, r: &RunRef) -> Result<Reply, BotError> {
         let old = self.find_run(r).await?;
+        if old.initial_clipboard.is_empty() {
+            return Err(BotError::User(format!(
+                "run #{} is past retention and its design was pruned; say 'deploy {}'",
+                old.id,
+                crate::text::one_line(&old.design_ref, 100)
+            )));
+        }
         let mut document = old.initial_clipboard.clone();
         document.remove("jarvis");
         let clipboard = initial_clipboard(

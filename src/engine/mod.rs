@@ -25,6 +25,9 @@ use events::{EventBody, kind};
 use pipeline::Stage;
 use worker::{Ending, StderrLine, WorkerSpec};
 
+/// How many of a worker's stderr lines may wait to be stored before reading pauses.
+const STDERR_BUFFER: usize = 1024;
+
 /// The exit status that asks for a retry (EX_TEMPFAIL).
 pub const EXIT_TEMPFAIL: i32 = 75;
 
@@ -742,7 +745,7 @@ impl Engine {
             stderr_keep: config.stderr_keep,
         };
 
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(STDERR_BUFFER);
         let live = self
             .lock_active()
             .get(&run.id)
@@ -1113,7 +1116,7 @@ async fn consume_stderr(
     task: String,
     mut masker: Masker,
     live: Arc<Mutex<Live>>,
-    mut rx: mpsc::UnboundedReceiver<StderrLine>,
+    mut rx: mpsc::Receiver<StderrLine>,
     secrets: tokio::net::unix::pipe::Receiver,
 ) -> Vec<(String, String)> {
     let store = engine.store().clone();

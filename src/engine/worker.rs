@@ -100,7 +100,7 @@ impl Finished {
 /// (for the crash-recovery record); every stderr line goes to `lines` as it arrives.
 pub async fn run(
     spec: WorkerSpec,
-    lines: mpsc::UnboundedSender<StderrLine>,
+    lines: mpsc::Sender<StderrLine>,
     cancel: CancellationToken,
     halt: CancellationToken,
     on_spawn: impl FnOnce(i32),
@@ -270,7 +270,7 @@ async fn read_capped(
 async fn read_lines(
     err: impl tokio::io::AsyncRead + Unpin,
     keep: usize,
-    lines: mpsc::UnboundedSender<StderrLine>,
+    lines: mpsc::Sender<StderrLine>,
 ) -> (VecDeque<String>, Option<String>) {
     let mut reader = BufReader::new(err);
     let mut tail = VecDeque::with_capacity(keep.min(1024));
@@ -291,7 +291,9 @@ async fn read_lines(
             tail.pop_front();
         }
         tail.push_back(text.trim_end_matches('\r').to_string());
-        let _ = lines.send(parsed);
+        // Backpressure: while the log is being stored, reading waits, the pipe fills and
+        // a chatty worker waits on its own writes; memory stays bounded.
+        let _ = lines.send(parsed).await;
     }
     (tail, error_line)
 }

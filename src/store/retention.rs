@@ -17,8 +17,9 @@ pub struct Pruned {
 
 impl Store {
     /// Prunes the runs that ended before `before_ms` (unix ms): a run that can no longer go
-    /// on (succeeded, cancelled, failed) keeps its summary; its log lines, clipboards, routed
-    /// events, sent notifications and sealed secrets go. Batched, so a large backlog never
+    /// on (succeeded, cancelled, failed) keeps its summary; its log lines, clipboards, events,
+    /// sent notifications and sealed secrets go. A run whose events are not all routed yet
+    /// waits for the next prune, so no notification is lost to retention. Batched, so a large backlog never
     /// holds the writer for long.
     pub async fn prune(&self, before_ms: i64) -> Result<Pruned> {
         let mut total = Pruned::default();
@@ -31,6 +32,7 @@ impl Store {
             let mut tx = self.begin().await?;
             let ids: Vec<i64> = sqlx::query(AssertSqlSafe(format!(
                 "SELECT id FROM runs WHERE {ended} AND finished_at < ? AND pruned_at IS NULL \
+                 AND NOT EXISTS (SELECT 1 FROM events e WHERE e.run_id = runs.id AND e.routed = 0) \
                  ORDER BY id LIMIT 500"
             )))
             .bind(before_ms)
