@@ -1,9 +1,13 @@
 //! `cargo bench --bench xmpp`: the round trip of `status` through a real Prosody — alice
 //! asks in a room (and in a direct chat), jarvis answers — over many requests. Prints
 //! `name value unit` lines; skips with a message when Prosody is not installed.
+//!
+//! It waits for readiness (alice online and in the room, jarvis in the room) rather than
+//! for a fixed time; any single wait that gets nothing for 30 s fails with what it waited for.
 
 #[path = "../tests/xmpp/client.rs"]
 mod client;
+mod common;
 #[path = "../tests/xmpp/jarvis.rs"]
 mod jarvis;
 
@@ -60,22 +64,24 @@ async fn bench() -> Result<()> {
         .await
         .with_context(|| jarvis.log())?;
 
-    let room = measure(
+    let mut room = measure(
         &mut alice,
         |a| a.say(ROOM, "jarvis: status"),
         ROOM,
         "alice: nothing is running",
     )
-    .await?;
-    report("xmpp_status_room", &room);
-    let direct = measure(
+    .await
+    .with_context(|| jarvis.log())?;
+    common::latencies("xmpp_status_room", &mut room);
+    let mut direct = measure(
         &mut alice,
         |a| a.tell(JARVIS, "status"),
         JARVIS,
         "nothing is running",
     )
-    .await?;
-    report("xmpp_status_direct", &direct);
+    .await
+    .with_context(|| jarvis.log())?;
+    common::latencies("xmpp_status_direct", &mut direct);
     Ok(())
 }
 
@@ -84,26 +90,18 @@ async fn measure(
     ask: impl Fn(&Chatter) -> Result<()>,
     from: &str,
     answer: &str,
-) -> Result<Vec<f64>> {
+) -> Result<Vec<Duration>> {
     let mut times = Vec::with_capacity(REQUESTS);
     for i in 0..WARMUP + REQUESTS {
         let start = Instant::now();
         ask(alice)?;
-        alice.expect(WAIT, from, answer).await?;
+        alice
+            .expect(WAIT, from, answer)
+            .await
+            .with_context(|| format!("request {} of {}", i + 1, WARMUP + REQUESTS))?;
         if i >= WARMUP {
-            times.push(start.elapsed().as_secs_f64() * 1000.0);
+            times.push(start.elapsed());
         }
     }
-    times.sort_by(f64::total_cmp);
     Ok(times)
-}
-
-fn report(name: &str, sorted_ms: &[f64]) {
-    let at = |q: f64| {
-        let i = ((sorted_ms.len() as f64 - 1.0) * q).round() as usize;
-        sorted_ms.get(i).copied().unwrap_or(f64::NAN)
-    };
-    println!("{name}_median {:.2} ms", at(0.5));
-    println!("{name}_p99 {:.2} ms", at(0.99));
-    println!("{name}_requests {} count", sorted_ms.len());
 }

@@ -50,6 +50,22 @@ pub fn figure(name: &str, value: f64, unit: &str) {
     println!("{name} {value:.3} {unit}");
 }
 
+/// Prints a series of round trips (sorted here): median, p99 and max in ms, how many there
+/// were, and how many took longer than 20 ms — a delayed-ACK stall costs 40 ms, so a
+/// `_stalls` above 0 points at Nagle's algorithm and delayed ACKs meeting somewhere.
+pub fn latencies(name: &str, times: &mut [Duration]) {
+    times.sort();
+    figure(&format!("{name}_median"), percentile(times, 0.5), "ms");
+    figure(&format!("{name}_p99"), percentile(times, 0.99), "ms");
+    figure(&format!("{name}_max"), percentile(times, 1.0), "ms");
+    println!("{name}_requests {} count", times.len());
+    let stalls = times
+        .iter()
+        .filter(|t| **t > Duration::from_millis(20))
+        .count();
+    println!("{name}_stalls {stalls} count");
+}
+
 pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;

@@ -26,6 +26,7 @@ use tokio_xmpp::xmlstream::{
     self, ReadError, StreamHeader, Timeouts, XmppStreamElement, initiate_stream,
 };
 
+use super::socket::ChatSocket;
 use super::{Tls, XmppAccountConfig};
 use crate::secrets::Secret;
 
@@ -124,7 +125,7 @@ impl Connector {
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| ConnectError::Unreachable(self.address(), io_reason(&e)))?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = ChatSocket::new(tcp);
         let domain = self.jid.domain().to_string();
         let (features, stream) = self.open(BufStream::new(tcp)).await?;
         match &self.tls {
@@ -208,8 +209,8 @@ impl Connector {
 
 /// `<starttls/>`, `<proceed/>`, and the bare TCP stream back.
 async fn starttls(
-    mut stream: xmlstream::XmppStream<BufStream<TcpStream>>,
-) -> Result<TcpStream, ConnectError> {
+    mut stream: xmlstream::XmppStream<BufStream<ChatSocket>>,
+) -> Result<ChatSocket, ConnectError> {
     let request = XmppStreamElement::Starttls(starttls::Nonza::Request(starttls::Request));
     stream
         .send(&request)

@@ -16,6 +16,7 @@
 
 mod connect;
 mod session;
+mod socket;
 
 use std::path::PathBuf;
 use std::sync::Arc;
