@@ -7,9 +7,11 @@
 //! - IPv4: `instance.ipv4`, `linode.ipv4`, then the IPv4 entries of `instance.ip`;
 //! - IPv6: `instance.ipv6`, `linode.ipv6`, then the IPv6 entries of `instance.ip`.
 //!
-//! Private, loopback, link-local and unique-local addresses are skipped (with a log line):
-//! a provider lists its private addresses beside the public ones, and those must never be
-//! published for the host.
+//! Private, loopback, link-local and unique-local addresses are not published, and each one
+//! skipped is a `notice:` in the run's channel, never silence: a provider lists its private
+//! addresses beside the public ones. A fleet on an internal network opts in per module grant
+//! (so per zone or directory) with `PUBLISH_NETWORKS`: comma-separated networks whose
+//! addresses may be published, e.g. `10.0.0.0/8, fd00::/8` (a bare address is a /32 or /128).
 //!
 //! SSH fingerprints (SSHFP records) come ONLY from `jarvis.host_keys`: the host keys the engine
 //! has pinned for the run's host, `[{algorithm: "ssh-ed25519", fingerprint: "SHA256:…"}]`
@@ -103,16 +105,79 @@ fn family(
     sources: &[&str],
     wanted: fn(&IpAddr) -> bool,
 ) -> Result<Vec<IpAddr>, Failure> {
+    let allowed = published_networks()?;
     for path in sources.iter().copied().chain([MIXED_SOURCE]) {
         let found: Vec<IpAddr> = parse_addresses(clipboard, path)?
             .into_iter()
             .filter(wanted)
             .collect();
         if !found.is_empty() {
-            return Ok(public_only(found, path));
+            return Ok(publishable(found, path, &allowed));
         }
     }
     Ok(Vec::new())
+}
+
+/// A network: an address and how many leading bits count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    pub address: IpAddr,
+    pub prefix: u8,
+}
+
+impl Network {
+    /// `10.0.0.0/8`, `fd00::/8`, or a bare address. Pure.
+    pub fn parse(text: &str) -> Option<Network> {
+        let (address, prefix) = match text.trim().split_once('/') {
+            Some((a, p)) => (
+                a.trim().parse::<IpAddr>().ok()?,
+                p.trim().parse::<u8>().ok()?,
+            ),
+            None => {
+                let a = text.trim().parse::<IpAddr>().ok()?;
+                (a, if a.is_ipv4() { 32 } else { 128 })
+            }
+        };
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        (prefix <= max).then_some(Network { address, prefix })
+    }
+
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        let bits = |ip: &IpAddr| -> (u128, u32) {
+            match ip {
+                IpAddr::V4(v4) => (u128::from(u32::from(*v4)), 32),
+                IpAddr::V6(v6) => (u128::from(*v6), 128),
+            }
+        };
+        let ((net, width), (addr, other)) = (bits(&self.address), bits(ip));
+        if width != other {
+            return false;
+        }
+        let prefix = u32::from(self.prefix);
+        if prefix == 0 {
+            return true;
+        }
+        let shift = width - prefix;
+        (net >> shift) == (addr >> shift)
+    }
+}
+
+/// The networks the module's grant lets it publish besides public addresses.
+fn published_networks() -> Result<Vec<Network>, Failure> {
+    let Ok(text) = std::env::var("PUBLISH_NETWORKS") else {
+        return Ok(Vec::new());
+    };
+    text.split(',')
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| {
+            Network::parse(t).ok_or_else(|| {
+                Failure::fatal(format!(
+                    "PUBLISH_NETWORKS holds '{}', which is no network (like 10.0.0.0/8)",
+                    printable(t.trim())
+                ))
+            })
+        })
+        .collect()
 }
 
 fn parse_addresses(clipboard: &Mapping, path: &str) -> Result<Vec<IpAddr>, Failure> {
@@ -131,15 +196,17 @@ fn parse_addresses(clipboard: &Mapping, path: &str) -> Result<Vec<IpAddr>, Failu
         .collect()
 }
 
-fn public_only(found: Vec<IpAddr>, path: &str) -> Vec<IpAddr> {
+fn publishable(found: Vec<IpAddr>, path: &str, allowed: &[Network]) -> Vec<IpAddr> {
     found
         .into_iter()
         .filter(|ip| {
-            let public = is_public(ip);
-            if !public {
-                protocol::log(&format!("skipping non-public address {ip} from {path}"));
+            let ok = is_public(ip) || allowed.iter().any(|n| n.contains(ip));
+            if !ok {
+                protocol::notice(&format!(
+                    "not publishing {ip} from {path}: not a public address (grant this module PUBLISH_NETWORKS to publish an internal network)"
+                ));
             }
-            public
+            ok
         })
         .collect()
 }
@@ -330,6 +397,26 @@ mod tests {
                 "203.0.113.7".parse::<IpAddr>().unwrap(),
                 "2001:db8::7".parse().unwrap()
             ]
+        );
+    }
+
+    #[test]
+    fn networks_contain_what_their_prefix_says() {
+        let net = Network::parse("10.0.0.0/8").unwrap();
+        assert!(net.contains(&"10.1.2.3".parse().unwrap()));
+        assert!(!net.contains(&"11.0.0.1".parse().unwrap()));
+        assert!(!net.contains(&"fd00::1".parse().unwrap()));
+        let v6 = Network::parse("fd00::/8").unwrap();
+        assert!(v6.contains(&"fd12::1".parse().unwrap()));
+        let one = Network::parse("192.168.1.5").unwrap();
+        assert!(one.contains(&"192.168.1.5".parse().unwrap()));
+        assert!(!one.contains(&"192.168.1.6".parse().unwrap()));
+        assert!(Network::parse("10.0.0.0/33").is_none());
+        assert!(Network::parse("zone").is_none());
+        assert!(
+            Network::parse("0.0.0.0/0")
+                .unwrap()
+                .contains(&"8.8.8.8".parse().unwrap())
         );
     }
 
