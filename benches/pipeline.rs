@@ -92,12 +92,12 @@ async fn stage_overhead() {
     let total = started.elapsed();
     let rows = bench_sql(
         &settings,
-        "SELECT started_at FROM stage_runs WHERE run_id = 1 ORDER BY stage",
+        "SELECT started_us FROM stage_runs WHERE run_id = 1 ORDER BY stage",
     );
     let starts: Vec<i64> = rows.iter().filter_map(|l| l.parse().ok()).collect();
     let mut gaps: Vec<Duration> = starts
         .windows(2)
-        .map(|w| Duration::from_millis((w[1] - w[0]).max(0) as u64))
+        .map(|w| Duration::from_micros((w[1] - w[0]).max(0) as u64))
         .collect();
     gaps.sort();
     figure(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use jarvis::engine::pipeline::{RunKind, Stage, StageConfig};
 use jarvis::store::lifecycle::{self, Transition};
-use jarvis::store::{NewRun, Phase, Run, RunState, Store, StoreError};
+use jarvis::store::{NewRun, NextStart, Phase, Run, RunState, Store, StoreError};
 use proptest::prelude::*;
 
 const STAGES: usize = 3;
@@ -38,7 +38,11 @@ fn new_run() -> NewRun {
 enum Op {
     Start(usize),
     Finish(usize),
-    Fail { undo: bool },
+    /// Finish a stage and start the next in one commit, as the engine does.
+    FinishThenStart(usize),
+    Fail {
+        undo: bool,
+    },
     End(u8),
     Wait,
     Approve,
@@ -50,6 +54,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0..STAGES + 1).prop_map(Op::Start),
         (0..STAGES + 1).prop_map(Op::Finish),
+        (0..STAGES + 1).prop_map(Op::FinishThenStart),
         any::<bool>().prop_map(|undo| Op::Fail { undo }),
         (0u8..4).prop_map(Op::End),
         Just(Op::Wait),
@@ -79,6 +84,26 @@ async fn apply(store: &Store, run: &Run, op: &Op) -> (Option<Transition>, Result
                     run.attempt,
                     &Default::default(),
                     None,
+                    None,
+                    &[],
+                )
+                .await,
+        ),
+        Op::FinishThenStart(stage) => (
+            Some(lifecycle::FINISH_STAGE),
+            store
+                .finish_stage(
+                    id,
+                    run.phase,
+                    *stage,
+                    run.attempt,
+                    &Default::default(),
+                    None,
+                    Some(NextStart {
+                        stage: stage + 1,
+                        attempt: 1,
+                        task: "x:y",
+                    }),
                     &[],
                 )
                 .await,
@@ -157,7 +182,7 @@ proptest! {
                     (Ok(()), Some(t)) => {
                         prop_assert!(t.allows(before.state), "{:?}: {} from {:?}", op, t.name, before.state);
                         prop_assert_eq!(after.state, t.to, "{:?} ended elsewhere", op);
-                        if let Op::Finish(stage) = op {
+                        if let Op::Finish(stage) | Op::FinishThenStart(stage) = op {
                             prop_assert!(
                                 finished.insert((before.phase, *stage)),
                                 "stage {} of {:?} finished twice", stage, before.phase

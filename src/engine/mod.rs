@@ -391,86 +391,93 @@ impl Engine {
 
     /// Pushes one run through its stages until it ends or has to wait.
     async fn drive(&self, id: RunId, cancel: CancellationToken) -> Result<(), EngineError> {
+        // A stage started in the same commit that finished the one before it: its worker
+        // slot and attempt, carried over so that nothing runs between the two.
+        let mut carried: Option<(tokio::sync::OwnedSemaphorePermit, u32)> = None;
         loop {
             let run = self.run(id).await?;
-            if !matches!(run.state, RunState::Queued | RunState::Running) {
-                return Ok(());
-            }
-            if self.inner.shutdown.is_cancelled() {
-                // No stage is in flight here: the run waits in the queue for the next start.
-                if run.state == RunState::Running {
-                    self.inner
-                        .store
-                        .set_state(id, &lifecycle::REQUEUE, &[])
-                        .await?;
-                }
-                return Ok(());
-            }
             let stages = run.phase_stages();
-            if run.next_stage >= stages.len() {
-                self.finish(&run).await?;
-                return Ok(());
-            }
-            let index = run.next_stage;
-            let stage = stages[index].clone();
+            let (index, stage, attempt, permit) = match carried.take() {
+                Some((permit, attempt)) => {
+                    // Already started (and recorded as running): it runs, whatever comes.
+                    let index = run.next_stage;
+                    let Some(stage) = stages.get(index).cloned() else {
+                        return Ok(());
+                    };
+                    (index, stage, attempt, permit)
+                }
+                None => {
+                    if !matches!(run.state, RunState::Queued | RunState::Running) {
+                        return Ok(());
+                    }
+                    if self.inner.shutdown.is_cancelled() {
+                        // No stage is in flight here: the run waits in the queue for the
+                        // next start.
+                        if run.state == RunState::Running {
+                            self.inner
+                                .store
+                                .set_state(id, &lifecycle::REQUEUE, &[])
+                                .await?;
+                        }
+                        return Ok(());
+                    }
+                    if run.next_stage >= stages.len() {
+                        self.finish(&run).await?;
+                        return Ok(());
+                    }
+                    let index = run.next_stage;
+                    let stage = stages[index].clone();
 
-            if run.phase == Phase::Main && needs_approval(&stage, &run) {
-                let body = EventBody::for_run(&run).stage(index, &stage.task);
-                self.inner
-                    .store
-                    .set_state(
-                        id,
-                        &lifecycle::WAIT_FOR_APPROVAL,
-                        &[body.into_event(kind::APPROVAL_NEEDED)],
-                    )
-                    .await?;
-                self.after_events();
-                return Ok(());
-            }
+                    if run.phase == Phase::Main && needs_approval(&stage, &run) {
+                        let body = EventBody::for_run(&run).stage(index, &stage.task);
+                        self.inner
+                            .store
+                            .set_state(
+                                id,
+                                &lifecycle::WAIT_FOR_APPROVAL,
+                                &[body.into_event(kind::APPROVAL_NEEDED)],
+                            )
+                            .await?;
+                        self.after_events();
+                        return Ok(());
+                    }
 
-            let permit = tokio::select! {
-                p = self.inner.permits.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return Ok(()),
-                },
-                _ = cancel.cancelled() => {
-                    return self.end_cancelled(&run, None).await;
+                    let permit = tokio::select! {
+                        p = self.inner.permits.clone().acquire_owned() => match p {
+                            Ok(p) => p,
+                            Err(_) => return Ok(()),
+                        },
+                        _ = cancel.cancelled() => {
+                            return self.end_cancelled(&run, None).await;
+                        }
+                    };
+
+                    let attempt = run.attempt + 1;
+                    let started = self.start_events(&run, index, &stage);
+                    match self
+                        .inner
+                        .store
+                        .start_stage(id, run.phase, index, attempt, &stage.task, &started)
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(StoreError::Refused { state, .. }) => {
+                            // Cancelled (or moved) between the look and the start: nothing
+                            // to run.
+                            tracing::info!(run = id, %state, "the run changed before its stage started");
+                            return Ok(());
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                    if !started.is_empty() {
+                        self.after_events();
+                    }
+                    (index, stage, attempt, permit)
                 }
             };
 
-            let attempt = run.attempt + 1;
-            let mut started = Vec::new();
-            if run.started_at.is_none() {
-                started.push(EventBody::for_run(&run).into_event(kind::RUN_STARTED));
-            }
-            if stage.notify && run.phase == Phase::Main {
-                started.push(
-                    EventBody::for_run(&run)
-                        .stage(index, &stage.task)
-                        .into_event(kind::STAGE_STARTED),
-                );
-            }
-            match self
-                .inner
-                .store
-                .start_stage(id, run.phase, index, attempt, &stage.task, &started)
-                .await
-            {
-                Ok(()) => {}
-                Err(StoreError::Refused { state, .. }) => {
-                    // Cancelled (or moved) between the look and the start: nothing to run.
-                    tracing::info!(run = id, %state, "the run changed before its stage started");
-                    return Ok(());
-                }
-                Err(e) => return Err(e.into()),
-            }
-            if !started.is_empty() {
-                self.after_events();
-            }
-
             let stage_start = Instant::now();
             let outcome = self.execute(&run, index, &stage, attempt, &cancel).await;
-            drop(permit);
             let stage_ms = stage_start.elapsed().as_millis() as u64;
 
             match outcome {
@@ -479,6 +486,27 @@ impl Engine {
                     progress,
                 } => {
                     let clipboard = clipboard.unwrap_or_else(|| current_clipboard(&run).clone());
+                    // The next stage starts in the same commit when nothing stands between:
+                    // no gate, no stop, no cancel. One fsync instead of two.
+                    let next = index + 1;
+                    let fold = stages.get(next).filter(|next_stage| {
+                        !self.inner.shutdown.is_cancelled()
+                            && !cancel.is_cancelled()
+                            && !(run.phase == Phase::Main
+                                && gated(next_stage, next, &clipboard, run.approved_stage))
+                    });
+                    let (then, started) = match fold {
+                        Some(next_stage) => (
+                            Some(crate::store::NextStart {
+                                stage: next,
+                                attempt: 1,
+                                task: &next_stage.task,
+                            }),
+                            self.start_events(&run, next, next_stage),
+                        ),
+                        None => (None, Vec::new()),
+                    };
+                    let folded = then.is_some();
                     self.inner
                         .store
                         .finish_stage(
@@ -488,12 +516,20 @@ impl Engine {
                             attempt,
                             &clipboard,
                             progress.as_deref(),
-                            &[],
+                            then,
+                            &started,
                         )
                         .await?;
+                    if !started.is_empty() {
+                        self.after_events();
+                    }
+                    if folded {
+                        carried = Some((permit, 1));
+                    }
                 }
                 Outcome::Halted => return Ok(()),
                 Outcome::Cancelled => {
+                    drop(permit);
                     self.inner
                         .store
                         .end_attempt(
@@ -513,6 +549,7 @@ impl Engine {
                     retry,
                     exit_code,
                 } => {
+                    drop(permit);
                     let state = if retry { "tempfailed" } else { "failed" };
                     self.inner
                         .store
@@ -531,6 +568,23 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The events a stage's start tells of: the run's start (first stage), and the stage's
+    /// when the pipeline asks for it.
+    fn start_events(&self, run: &Run, index: usize, stage: &Stage) -> Vec<crate::store::NewEvent> {
+        let mut started = Vec::new();
+        if run.started_at.is_none() {
+            started.push(EventBody::for_run(run).into_event(kind::RUN_STARTED));
+        }
+        if stage.notify && run.phase == Phase::Main {
+            started.push(
+                EventBody::for_run(run)
+                    .stage(index, &stage.task)
+                    .into_event(kind::STAGE_STARTED),
+            );
+        }
+        started
     }
 
     async fn finish(&self, run: &Run) -> Result<(), EngineError> {
@@ -1032,12 +1086,17 @@ fn current_clipboard(run: &Run) -> &Clipboard {
 }
 
 fn needs_approval(stage: &Stage, run: &Run) -> bool {
-    let gated = stage.approval
+    gated(stage, run.next_stage, &run.clipboard, run.approved_stage)
+}
+
+/// Whether stage `index` must wait for an approver, judged on the clipboard before it.
+fn gated(stage: &Stage, index: usize, clipboard: &Clipboard, approved: Option<usize>) -> bool {
+    let gate = stage.approval
         || stage
             .approval_if
             .as_deref()
-            .is_some_and(|path| clipboard::is_truthy(clipboard::get_path(&run.clipboard, path)));
-    gated && run.approved_stage != Some(run.next_stage)
+            .is_some_and(|path| clipboard::is_truthy(clipboard::get_path(clipboard, path)));
+    gate && approved != Some(index)
 }
 
 fn backoff(first_ms: u64, attempt: u32) -> Duration {

@@ -95,6 +95,22 @@ pub struct NewRun {
     pub retry_of: Option<RunId>,
 }
 
+/// A stage to start in the same commit that finishes the one before it.
+#[derive(Debug, Clone, Copy)]
+pub struct NextStart<'a> {
+    pub stage: usize,
+    pub attempt: u32,
+    pub task: &'a str,
+}
+
+/// Microseconds since the Unix epoch: stage timings are kept at this resolution.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
 /// An engine event to store with a transition.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -432,36 +448,8 @@ impl Store {
         task: &str,
         events: &[NewEvent],
     ) -> Result<()> {
-        let at = now_ms();
         let mut tx = self.begin().await?;
-        let t = &lc::START_STAGE;
-        let done = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE runs SET state = 'running', attempt = ?, stage_started_at = ?, \
-             progress = NULL, started_at = COALESCE(started_at, ?) \
-             WHERE id = ? AND phase = ? AND next_stage = ? AND {}",
-            t.guard()
-        )))
-        .bind(attempt as i64)
-        .bind(at)
-        .bind(at)
-        .bind(run)
-        .bind(phase.as_str())
-        .bind(stage as i64)
-        .execute(&mut *tx)
-        .await?;
-        expect_one(&mut tx, run, t, done.rows_affected()).await?;
-        sqlx::query(
-            "INSERT OR REPLACE INTO stage_runs (run_id, phase, stage, attempt, task, state, started_at) \
-             VALUES (?, ?, ?, ?, ?, 'running', ?)",
-        )
-        .bind(run)
-        .bind(phase.as_str())
-        .bind(stage as i64)
-        .bind(attempt as i64)
-        .bind(task)
-        .bind(at)
-        .execute(&mut *tx)
-        .await?;
+        start_stage_in(&mut tx, run, phase, stage, attempt, task).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())
@@ -478,6 +466,7 @@ impl Store {
         attempt: u32,
         clipboard: &Clipboard,
         progress: Option<&str>,
+        then: Option<NextStart<'_>>,
         events: &[NewEvent],
     ) -> Result<()> {
         let text = json_text(clipboard);
@@ -502,10 +491,12 @@ impl Store {
         .await?;
         expect_one(&mut tx, run, t, done.rows_affected()).await?;
         sqlx::query(
-            "UPDATE stage_runs SET state = 'succeeded', finished_at = ?, exit_code = 0, clipboard = ? \
+            "UPDATE stage_runs SET state = 'succeeded', finished_at = ?, finished_us = ?, \
+             exit_code = 0, clipboard = ? \
              WHERE run_id = ? AND phase = ? AND stage = ? AND attempt = ?",
         )
         .bind(now_ms())
+        .bind(now_us())
         .bind(&text)
         .bind(run)
         .bind(phase.as_str())
@@ -513,6 +504,9 @@ impl Store {
         .bind(attempt as i64)
         .execute(&mut *tx)
         .await?;
+        if let Some(next) = then {
+            start_stage_in(&mut tx, run, phase, next.stage, next.attempt, next.task).await?;
+        }
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())
@@ -532,11 +526,13 @@ impl Store {
         error: &str,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE stage_runs SET state = ?, finished_at = ?, exit_code = ?, error = ? \
+            "UPDATE stage_runs SET state = ?, finished_at = ?, finished_us = ?, exit_code = ?, \
+             error = ? \
              WHERE run_id = ? AND phase = ? AND stage = ? AND attempt = ? AND state = 'running'",
         )
         .bind(state)
         .bind(now_ms())
+        .bind(now_us())
         .bind(exit_code)
         .bind(error)
         .bind(run)
@@ -850,6 +846,50 @@ async fn active_for_host(
     .bind(host)
     .fetch_optional(&mut **tx)
     .await?)
+}
+
+/// Starts stage `stage` of `run` inside a transaction: the run must be at that stage, in a
+/// state the table lets start, and the attempt is written before any worker is spawned.
+async fn start_stage_in(
+    tx: &mut Transaction<'static, Sqlite>,
+    run: RunId,
+    phase: Phase,
+    stage: usize,
+    attempt: u32,
+    task: &str,
+) -> Result<()> {
+    let at = now_ms();
+    let t = &lc::START_STAGE;
+    let done = sqlx::query(AssertSqlSafe(format!(
+        "UPDATE runs SET state = 'running', attempt = ?, stage_started_at = ?, \
+         progress = NULL, started_at = COALESCE(started_at, ?) \
+         WHERE id = ? AND phase = ? AND next_stage = ? AND {}",
+        t.guard()
+    )))
+    .bind(attempt as i64)
+    .bind(at)
+    .bind(at)
+    .bind(run)
+    .bind(phase.as_str())
+    .bind(stage as i64)
+    .execute(&mut **tx)
+    .await?;
+    expect_one(tx, run, t, done.rows_affected()).await?;
+    sqlx::query(
+        "INSERT OR REPLACE INTO stage_runs \
+         (run_id, phase, stage, attempt, task, state, started_at, started_us) \
+         VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
+    )
+    .bind(run)
+    .bind(phase.as_str())
+    .bind(stage as i64)
+    .bind(attempt as i64)
+    .bind(task)
+    .bind(at)
+    .bind(now_us())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// How a run's state reads in a refusal: a failed run whose undo ran says so.
