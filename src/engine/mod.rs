@@ -490,10 +490,10 @@ impl Engine {
                     // no gate, no stop, no cancel. One fsync instead of two.
                     let next = index + 1;
                     let fold = stages.get(next).filter(|next_stage| {
-                        !self.inner.shutdown.is_cancelled()
-                            && !cancel.is_cancelled()
-                            && !(run.phase == Phase::Main
-                                && gated(next_stage, next, &clipboard, run.approved_stage))
+                        let stopping = self.inner.shutdown.is_cancelled() || cancel.is_cancelled();
+                        let waits = run.phase == Phase::Main
+                            && gated(next_stage, next, &clipboard, run.approved_stage);
+                        !(stopping || waits)
                     });
                     let (then, started) = match fold {
                         Some(next_stage) => (
