@@ -14,11 +14,12 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::clipboard::Clipboard;
 use crate::engine::pipeline::{RunKind, Stage};
 
+mod batch;
 pub mod lifecycle;
 mod outbox;
 mod retention;
@@ -167,6 +168,8 @@ pub struct Store {
     /// of letting them collide on the database lock.
     writer: SqlitePool,
     reader: SqlitePool,
+    /// The stage transitions and log lines of many runs, committed together.
+    batch: batch::Batcher,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -202,7 +205,12 @@ impl Store {
             .idle_timeout(Duration::from_secs(60))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Store { writer, reader })
+        let batch = batch::Batcher::start(writer.clone());
+        Ok(Store {
+            writer,
+            reader,
+            batch,
+        })
     }
 
     /// Applies the migrations only (`jarvis migrate`); returns how many were applied.
@@ -448,11 +456,16 @@ impl Store {
         task: &str,
         events: &[NewEvent],
     ) -> Result<()> {
-        let mut tx = self.begin().await?;
-        start_stage_in(&mut tx, run, phase, stage, attempt, task).await?;
-        insert_events(&mut tx, events).await?;
-        tx.commit().await?;
-        Ok(())
+        let task = task.to_string();
+        let events = events.to_vec();
+        self.batch
+            .run(Box::new(move |conn| {
+                Box::pin(async move {
+                    start_stage_in(conn, run, phase, stage, attempt, &task).await?;
+                    insert_events(conn, &events).await
+                })
+            }))
+            .await
     }
 
     /// A stage finished well: its clipboard and the run's progress are committed together,
@@ -470,46 +483,52 @@ impl Store {
         events: &[NewEvent],
     ) -> Result<()> {
         let text = json_text(clipboard);
-        let mut tx = self.begin().await?;
-        let column = match phase {
-            Phase::Main => "clipboard",
-            Phase::Undo => "undo_clipboard",
-        };
-        let t = &lc::FINISH_STAGE;
-        let done = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE runs SET next_stage = ?, attempt = 0, {column} = ?, progress = ? \
-             WHERE id = ? AND phase = ? AND next_stage = ? AND {}",
-            t.guard()
-        )))
-        .bind((stage + 1) as i64)
-        .bind(&text)
-        .bind(progress)
-        .bind(run)
-        .bind(phase.as_str())
-        .bind(stage as i64)
-        .execute(&mut *tx)
-        .await?;
-        expect_one(&mut tx, run, t, done.rows_affected()).await?;
-        sqlx::query(
-            "UPDATE stage_runs SET state = 'succeeded', finished_at = ?, finished_us = ?, \
-             exit_code = 0, clipboard = ? \
-             WHERE run_id = ? AND phase = ? AND stage = ? AND attempt = ?",
-        )
-        .bind(now_ms())
-        .bind(now_us())
-        .bind(&text)
-        .bind(run)
-        .bind(phase.as_str())
-        .bind(stage as i64)
-        .bind(attempt as i64)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(next) = then {
-            start_stage_in(&mut tx, run, phase, next.stage, next.attempt, next.task).await?;
-        }
-        insert_events(&mut tx, events).await?;
-        tx.commit().await?;
-        Ok(())
+        let progress = progress.map(str::to_string);
+        let then = then.map(|n| (n.stage, n.attempt, n.task.to_string()));
+        let events = events.to_vec();
+        self.batch
+            .run(Box::new(move |conn| {
+                Box::pin(async move {
+                    let column = match phase {
+                        Phase::Main => "clipboard",
+                        Phase::Undo => "undo_clipboard",
+                    };
+                    let t = &lc::FINISH_STAGE;
+                    let done = sqlx::query(AssertSqlSafe(format!(
+                        "UPDATE runs SET next_stage = ?, attempt = 0, {column} = ?, progress = ? \
+                         WHERE id = ? AND phase = ? AND next_stage = ? AND {}",
+                        t.guard()
+                    )))
+                    .bind((stage + 1) as i64)
+                    .bind(&text)
+                    .bind(progress.as_deref())
+                    .bind(run)
+                    .bind(phase.as_str())
+                    .bind(stage as i64)
+                    .execute(&mut *conn)
+                    .await?;
+                    expect_one(conn, run, t, done.rows_affected()).await?;
+                    sqlx::query(
+                        "UPDATE stage_runs SET state = 'succeeded', finished_at = ?, \
+                         finished_us = ?, exit_code = 0, clipboard = ? \
+                         WHERE run_id = ? AND phase = ? AND stage = ? AND attempt = ?",
+                    )
+                    .bind(now_ms())
+                    .bind(now_us())
+                    .bind(&text)
+                    .bind(run)
+                    .bind(phase.as_str())
+                    .bind(stage as i64)
+                    .bind(attempt as i64)
+                    .execute(&mut *conn)
+                    .await?;
+                    if let Some((next, next_attempt, task)) = &then {
+                        start_stage_in(conn, run, phase, *next, *next_attempt, task).await?;
+                    }
+                    insert_events(conn, &events).await
+                })
+            }))
+            .await
     }
 
     /// A stage attempt ended without success; `state` is `failed`, `tempfailed`,
@@ -759,18 +778,25 @@ impl Store {
             return Ok(());
         }
         let at = now_ms();
-        let mut tx = self.begin().await?;
-        for line in lines {
-            sqlx::query("INSERT INTO log_lines (run_id, stage, at, line) VALUES (?, ?, ?, ?)")
-                .bind(run)
-                .bind(stage.map(|s| s as i64))
-                .bind(at)
-                .bind(line)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let lines = lines.to_vec();
+        self.batch
+            .run(Box::new(move |conn| {
+                Box::pin(async move {
+                    for line in &lines {
+                        sqlx::query(
+                            "INSERT INTO log_lines (run_id, stage, at, line) VALUES (?, ?, ?, ?)",
+                        )
+                        .bind(run)
+                        .bind(stage.map(|s| s as i64))
+                        .bind(at)
+                        .bind(line)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    Ok(())
+                })
+            }))
+            .await
     }
 
     /// The last `n` log lines of a run, oldest first, with their 1-based stage.
@@ -835,23 +861,20 @@ impl Store {
     }
 }
 
-async fn active_for_host(
-    tx: &mut Transaction<'static, Sqlite>,
-    host: &str,
-) -> Result<Option<RunId>> {
+async fn active_for_host(tx: &mut SqliteConnection, host: &str) -> Result<Option<RunId>> {
     Ok(sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT id FROM runs WHERE host = ? AND {} LIMIT 1",
         lc::active_states_sql()
     )))
     .bind(host)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?)
 }
 
 /// Starts stage `stage` of `run` inside a transaction: the run must be at that stage, in a
 /// state the table lets start, and the attempt is written before any worker is spawned.
 async fn start_stage_in(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut SqliteConnection,
     run: RunId,
     phase: Phase,
     stage: usize,
@@ -872,7 +895,7 @@ async fn start_stage_in(
     .bind(run)
     .bind(phase.as_str())
     .bind(stage as i64)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     expect_one(tx, run, t, done.rows_affected()).await?;
     sqlx::query(
@@ -887,7 +910,7 @@ async fn start_stage_in(
     .bind(task)
     .bind(at)
     .bind(now_us())
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -903,7 +926,7 @@ fn describe(state: RunState, phase: Phase) -> String {
 
 /// Checks that a guarded update moved exactly the run; if not, says why in the table's terms.
 async fn expect_one(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut SqliteConnection,
     run: RunId,
     t: &Transition,
     rows: u64,
@@ -914,7 +937,7 @@ async fn expect_one(
     let row: Option<(String, String)> =
         sqlx::query_as("SELECT state, phase FROM runs WHERE id = ?")
             .bind(run)
-            .fetch_optional(&mut **tx)
+            .fetch_optional(&mut *tx)
             .await?;
     let state = match row {
         Some((state, phase)) => match (RunState::parse(&state), Phase::parse(&phase)) {
@@ -931,14 +954,14 @@ async fn expect_one(
     })
 }
 
-async fn insert_events(tx: &mut Transaction<'static, Sqlite>, events: &[NewEvent]) -> Result<()> {
+async fn insert_events(tx: &mut SqliteConnection, events: &[NewEvent]) -> Result<()> {
     for e in events {
         sqlx::query("INSERT INTO events (run_id, at, kind, body) VALUES (?, ?, ?, ?)")
             .bind(e.run_id)
             .bind(now_ms())
             .bind(e.kind)
             .bind(e.body.to_string())
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
     }
     Ok(())
