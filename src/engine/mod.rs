@@ -394,6 +394,7 @@ impl Engine {
         // A stage started in the same commit that finished the one before it: its worker
         // slot and attempt, carried over so that nothing runs between the two.
         let mut carried: Option<(tokio::sync::OwnedSemaphorePermit, u32)> = None;
+        let mut context = RunContext::default();
         loop {
             let run = self.run(id).await?;
             let stages = run.phase_stages();
@@ -477,7 +478,9 @@ impl Engine {
             };
 
             let stage_start = Instant::now();
-            let outcome = self.execute(&run, index, &stage, attempt, &cancel).await;
+            let outcome = self
+                .execute(&run, index, &stage, attempt, &cancel, &mut context)
+                .await;
             let stage_ms = stage_start.elapsed().as_millis() as u64;
 
             match outcome {
@@ -706,6 +709,7 @@ impl Engine {
         stage: &Stage,
         attempt: u32,
         cancel: &CancellationToken,
+        context: &mut RunContext,
     ) -> Outcome {
         let config = &self.inner.config;
         let (module, task) = stage.module_task();
@@ -719,22 +723,31 @@ impl Engine {
                 };
             }
         };
-        let pins = match self.inner.store.host_keys(&run.host).await {
-            Ok(pins) => pins,
-            Err(e) => {
-                tracing::error!(run = run.id, error = %e, "cannot read the host's pinned keys");
-                return Outcome::failed("cannot read the host's pinned keys", true);
-            }
+        let pins = match &context.pins {
+            Some(pins) => pins.clone(),
+            None => match self.inner.store.host_keys(&run.host).await {
+                Ok(pins) => {
+                    let keys: Vec<&HostKey> = pins.iter().map(|p| &p.key).collect();
+                    let value = serde_json::to_value(&keys).unwrap_or_default();
+                    context.pins = Some(value.clone());
+                    value
+                }
+                Err(e) => {
+                    tracing::error!(run = run.id, error = %e, "cannot read the host's pinned keys");
+                    return Outcome::failed("cannot read the host's pinned keys", true);
+                }
+            },
         };
-        let pins: Vec<&HostKey> = pins.iter().map(|p| &p.key).collect();
-        let input = clipboard::worker_input(
-            current_clipboard(run),
-            stage.with.as_ref(),
-            serde_json::to_value(&pins).unwrap_or_default(),
-        );
-        let run_secrets = match self.open_secrets(run.id).await {
-            Ok(secrets) => secrets,
-            Err(reason) => return Outcome::failed(reason, false),
+        let input = clipboard::worker_input(current_clipboard(run), stage.with.as_ref(), pins);
+        let run_secrets = match &context.secrets {
+            Some(secrets) => secrets.clone(),
+            None => match self.open_secrets(run.id).await {
+                Ok(secrets) => {
+                    context.secrets = Some(secrets.clone());
+                    secrets
+                }
+                Err(reason) => return Outcome::failed(reason, false),
+            },
         };
         let masker = config
             .masker
@@ -830,6 +843,9 @@ impl Engine {
         if let Err(reason) = self.keep_secrets(run.id, &made_secrets).await {
             return Outcome::failed(reason, false);
         }
+        if !made_secrets.is_empty() {
+            context.secrets = None;
+        }
         let progress = live.lock().ok().and_then(|l| l.progress.clone());
 
         let reason_from_worker = |fallback: String| -> String {
@@ -844,10 +860,12 @@ impl Engine {
             Ending::Exited(0) => match clipboard::parse_worker_output(&finished.stdout) {
                 Ok(mut clipboard) => {
                     let learned = clipboard.as_mut().and_then(clipboard::take_stage_extras);
-                    if let Some(learned) = learned
-                        && let Err(reason) = self.pin_learned(run, index, stage, learned).await
-                    {
-                        return Outcome::failed(reason, false);
+                    if let Some(learned) = learned {
+                        // Whatever was pinned, the next stage reads the pins afresh.
+                        context.pins = None;
+                        if let Err(reason) = self.pin_learned(run, index, stage, learned).await {
+                            return Outcome::failed(reason, false);
+                        }
                     }
                     Outcome::Done {
                         clipboard,
@@ -1044,6 +1062,14 @@ fn open_secret_channel(path: &Path) -> std::io::Result<tokio::net::unix::pipe::R
     tokio::net::unix::pipe::OpenOptions::new()
         .read_write(true)
         .open_receiver(path)
+}
+
+/// What a run's stages need from the store besides the run itself: read once while this
+/// process drives the run, and read again after a stage pinned keys or made secrets.
+#[derive(Default)]
+struct RunContext {
+    pins: Option<serde_json::Value>,
+    secrets: Option<Vec<(String, String)>>,
 }
 
 enum Outcome {
