@@ -393,12 +393,16 @@ impl Engine {
     async fn drive(&self, id: RunId, cancel: CancellationToken) -> Result<(), EngineError> {
         // A stage started in the same commit that finished the one before it: its worker
         // slot and attempt, carried over so that nothing runs between the two.
-        let mut carried: Option<(tokio::sync::OwnedSemaphorePermit, u32)> = None;
+        let mut carried: Option<(tokio::sync::OwnedSemaphorePermit, u32, Run)> = None;
         let mut context = RunContext::default();
         loop {
-            let run = self.run(id).await?;
+            // A folded start knows the run as it was just written; anything else reads it.
+            let (run, carried_now) = match carried.take() {
+                Some((permit, attempt, run)) => (run, Some((permit, attempt))),
+                None => (self.run(id).await?, None),
+            };
             let stages = run.phase_stages();
-            let (index, stage, attempt, permit) = match carried.take() {
+            let (index, stage, attempt, permit) = match carried_now {
                 Some((permit, attempt)) => {
                     // Already started (and recorded as running): it runs, whatever comes.
                     let index = run.next_stage;
@@ -527,7 +531,20 @@ impl Engine {
                         self.after_events();
                     }
                     if folded {
-                        carried = Some((permit, 1));
+                        // The run as the commit above left it, so the next stage needs no read.
+                        let mut next_run = run.clone();
+                        match run.phase {
+                            Phase::Main => next_run.clipboard = clipboard,
+                            Phase::Undo => next_run.undo_clipboard = Some(clipboard),
+                        }
+                        let at = now_ms();
+                        next_run.next_stage = next;
+                        next_run.attempt = 1;
+                        next_run.state = RunState::Running;
+                        next_run.progress = None;
+                        next_run.stage_started_at = Some(at);
+                        next_run.started_at = next_run.started_at.or(Some(at));
+                        carried = Some((permit, 1, next_run));
                     }
                 }
                 Outcome::Halted => return Ok(()),
