@@ -1,6 +1,7 @@
 //! Soak: many runs of a chatty worker through `jarvis shell` fed by a pipe, with retention
 //! pruning as it goes. Prints the daemon's peak memory and the database's size along the
-//! way, as `name value unit` lines. `JARVIS_SOAK_RUNS` sets the number of runs (20,000).
+//! way, as `name value unit` lines. `JARVIS_SOAK_RUNS` sets the number of runs (20,000);
+//! `JARVIS_SOAK_RETENTION=off` runs it without pruning, for comparison.
 
 mod common;
 
@@ -53,8 +54,11 @@ fn main() {
         "  p:\n    providers: [soak]\n    stages:\n      - { task: \"chatty:x\", idempotent: true }\n      - { task: \"noop:x\", idempotent: true }\n",
         8,
     );
+    // `JARVIS_SOAK_RETENTION=off` keeps everything, for the comparison.
+    let retention = std::env::var("JARVIS_SOAK_RETENTION").map_or(true, |v| v != "off");
+    let keep = if retention { "1ms" } else { "3650d" };
     let config = std::fs::read_to_string(bench.path("jarvis.yaml")).expect("config")
-        + "retention:\n  keep: 1ms\n  every: 1s\n";
+        + &format!("retention:\n  keep: {keep}\n  every: 1s\n");
     std::fs::write(bench.path("jarvis.yaml"), config).expect("config");
     for i in 0..runs {
         std::fs::write(
@@ -117,5 +121,11 @@ fn main() {
             "MB",
         );
     }
-    figure("soak_db_size_end", db_mb(&bench), "MB");
+    let end = db_mb(&bench);
+    figure("soak_db_size_end", end, "MB");
+    figure(
+        "soak_db_bytes_per_run",
+        end * 1024.0 * 1024.0 / finished.max(1) as f64,
+        "bytes",
+    );
 }

@@ -71,6 +71,11 @@ fn sigterm_lets_the_running_stage_finish_and_the_next_start_goes_on() {
         vec!["1".to_string()],
         "the finished stage did not run again"
     );
+    assert_eq!(
+        home.sql("SELECT COUNT(*) FROM events WHERE run_id = 1 AND kind = 'run_started'"),
+        vec!["1".to_string()],
+        "the run's start is told once"
+    );
 }
 
 #[test]

@@ -244,6 +244,11 @@ fn a_secret_a_worker_makes_is_sealed_masked_handed_on_and_erased() {
         vec!["0".to_string()],
         "erased when the run ended"
     );
+    assert_eq!(
+        home.sql("SELECT COUNT(*) FROM events WHERE run_id = 1 AND kind = 'run_started'"),
+        vec!["1".to_string()],
+        "the run's start is told once, though its stages start in shared commits"
+    );
 }
 
 #[test]

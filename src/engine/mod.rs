@@ -458,7 +458,7 @@ impl Engine {
                     };
 
                     let attempt = run.attempt + 1;
-                    let started = self.start_events(&run, index, &stage);
+                    let started = self.start_events(&run, index, &stage, run.started_at.is_none());
                     match self
                         .inner
                         .store
@@ -509,7 +509,8 @@ impl Engine {
                                 attempt: 1,
                                 task: &next_stage.task,
                             }),
-                            self.start_events(&run, next, next_stage),
+                            // The run started with the stage that just finished.
+                            self.start_events(&run, next, next_stage, false),
                         ),
                         None => (None, Vec::new()),
                     };
@@ -590,11 +591,17 @@ impl Engine {
         }
     }
 
-    /// The events a stage's start tells of: the run's start (first stage), and the stage's
+    /// The events a stage's start tells of: the run's start (when `first`), and the stage's
     /// when the pipeline asks for it.
-    fn start_events(&self, run: &Run, index: usize, stage: &Stage) -> Vec<crate::store::NewEvent> {
+    fn start_events(
+        &self,
+        run: &Run,
+        index: usize,
+        stage: &Stage,
+        first: bool,
+    ) -> Vec<crate::store::NewEvent> {
         let mut started = Vec::new();
-        if run.started_at.is_none() {
+        if first {
             started.push(EventBody::for_run(run).into_event(kind::RUN_STARTED));
         }
         if stage.notify && run.phase == Phase::Main {
