@@ -178,12 +178,12 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
             let p = jarvis::retention::prune_once(&store, keep).await?;
             store.close().await;
             println!(
-                "{shown}: pruned {} runs that ended more than {} ago ({} log lines, {} events, {} clipboards, {} sent notifications); their summaries and the audit log stay",
+                "{shown}: pruned {} runs that ended more than {} ago ({} log lines, {} events, {} stage records, {} sent notifications); their summaries and the audit log stay",
                 p.runs,
                 humantime::format_duration(keep),
                 p.log_lines,
                 p.events,
-                p.clipboards,
+                p.stage_records,
                 p.notifications
             );
             Ok(ExitCode::SUCCESS)

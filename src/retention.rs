@@ -59,7 +59,7 @@ pub async fn prune_forever(store: Store, config: RetentionConfig) {
                 runs = p.runs,
                 log_lines = p.log_lines,
                 events = p.events,
-                clipboards = p.clipboards,
+                stage_records = p.stage_records,
                 notifications = p.notifications,
                 "pruned finished runs past retention"
             ),

@@ -1,5 +1,5 @@
-//! Pruning what finished runs no longer need: their log lines, clipboards and events. The
-//! run's summary (host, outcome, times, error) and the audit log are kept for good.
+//! Pruning what finished runs no longer need: their log lines, stage records, clipboards and
+//! events. The run's summary (host, outcome, times, error) and the audit log are kept for good.
 
 use sqlx::{AssertSqlSafe, Row};
 
@@ -11,7 +11,7 @@ pub struct Pruned {
     pub runs: u64,
     pub log_lines: u64,
     pub events: u64,
-    pub clipboards: u64,
+    pub stage_records: u64,
     pub notifications: u64,
 }
 
@@ -56,12 +56,12 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            total.clipboards += run(
-                "UPDATE stage_runs SET clipboard = NULL WHERE run_id IN ({ids}) AND clipboard IS NOT NULL",
-            )
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            // Stage records (attempts, their clipboards) serve recovery and `log`; the run's
+            // own row is its summary.
+            total.stage_records += run("DELETE FROM stage_runs WHERE run_id IN ({ids})")
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             run("DELETE FROM run_secrets WHERE run_id IN ({ids})")
                 .execute(&mut *tx)
                 .await?;
