@@ -481,11 +481,9 @@ impl Engine {
                 }
             };
 
-            let stage_start = Instant::now();
             let outcome = self
                 .execute(&run, index, &stage, attempt, &cancel, &mut context)
                 .await;
-            let stage_ms = stage_start.elapsed().as_millis() as u64;
 
             match outcome {
                 Outcome::Done {
@@ -585,7 +583,7 @@ impl Engine {
                         }
                         continue;
                     }
-                    self.fail(&run, index, &stage, &reason, stage_ms).await?;
+                    self.fail(&run, index, &stage, &reason).await?;
                 }
             }
         }
@@ -652,7 +650,6 @@ impl Engine {
         index: usize,
         stage: &Stage,
         reason: &str,
-        _stage_ms: u64,
     ) -> Result<(), EngineError> {
         let mut body = EventBody::for_run(run)
             .stage(index, &stage.task)
@@ -1293,6 +1290,18 @@ struct SecretChannel {
     bytes: usize,
 }
 
+/// Reads what the pipe holds right now. A plain read comes first: tokio's `try_read` trusts
+/// readiness its reactor may not have seen yet, and a secret written just before a stderr
+/// line must be read before that line is masked. When the pipe is empty, `try_read` lets tokio
+/// see it so, and `readable` waits for new data instead of spinning.
+fn read_now(rx: &tokio::net::unix::pipe::Receiver, buf: &mut [u8]) -> std::io::Result<usize> {
+    match nix::unistd::read(rx, buf) {
+        Ok(n) => Ok(n),
+        Err(nix::errno::Errno::EAGAIN) => rx.try_read(buf),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// More than this on the secret channel is no secret but a runaway worker.
 const SECRET_CHANNEL_LIMIT: usize = 64 * 1024;
 
@@ -1332,7 +1341,7 @@ impl SecretChannel {
     fn drain(&mut self, masker: &Masker, log: &mut Vec<String>) -> Masker {
         let mut buf = [0u8; 4096];
         while let Some(rx) = &self.rx {
-            match rx.try_read(&mut buf) {
+            match read_now(rx, &mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
                     self.bytes += n;

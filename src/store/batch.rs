@@ -41,10 +41,10 @@ impl Batcher {
         self.requests
             .send(Request { job, done })
             .await
-            .map_err(|_| StoreError::Corrupt("the store's writer has stopped".into()))?;
+            .map_err(|_| StoreError::Unavailable("the store's writer has stopped".into()))?;
         answer
             .await
-            .map_err(|_| StoreError::Corrupt("the store's writer has stopped".into()))?
+            .map_err(|_| StoreError::Unavailable("the store's writer has stopped".into()))?
     }
 }
 
@@ -62,7 +62,7 @@ async fn commit_loop(writer: SqlitePool, mut rx: mpsc::Receiver<Request>) {
             Err(e) => {
                 let text = e.to_string();
                 for request in batch {
-                    let _ = request.done.send(Err(StoreError::Corrupt(format!(
+                    let _ = request.done.send(Err(StoreError::Unavailable(format!(
                         "no database connection: {text}"
                     ))));
                 }
@@ -88,7 +88,8 @@ async fn commit_batch(
             return batch
                 .into_iter()
                 .map(|r| {
-                    let err = StoreError::Corrupt(format!("cannot begin a transaction: {text}"));
+                    let err =
+                        StoreError::Unavailable(format!("cannot begin a transaction: {text}"));
                     (r.done, Err(err))
                 })
                 .collect();
@@ -114,7 +115,7 @@ async fn commit_batch(
             outcomes
                 .into_iter()
                 .map(|(done, _)| {
-                    let err = StoreError::Corrupt(format!("the commit failed: {text}"));
+                    let err = StoreError::Unavailable(format!("the commit failed: {text}"));
                     (done, Err(err))
                 })
                 .collect()

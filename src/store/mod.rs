@@ -151,6 +151,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("a stored value is damaged: {0}")]
     Corrupt(String),
+    /// The writer could not take or commit a write (no connection, a failed commit).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     /// A transition the life cycle does not allow from the state the run is in.
     #[error("run #{run} is {state}, so jarvis cannot {transition} it")]
     Refused {
