@@ -72,6 +72,8 @@ pub enum Seen {
         own: bool,
         error: bool,
     },
+    /// The stream dropped; the client reconnects by itself.
+    Disconnected(String),
 }
 
 pub struct Chatter {
@@ -85,6 +87,8 @@ pub struct Chatter {
     used: Vec<bool>,
     /// Occupants (`room/nick`) seen present and not gone since.
     present: std::collections::HashSet<String>,
+    /// Presences and disconnections seen, for the message of a failed wait.
+    trail: Vec<String>,
 }
 
 impl Chatter {
@@ -110,6 +114,7 @@ impl Chatter {
             messages: Vec::new(),
             used: Vec::new(),
             present: Default::default(),
+            trail: Vec::new(),
         };
         chatter
             .wait_for(Duration::from_secs(20), |s| matches!(s, Seen::Online))
@@ -119,22 +124,32 @@ impl Chatter {
     }
 
     /// Joins ROOM as NICK and waits for the room's answer; Err if it refused.
+    ///
+    /// The join is sent again when the room has not answered within a few seconds: a
+    /// repeated join presence is harmless in MUC, and on a loaded machine a stream that
+    /// was being resumed can drop the first one.
     pub async fn join(&mut self, room: &str, nick: &str) -> Result<()> {
         if let Ok(mut rooms) = self.rooms.lock() {
             rooms.push((room.to_string(), nick.to_string()));
         }
-        self.send(join_stanza(room, nick, 0)?);
         let me = format!("{room}/{nick}");
-        match self
-            .wait_for(Duration::from_secs(20), |s| {
-                matches!(s, Seen::Presence { from, own: true, .. } if *from == me)
-                    || matches!(s, Seen::Presence { from, error: true, .. } if *from == me)
-            })
-            .await?
-        {
-            Seen::Presence { error: true, .. } => bail!("{room} refused {nick}"),
-            _ => Ok(()),
+        let mut last = None;
+        for _ in 0..4 {
+            self.send(join_stanza(room, nick, 0)?);
+            match self
+                .wait_for(Duration::from_secs(5), |s| {
+                    matches!(s, Seen::Presence { from, own: true, .. } if *from == me)
+                        || matches!(s, Seen::Presence { from, error: true, .. } if *from == me)
+                })
+                .await
+            {
+                Ok(Seen::Presence { error: true, .. }) => bail!("{room} refused {nick}"),
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
         }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("{me}: no answer")))
+            .with_context(|| format!("joining {me}"))
     }
 
     /// Leaves ROOM and waits until the room says so.
@@ -183,9 +198,11 @@ impl Chatter {
                 Ok(Some(seen)) => seen,
                 Ok(None) => bail!("{}: the client stopped", self.jid),
                 Err(_) => bail!(
-                    "{}: nothing matched within {limit:?}; messages so far: {:#?}",
+                    "{}: nothing matched within {limit:?}; messages so far: {:#?}; \
+                     presences and disconnections: {:#?}",
                     self.jid,
-                    self.messages
+                    self.messages,
+                    self.trail
                 ),
             };
             match &seen {
@@ -194,15 +211,22 @@ impl Chatter {
                     self.used.push(false);
                 }
                 Seen::Presence {
-                    from, available, ..
+                    from,
+                    available,
+                    own,
+                    error,
                 } => {
+                    self.trail.push(format!(
+                        "{from} available={available} own={own} error={error}"
+                    ));
                     if *available {
                         self.present.insert(from.clone());
                     } else {
                         self.present.remove(from);
                     }
                 }
-                Seen::Online => {}
+                Seen::Online => self.trail.push("online".into()),
+                Seen::Disconnected(why) => self.trail.push(format!("disconnected: {why}")),
             }
             if matches(&seen) {
                 return Ok(seen);
@@ -311,7 +335,10 @@ async fn drive(
                             error: p.type_ == PresenceType::Error,
                         });
                     }
-                    Event::Stanza(Stanza::Iq(_)) | Event::Disconnected(_) => {}
+                    Event::Disconnected(why) => {
+                        let _ = seen.send(Seen::Disconnected(why.to_string()));
+                    }
+                    Event::Stanza(Stanza::Iq(_)) => {}
                 }
             }
             stanza = out.recv() => {
