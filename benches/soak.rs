@@ -1,5 +1,5 @@
 //! Soak: many runs of a chatty worker through `jarvis shell` fed by a pipe, with retention
-//! pruning as it goes. Prints the daemon's peak memory and the database's size along the
+//! pruning and forgetting as it goes. Prints the daemon's peak memory and the database's size along the
 //! way, as `name value unit` lines. `JARVIS_SOAK_RUNS` sets the number of runs (20,000);
 //! `JARVIS_SOAK_RETENTION=off` runs it without pruning, for comparison.
 
@@ -56,9 +56,13 @@ fn main() {
     );
     // `JARVIS_SOAK_RETENTION=off` keeps everything, for the comparison.
     let retention = std::env::var("JARVIS_SOAK_RETENTION").map_or(true, |v| v != "off");
-    let keep = if retention { "1ms" } else { "3650d" };
+    let ages = if retention {
+        "keep: 1ms\n  forget: 1ms\n  audit: 1ms"
+    } else {
+        "keep: 3650d"
+    };
     let config = std::fs::read_to_string(bench.path("jarvis.yaml")).expect("config")
-        + &format!("retention:\n  keep: {keep}\n  every: 1s\n");
+        + &format!("retention:\n  {ages}\n  every: 1s\n");
     std::fs::write(bench.path("jarvis.yaml"), config).expect("config");
     for i in 0..runs {
         std::fs::write(

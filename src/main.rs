@@ -174,13 +174,29 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
                         jarvis::secrets::redact_url_in(&e.to_string(), url.expose())
                     )
                 })?;
-            let keep = settings.retention.keep;
-            let p = jarvis::retention::prune_once(&store, keep).await?;
+            let retention = &settings.retention;
+            let p = jarvis::retention::prune_once(&store, retention).await?;
             store.close().await;
+            let summaries = match retention.forget {
+                Some(age) => format!(
+                    "{} run summaries older than {} forgotten",
+                    p.forgotten,
+                    humantime::format_duration(age)
+                ),
+                None => "run summaries stay".to_string(),
+            };
+            let audit = match retention.audit {
+                Some(age) => format!(
+                    "{} audit rows older than {} forgotten",
+                    p.audit_rows,
+                    humantime::format_duration(age)
+                ),
+                None => "the audit log stays".to_string(),
+            };
             println!(
-                "{shown}: pruned {} runs that ended more than {} ago ({} log lines, {} events, {} stage records, {} sent notifications); their summaries and the audit log stay",
+                "{shown}: pruned {} runs that ended more than {} ago ({} log lines, {} events, {} stage records, {} sent notifications); {summaries}; {audit}",
                 p.runs,
-                humantime::format_duration(keep),
+                humantime::format_duration(retention.keep),
                 p.log_lines,
                 p.events,
                 p.stage_records,

@@ -24,6 +24,7 @@ const SOURCES: &[&str] = &[
     "design/src/config.rs",
     "design/src/dn.rs",
     "src/secrets.rs",
+    "src/retention.rs",
 ];
 
 const REGENERATE: &str = "JARVIS_BLESS=1 cargo test --test config_reference";

@@ -76,3 +76,61 @@ roles:
     sh.ask("history loki", "#1 loki deploy (quick): succeeded");
     sh.finish();
 }
+
+#[test]
+fn forget_drops_old_summaries_and_audit_rows_and_numbers_go_on() {
+    let home = Home::new(&format!(
+        "workers:
+  folders: [{workers}]
+  modules:
+    slowstep: {{ env: {{ STEP_SECONDS: '0' }} }}
+pipelines:
+  quick:
+    command: deploy
+    providers: [local]
+    stages:
+      - {{ task: \"slowstep:a\" }}
+retention:
+  keep: 1ms
+  every: 1h
+  forget: 1ms
+  audit: 1ms
+roles:
+  grants:
+    - {{ console: \"*\", roles: [admin] }}
+",
+        workers = test_workers().display()
+    ));
+    home.design(
+        "loki",
+        "instance:\n  hostname: loki\n  fqdn: loki.example.com\n  provider: local\n",
+    );
+    let mut sh = home.shell();
+    sh.ask("deploy loki", "deploy #1 of loki queued");
+    sh.expect("loki deploy #1 succeeded");
+    sh.finish();
+
+    let out = Command::new(JARVIS)
+        .args(["prune", "--config"])
+        .arg(home.config())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("1 run summaries older than 1ms forgotten"),
+        "{said}"
+    );
+    assert_eq!(home.sql("SELECT COUNT(*) FROM runs"), vec!["0".to_string()]);
+    assert_eq!(
+        home.sql("SELECT COUNT(*) FROM audit"),
+        vec!["0".to_string()]
+    );
+
+    // A forgotten run's number is never given again.
+    let mut sh = home.shell();
+    sh.ask("history loki", "no runs yet");
+    sh.ask("deploy loki", "deploy #2 of loki queued");
+    sh.expect("loki deploy #2 succeeded");
+    sh.finish();
+}

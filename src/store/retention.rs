@@ -13,6 +13,9 @@ pub struct Pruned {
     pub events: u64,
     pub stage_records: u64,
     pub notifications: u64,
+    /// Runs whose summaries went (`retention.forget`).
+    pub forgotten: u64,
+    pub audit_rows: u64,
 }
 
 impl Store {
@@ -81,5 +84,44 @@ impl Store {
                 .await?
                 .rows_affected();
         Ok(total)
+    }
+
+    /// Deletes the summaries of pruned runs that ended before `before_ms`, in batches. Only
+    /// runs already pruned go, so nothing unrouted or unsent is lost; run numbers are never
+    /// reused (the table counts with AUTOINCREMENT).
+    pub async fn forget_runs(&self, before_ms: i64) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let gone = sqlx::query(
+                "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE pruned_at IS NOT NULL \
+                 AND finished_at < ? ORDER BY id LIMIT 500)",
+            )
+            .bind(before_ms)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+            total += gone;
+            if gone == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Deletes audit rows written before `before_ms`, in batches.
+    pub async fn forget_audit(&self, before_ms: i64) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let gone = sqlx::query(
+                "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ? ORDER BY id LIMIT 500)",
+            )
+            .bind(before_ms)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+            total += gone;
+            if gone == 0 {
+                return Ok(total);
+            }
+        }
     }
 }
