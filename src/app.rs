@@ -35,6 +35,7 @@ pub struct Application {
     outlets: Outlets,
     outbox_written: Arc<Notify>,
     _lock: Arc<Flock<File>>,
+    _sole_use: Arc<Option<crate::store::SoleUse>>,
 }
 
 impl Application {
@@ -74,6 +75,13 @@ impl Application {
         let store = Store::open(url.expose()).await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot open the database {}: {}",
+                settings.database_url_shown(),
+                crate::secrets::redact_url_in(&e.to_string(), url.expose())
+            )
+        })?;
+        let sole_use = store.hold_sole_use(url.expose()).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot use the database {}: {}",
                 settings.database_url_shown(),
                 crate::secrets::redact_url_in(&e.to_string(), url.expose())
             )
@@ -142,6 +150,7 @@ impl Application {
             outlets: Outlets::default(),
             outbox_written,
             _lock: Arc::new(lock),
+            _sole_use: Arc::new(sole_use),
         })
     }
 

@@ -32,8 +32,9 @@ pub struct Settings {
     /// Where the database, working folders and lock live.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
-    /// `sqlite://PATH` (default: `DATA/jarvis.db`); `postgres://…` is planned. A secret,
-    /// since a URL may carry a password: shown only through [`Settings::database_url_shown`].
+    /// `sqlite://PATH` (default: `DATA/jarvis.db`) or `postgres://USER:PASSWORD@HOST:PORT/DB`
+    /// (one jarvis process per database, for now). A secret, since a URL may carry a
+    /// password: shown only through [`Settings::database_url_shown`].
     #[serde(default)]
     pub database_url: Option<Secret>,
     #[serde(default)]
@@ -381,6 +382,9 @@ impl Settings {
                 .any(|c| c.is_whitespace() || c.is_control())
         {
             return Err("name: must be one word".into());
+        }
+        if let Some(url) = &self.database_url {
+            crate::store::Backend::of(url.expose()).map_err(|e| format!("database_url: {e}"))?;
         }
         if self.limits.workers == 0 {
             return Err("limits.workers: must be at least 1".into());

@@ -85,7 +85,13 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(quiet: bool) {
-    let default = if quiet { "warn" } else { "info" };
+    // PostgreSQL's notices ("relation … already exists, skipping" at every start) are the
+    // server talking to itself.
+    let default = if quiet {
+        "warn"
+    } else {
+        "info,sqlx::postgres::notice=warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("JARVIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

@@ -7,13 +7,14 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use support::{Home, Shell};
+use jarvis_testbed::Server;
+use support::{Home, Postgres, Shell};
 
 const STAGES: usize = 10;
 
 /// Odd stages are idempotent (re-run by themselves), even ones are not (the run waits to be
 /// resumed): both recoveries get exercised.
-fn home() -> Home {
+fn home(postgres: Option<Postgres>) -> Home {
     let mut stages = String::new();
     for i in 1..=STAGES {
         stages.push_str(&format!(
@@ -21,7 +22,7 @@ fn home() -> Home {
             i % 2 == 1
         ));
     }
-    let home = Home::new("");
+    let home = Home::on("", postgres);
     let trace = home.path("trace");
     let config = std::fs::read_to_string(home.config()).unwrap()
         + &format!(
@@ -61,9 +62,9 @@ impl Rng {
     }
 }
 
-fn trial(seed: u64) {
+fn trial(seed: u64, postgres: Option<Postgres>) {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let home = home();
+    let home = home(postgres);
     let mut shell = home.shell();
     shell.ask("deploy k", "deploy #1 of k queued");
 
@@ -132,7 +133,11 @@ fn trial(seed: u64) {
         vec!["succeeded"],
         "seed {seed}"
     );
-    let done = home.sql("SELECT json_extract(clipboard, '$.local.done') FROM runs WHERE id = 1");
+    let done = home.sql(if home.postgres.is_some() {
+        "SELECT (clipboard::json -> 'local' -> 'done')::text FROM runs WHERE id = 1"
+    } else {
+        "SELECT json_extract(clipboard, '$.local.done') FROM runs WHERE id = 1"
+    });
     let expected: Vec<String> = (1..=STAGES).map(|i| i.to_string()).collect();
     assert_eq!(
         done,
@@ -176,10 +181,23 @@ fn trial(seed: u64) {
 
 #[test]
 fn kill_9_at_random_points_loses_nothing_and_reruns_no_finished_stage() {
+    trials(20, || None);
+}
+
+/// The same on PostgreSQL: a fresh database per trial.
+#[test]
+fn kill_9_on_postgres_loses_nothing_and_reruns_no_finished_stage() {
+    let Some(server) = Server::start("postgres").unwrap() else {
+        return;
+    };
+    trials(8, || Some(Postgres::fresh(&server)));
+}
+
+fn trials(default: u64, database: impl Fn() -> Option<Postgres>) {
     let trials: u64 = std::env::var("JARVIS_CRASH_TRIALS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(default);
     let base: u64 = std::env::var("JARVIS_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -192,6 +210,6 @@ fn kill_9_at_random_points_loses_nothing_and_reruns_no_finished_stage() {
     for i in 0..trials {
         let seed = base + i;
         eprintln!("crash trial {i} (JARVIS_CRASH_SEED={seed} JARVIS_CRASH_TRIALS=1 replays it)");
-        trial(seed);
+        trial(seed, database());
     }
 }

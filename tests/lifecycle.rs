@@ -1,6 +1,7 @@
 //! The run life cycle as a property: random interleavings of queue, start, finish, fail,
 //! cancel, approve, resume and restart against the real store never move a run out of a
-//! final state, never finish a stage twice, and every change obeys the transition table.
+//! final state, never finish a stage twice, and every change obeys the transition table; on
+//! SQLite and on PostgreSQL.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -8,7 +9,9 @@ use std::time::Duration;
 use jarvis::engine::pipeline::{RunKind, Stage, StageConfig};
 use jarvis::store::lifecycle::{self, Transition};
 use jarvis::store::{NewRun, NextStart, Phase, Run, RunState, Store, StoreError};
+use jarvis_testbed::Server;
 use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
 
 const STAGES: usize = 3;
 
@@ -157,49 +160,103 @@ fn is_final(run: &Run) -> bool {
         || (run.state == RunState::Failed && run.phase == Phase::Undo)
 }
 
+/// Plays `ops` on a fresh run of its own host in the database at `url`.
+fn check(ops: &[Op], url: &str, host: &str) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    rt.block_on(async {
+        let store = Store::open(url).await.unwrap();
+        let id = store
+            .insert_run(&NewRun {
+                host: host.into(),
+                ..new_run()
+            })
+            .await
+            .unwrap();
+        let mut finished: HashSet<(Phase, usize)> = HashSet::new();
+        let mut was_final = false;
+        for op in ops {
+            let before = store.run(id).await.unwrap().unwrap();
+            let (t, result) = apply(&store, &before, op).await;
+            let after = store.run(id).await.unwrap().unwrap();
+            if was_final {
+                prop_assert_eq!(
+                    after.state,
+                    before.state,
+                    "a final state was left by {:?}",
+                    op
+                );
+                prop_assert!(
+                    result.is_err() || t.is_none(),
+                    "{:?} succeeded on a final run",
+                    op
+                );
+            }
+            match (&result, t) {
+                (Ok(()), Some(t)) => {
+                    prop_assert!(
+                        t.allows(before.state),
+                        "{:?}: {} from {:?}",
+                        op,
+                        t.name,
+                        before.state
+                    );
+                    prop_assert_eq!(after.state, t.to, "{:?} ended elsewhere", op);
+                    if let Op::Finish(stage) | Op::FinishThenStart(stage) = op {
+                        prop_assert!(
+                            finished.insert((before.phase, *stage)),
+                            "stage {} of {:?} finished twice",
+                            stage,
+                            before.phase
+                        );
+                    }
+                }
+                (Err(StoreError::Refused { .. }), _) => {
+                    prop_assert_eq!(
+                        after.state,
+                        before.state,
+                        "a refused {:?} changed the run",
+                        op
+                    );
+                    prop_assert_eq!(after.next_stage, before.next_stage);
+                }
+                (Err(e), _) => prop_assert!(false, "{:?}: unexpected error {}", op, e),
+                (Ok(()), None) => {}
+            }
+            was_final = was_final || is_final(&after);
+        }
+        store.close().await;
+        Ok(())
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
     fn every_interleaving_obeys_the_table(ops in proptest::collection::vec(op(), 1..40)) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let url = format!("sqlite://{}", dir.path().join("j.db").display());
-            let store = Store::open(&url).await.unwrap();
-            let id = store.insert_run(&new_run()).await.unwrap();
-            let mut finished: HashSet<(Phase, usize)> = HashSet::new();
-            let mut was_final = false;
-            for op in &ops {
-                let before = store.run(id).await.unwrap().unwrap();
-                let (t, result) = apply(&store, &before, op).await;
-                let after = store.run(id).await.unwrap().unwrap();
-                if was_final {
-                    prop_assert_eq!(after.state, before.state, "a final state was left by {:?}", op);
-                    prop_assert!(result.is_err() || t.is_none(), "{:?} succeeded on a final run", op);
-                }
-                match (&result, t) {
-                    (Ok(()), Some(t)) => {
-                        prop_assert!(t.allows(before.state), "{:?}: {} from {:?}", op, t.name, before.state);
-                        prop_assert_eq!(after.state, t.to, "{:?} ended elsewhere", op);
-                        if let Op::Finish(stage) | Op::FinishThenStart(stage) = op {
-                            prop_assert!(
-                                finished.insert((before.phase, *stage)),
-                                "stage {} of {:?} finished twice", stage, before.phase
-                            );
-                        }
-                    }
-                    (Err(StoreError::Refused { .. }), _) => {
-                        prop_assert_eq!(after.state, before.state, "a refused {:?} changed the run", op);
-                        prop_assert_eq!(after.next_stage, before.next_stage);
-                    }
-                    (Err(e), _) => prop_assert!(false, "{:?}: unexpected error {}", op, e),
-                    (Ok(()), None) => {}
-                }
-                was_final = was_final || is_final(&after);
-            }
-            store.close().await;
-            Ok::<(), TestCaseError>(())
-        })?;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("j.db").display());
+        check(&ops, &url, "h")?;
+    }
+}
+
+/// The same property on PostgreSQL: one database, a host per case.
+#[test]
+fn every_interleaving_obeys_the_table_on_postgres() {
+    let Some(server) = Server::start("postgres").unwrap() else {
+        return;
+    };
+    let url = server.get("DATABASE_URL").to_string();
+    let case = std::sync::atomic::AtomicUsize::new(0);
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(48));
+    let outcome = runner.run(&proptest::collection::vec(op(), 1..40), |ops| {
+        let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        check(&ops, &url, &format!("h{n}"))
+    });
+    if let Err(e) = outcome {
+        panic!("{e}\n{}", server.logs());
     }
 }

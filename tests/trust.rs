@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use jarvis_testbed::Server;
-use support::{Home, test_workers};
+use support::{Home, Postgres, test_workers};
 
 /// A pipeline that would run a command on the testbed sshd: `make` learns its host key
 /// (it "creates" the host), `again` must find the key it pinned.
@@ -176,7 +176,7 @@ fn a_changed_host_key_fails_with_both_fingerprints_until_an_admin_trusts_it() {
     );
 }
 
-fn secrets_home(leak: &Path, fail_after: bool) -> Home {
+fn secrets_home(leak: &Path, fail_after: bool, postgres: Option<Postgres>) -> Home {
     let config = format!(
         "workers:
   folders: [{workers}]
@@ -198,7 +198,7 @@ roles:
         leak = leak.display(),
         fail = if fail_after { "yes" } else { "no" },
     );
-    let home = Home::new(&config);
+    let home = Home::on(&config, postgres);
     home.design(
         "loki",
         "instance:\n  hostname: loki\n  fqdn: loki.example.com\n  provider: local\n",
@@ -208,9 +208,22 @@ roles:
 
 #[test]
 fn a_secret_a_worker_makes_is_sealed_masked_handed_on_and_erased() {
+    a_secret_is_sealed_masked_handed_on_and_erased(None);
+}
+
+/// The same on PostgreSQL (sealed secrets are bytes there too).
+#[test]
+fn on_postgres_a_secret_is_sealed_masked_handed_on_and_erased() {
+    let Some(server) = Server::start("postgres").unwrap() else {
+        return;
+    };
+    a_secret_is_sealed_masked_handed_on_and_erased(Some(Postgres::fresh(&server)));
+}
+
+fn a_secret_is_sealed_masked_handed_on_and_erased(postgres: Option<Postgres>) {
     let scratch = tempfile::tempdir().unwrap();
     let leak = scratch.path().join("password");
-    let home = secrets_home(&leak, false);
+    let home = secrets_home(&leak, false, postgres);
     let mut sh = home.shell();
     sh.ask("deploy loki", "deploy #1 of loki queued");
     sh.expect("loki deploy #1 succeeded");
@@ -255,7 +268,7 @@ fn a_secret_a_worker_makes_is_sealed_masked_handed_on_and_erased() {
 fn a_failed_run_keeps_its_secret_sealed_for_a_resume_only() {
     let scratch = tempfile::tempdir().unwrap();
     let leak = scratch.path().join("password");
-    let home = secrets_home(&leak, true);
+    let home = secrets_home(&leak, true, None);
     let mut sh = home.shell();
     sh.ask("deploy loki", "deploy #1 of loki queued");
     let failed = sh.expect("FAILED");

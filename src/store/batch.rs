@@ -5,15 +5,14 @@
 //! weaker than with a transaction of its own.
 
 use futures_util::future::BoxFuture;
-use sqlx::sqlite::SqlitePool;
-use sqlx::{Connection, SqliteConnection};
+use sqlx::{AnyConnection, AnyPool, Connection};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Result, StoreError};
 
 /// One write: it gets the connection inside the shared transaction.
 pub(super) type Job =
-    Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<()>> + Send>;
+    Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<()>> + Send>;
 
 struct Request {
     job: Job,
@@ -29,7 +28,7 @@ pub(super) struct Batcher {
 }
 
 impl Batcher {
-    pub(super) fn start(writer: SqlitePool) -> Batcher {
+    pub(super) fn start(writer: AnyPool) -> Batcher {
         let (requests, rx) = mpsc::channel(4096);
         tokio::spawn(commit_loop(writer, rx));
         Batcher { requests }
@@ -48,7 +47,7 @@ impl Batcher {
     }
 }
 
-async fn commit_loop(writer: SqlitePool, mut rx: mpsc::Receiver<Request>) {
+async fn commit_loop(writer: AnyPool, mut rx: mpsc::Receiver<Request>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MOST_PER_COMMIT {
@@ -78,7 +77,7 @@ async fn commit_loop(writer: SqlitePool, mut rx: mpsc::Receiver<Request>) {
 
 /// Runs the jobs in one transaction, each in a savepoint; returns each caller's outcome.
 async fn commit_batch(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     batch: Vec<Request>,
 ) -> Vec<(oneshot::Sender<Result<()>>, Result<()>)> {
     let mut tx = match conn.begin().await {

@@ -1,20 +1,23 @@
 //! The durable state: runs and their stages, log lines, engine events, the notification
-//! outbox and the audit log, in SQLite (WAL, synchronous=FULL). Every run transition is one
-//! transaction, and an event that tells of it is written in that same transaction, so nothing
-//! the engine did can go unannounced.
+//! outbox and the audit log, in SQLite (WAL, synchronous=FULL) or PostgreSQL. Every run
+//! transition is one transaction, and an event that tells of it is written in that same
+//! transaction, so nothing the engine did can go unannounced.
 //!
-//! All SQL lives here; callers see typed rows and named transitions. Queries are checked by
-//! the tests rather than by sqlx's macros, so building needs no database.
+//! All SQL lives here; callers see typed rows and named transitions. One text per query
+//! serves both databases (sqlx's `Any` driver; `$N` parameters, which SQLite reads too, and
+//! no function only one of them has); each has its own migrations. Queries are checked by
+//! the tests, against both, rather than by sqlx's macros, so building needs no database.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{
+    Any, AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Connection, Executor, Row,
+    Transaction,
 };
-use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::clipboard::Clipboard;
 use crate::engine::pipeline::{RunKind, Stage};
@@ -168,14 +171,45 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Clone)]
 pub struct Store {
     /// SQLite has one writer at a time; a single connection queues writes in order instead
-    /// of letting them collide on the database lock.
-    writer: SqlitePool,
-    reader: SqlitePool,
+    /// of letting them collide on the database lock. PostgreSQL gets a few.
+    writer: AnyPool,
+    reader: AnyPool,
     /// The stage transitions and log lines of many runs, committed together.
     batch: batch::Batcher,
+    backend: Backend,
 }
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// Which database a store is on, from its URL's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names, or why it names none jarvis knows.
+    pub fn of(url: &str) -> std::result::Result<Backend, String> {
+        let scheme = url.split_once(':').map_or("", |(s, _)| s);
+        match scheme {
+            "sqlite" => Ok(Backend::Sqlite),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            _ => Err(format!(
+                "'{scheme}:' is no database jarvis knows; write sqlite://PATH or postgres://USER@HOST:PORT/DB"
+            )),
+        }
+    }
+}
+
+/// The PostgreSQL advisory lock a daemon holds while it runs ("jarvis" in ASCII, then 1).
+const SOLE_USE_LOCK: i64 = 0x6a61_7276_6973_0001;
+
+/// Held while a daemon runs on a PostgreSQL database: the connection that keeps its lock.
+pub struct SoleUse {
+    _conn: std::sync::Mutex<AnyConnection>,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 const RUN_COLUMNS: &str = "id, host, kind, pipeline, stages, on_failure, design_ref, requester, \
     origin, state, phase, next_stage, attempt, approved_stage, approved_by, initial_clipboard, \
@@ -185,64 +219,134 @@ const RUN_COLUMNS: &str = "id, host, kind, pipeline, stages, on_failure, design_
 impl Store {
     /// Opens (creating if needed) the database at `url` and applies the migrations.
     pub async fn open(url: &str) -> Result<Store> {
-        let path = url.strip_prefix("sqlite://").unwrap_or(url);
-        if let Some(parent) = std::path::Path::new(path).parent() {
-            let _ = std::fs::create_dir_all(parent);
-        }
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(60))
-            .connect_with(options.clone())
-            .await?;
-        MIGRATOR.run(&writer).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(0)
-            .idle_timeout(Duration::from_secs(60))
-            .connect_with(options.read_only(true))
-            .await?;
+        let backend = Backend::of(url).map_err(StoreError::Unavailable)?;
+        sqlx::any::install_default_drivers();
+        let (writer, reader) = match backend {
+            Backend::Sqlite => {
+                let path = url.strip_prefix("sqlite://").unwrap_or(url);
+                if let Some(parent) = std::path::Path::new(path).parent() {
+                    let _ = std::fs::create_dir_all(parent);
+                }
+                let sqlite = SqliteConnectOptions::from_str(url)?;
+                let writable = AnyConnectOptions::from_url(
+                    &sqlite.clone().create_if_missing(true).to_url_lossy(),
+                )?;
+                let writer = AnyPoolOptions::new()
+                    .max_connections(1)
+                    .min_connections(1)
+                    .acquire_timeout(Duration::from_secs(60))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                                 PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(writable)
+                    .await?;
+                SQLITE_MIGRATIONS.run(&writer).await?;
+                let readable = AnyConnectOptions::from_url(
+                    &sqlite
+                        .create_if_missing(false)
+                        .read_only(true)
+                        .to_url_lossy(),
+                )?;
+                let reader = AnyPoolOptions::new()
+                    .max_connections(4)
+                    .min_connections(0)
+                    .idle_timeout(Duration::from_secs(60))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute("PRAGMA busy_timeout = 10000;").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(readable)
+                    .await?;
+                (writer, reader)
+            }
+            Backend::Postgres => {
+                let options = AnyConnectOptions::from_str(url)?;
+                let writer = AnyPoolOptions::new()
+                    .max_connections(4)
+                    .min_connections(1)
+                    .acquire_timeout(Duration::from_secs(60))
+                    .connect_with(options.clone())
+                    .await?;
+                POSTGRES_MIGRATIONS.run(&writer).await?;
+                let reader = AnyPoolOptions::new()
+                    .max_connections(4)
+                    .min_connections(0)
+                    .idle_timeout(Duration::from_secs(60))
+                    .connect_with(options)
+                    .await?;
+                (writer, reader)
+            }
+        };
         let batch = batch::Batcher::start(writer.clone());
         Ok(Store {
             writer,
             reader,
             batch,
+            backend,
         })
     }
 
-    /// Applies the migrations only (`jarvis migrate`); returns how many were applied.
+    /// The database this store is on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Makes sure this process is the only jarvis daemon on the database, for as long as the
+    /// returned guard lives. SQLite is guarded by the data folder's lock; on PostgreSQL a
+    /// session advisory lock on a connection of its own does it, until several processes can
+    /// share one database safely. Err names why not; `jarvis migrate` and `prune` need no guard.
+    pub async fn hold_sole_use(&self, url: &str) -> Result<Option<SoleUse>> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        let mut conn = <AnyConnection as Connection>::connect(url).await?;
+        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(SOLE_USE_LOCK)
+            .fetch_one(&mut conn)
+            .await?;
+        if !held {
+            return Err(StoreError::Unavailable(
+                "another jarvis already runs on this database (several jarvis processes on one \
+                 PostgreSQL are not supported yet)"
+                    .into(),
+            ));
+        }
+        Ok(Some(SoleUse {
+            _conn: std::sync::Mutex::new(conn),
+        }))
+    }
+
     /// Applies the migrations only (`jarvis migrate`); returns how many this call applied
     /// and how many the database now has.
     pub async fn migrate(url: &str) -> Result<(usize, usize)> {
-        let path = url.strip_prefix("sqlite://").unwrap_or(url);
-        let before = if std::path::Path::new(path).exists() {
-            let options = SqliteConnectOptions::from_str(url)?.read_only(true);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(options)
-                .await?;
-            let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-            )
-            .fetch_one(&pool)
-            .await?;
-            let count = if n == 0 {
-                0
-            } else {
-                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations")
-                    .fetch_one(&pool)
-                    .await?
-            };
-            pool.close().await;
-            count as usize
-        } else {
-            0
+        let backend = Backend::of(url).map_err(StoreError::Unavailable)?;
+        sqlx::any::install_default_drivers();
+        let before = match backend {
+            Backend::Sqlite => {
+                let path = url.strip_prefix("sqlite://").unwrap_or(url);
+                if std::path::Path::new(path).exists() {
+                    let options = AnyConnectOptions::from_url(
+                        &SqliteConnectOptions::from_str(url)?
+                            .read_only(true)
+                            .to_url_lossy(),
+                    )?;
+                    applied_migrations(&options, backend).await?
+                } else {
+                    0
+                }
+            }
+            Backend::Postgres => {
+                applied_migrations(&AnyConnectOptions::from_str(url)?, backend).await?
+            }
         };
         let store = Store::open(url).await?;
         let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
@@ -258,7 +362,7 @@ impl Store {
         self.reader.close().await;
     }
 
-    async fn begin(&self) -> Result<Transaction<'static, Sqlite>> {
+    async fn begin(&self) -> Result<Transaction<'static, Any>> {
         Ok(self.writer.begin().await?)
     }
 
@@ -266,6 +370,26 @@ impl Store {
 
     /// Queues a run; refused when the host already has an active one.
     pub async fn insert_run(&self, new: &NewRun) -> Result<RunId> {
+        match self.try_insert_run(new).await {
+            // Another process queued one for the host between our look and our insert: the
+            // unique index caught it.
+            Err(StoreError::Database(e))
+                if e.as_database_error()
+                    .is_some_and(|d| d.is_unique_violation()) =>
+            {
+                match self.active_run_for_host(&new.host).await? {
+                    Some(run) => Err(StoreError::HostBusy {
+                        host: new.host.clone(),
+                        run: run.id,
+                    }),
+                    None => Err(StoreError::Database(e)),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn try_insert_run(&self, new: &NewRun) -> Result<RunId> {
         let mut tx = self.begin().await?;
         if let Some(run) = active_for_host(&mut tx, &new.host).await? {
             return Err(StoreError::HostBusy {
@@ -275,15 +399,17 @@ impl Store {
         }
         // A new run of the host supersedes its earlier ones: secrets a failed run kept for a
         // resume are erased now.
-        sqlx::query("DELETE FROM run_secrets WHERE run_id IN (SELECT id FROM runs WHERE host = ?)")
-            .bind(&new.host)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM run_secrets WHERE run_id IN (SELECT id FROM runs WHERE host = $1)",
+        )
+        .bind(&new.host)
+        .execute(&mut *tx)
+        .await?;
         let clipboard = json_text(&new.clipboard);
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO runs (host, kind, pipeline, stages, on_failure, design_ref, requester, \
              origin, state, initial_clipboard, clipboard, retry_of, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, $12) RETURNING id",
         )
         .bind(&new.host)
         .bind(new.kind.as_str())
@@ -300,20 +426,23 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         // The run id is known only now; the clipboard's `jarvis` mapping carries it.
-        sqlx::query(
-            "UPDATE runs SET clipboard = json_set(clipboard, '$.jarvis.run_id', ?1), \
-             initial_clipboard = json_set(initial_clipboard, '$.jarvis.run_id', ?1) WHERE id = ?1",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        let mut clipboard = new.clipboard.clone();
+        if let Some(Value::Object(jarvis)) = clipboard.get_mut("jarvis") {
+            jarvis.insert("run_id".into(), Value::from(id));
+        }
+        let clipboard = json_text(&clipboard);
+        sqlx::query("UPDATE runs SET clipboard = $1, initial_clipboard = $1 WHERE id = $2")
+            .bind(&clipboard)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(id)
     }
 
     pub async fn run(&self, id: RunId) -> Result<Option<Run>> {
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"
+            "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"
         )))
         .bind(id)
         .fetch_optional(&self.reader)
@@ -323,7 +452,7 @@ impl Store {
 
     pub async fn active_run_for_host(&self, host: &str) -> Result<Option<Run>> {
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE host = ? AND {} ORDER BY id DESC LIMIT 1",
+            "SELECT {RUN_COLUMNS} FROM runs WHERE host = $1 AND {} ORDER BY id DESC LIMIT 1",
             lc::active_states_sql()
         )))
         .bind(host)
@@ -335,7 +464,7 @@ impl Store {
     /// The newest run of a host, active or not.
     pub async fn last_run_for_host(&self, host: &str) -> Result<Option<Run>> {
         let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE host = ? ORDER BY id DESC LIMIT 1"
+            "SELECT {RUN_COLUMNS} FROM runs WHERE host = $1 ORDER BY id DESC LIMIT 1"
         )))
         .bind(host)
         .fetch_optional(&self.reader)
@@ -345,7 +474,7 @@ impl Store {
 
     pub async fn runs_in_state(&self, state: RunState) -> Result<Vec<Run>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE state = ? ORDER BY id"
+            "SELECT {RUN_COLUMNS} FROM runs WHERE state = $1 ORDER BY id"
         )))
         .bind(state.as_str())
         .fetch_all(&self.reader)
@@ -392,7 +521,7 @@ impl Store {
         let rows = match host {
             Some(h) => {
                 sqlx::query(AssertSqlSafe(format!(
-                    "SELECT {RUN_COLUMNS} FROM runs WHERE host = ? ORDER BY id DESC LIMIT ?"
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE host = $1 ORDER BY id DESC LIMIT $2"
                 )))
                 .bind(h)
                 .bind(n as i64)
@@ -401,7 +530,7 @@ impl Store {
             }
             None => {
                 sqlx::query(AssertSqlSafe(format!(
-                    "SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?"
+                    "SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT $1"
                 )))
                 .bind(n as i64)
                 .fetch_all(&self.reader)
@@ -413,7 +542,7 @@ impl Store {
 
     pub async fn stage_runs(&self, run: RunId) -> Result<Vec<StageRunRow>> {
         let rows = sqlx::query(
-            "SELECT phase, stage, attempt, task, state FROM stage_runs WHERE run_id = ? \
+            "SELECT phase, stage, attempt, task, state FROM stage_runs WHERE run_id = $1 \
              ORDER BY started_at, phase, stage, attempt",
         )
         .bind(run)
@@ -435,7 +564,7 @@ impl Store {
     /// The clipboard a finished stage produced.
     pub async fn stage_clipboard(&self, run: RunId, stage: usize) -> Result<Option<Clipboard>> {
         let text: Option<String> = sqlx::query_scalar(
-            "SELECT clipboard FROM stage_runs WHERE run_id = ? AND phase = 'main' AND stage = ? \
+            "SELECT clipboard FROM stage_runs WHERE run_id = $1 AND phase = 'main' AND stage = $2 \
              AND state = 'succeeded' ORDER BY attempt DESC LIMIT 1",
         )
         .bind(run)
@@ -498,8 +627,8 @@ impl Store {
                     };
                     let t = &lc::FINISH_STAGE;
                     let done = sqlx::query(AssertSqlSafe(format!(
-                        "UPDATE runs SET next_stage = ?, attempt = 0, {column} = ?, progress = ? \
-                         WHERE id = ? AND phase = ? AND next_stage = ? AND {}",
+                        "UPDATE runs SET next_stage = $1, attempt = 0, {column} = $2, progress = $3 \
+                         WHERE id = $4 AND phase = $5 AND next_stage = $6 AND {}",
                         t.guard()
                     )))
                     .bind((stage + 1) as i64)
@@ -512,9 +641,9 @@ impl Store {
                     .await?;
                     expect_one(conn, run, t, done.rows_affected()).await?;
                     sqlx::query(
-                        "UPDATE stage_runs SET state = 'succeeded', finished_at = ?, \
-                         finished_us = ?, exit_code = 0, clipboard = ? \
-                         WHERE run_id = ? AND phase = ? AND stage = ? AND attempt = ?",
+                        "UPDATE stage_runs SET state = 'succeeded', finished_at = $1, \
+                         finished_us = $2, exit_code = 0, clipboard = $3 \
+                         WHERE run_id = $4 AND phase = $5 AND stage = $6 AND attempt = $7",
                     )
                     .bind(now_ms())
                     .bind(now_us())
@@ -548,9 +677,9 @@ impl Store {
         error: &str,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE stage_runs SET state = ?, finished_at = ?, finished_us = ?, exit_code = ?, \
-             error = ? \
-             WHERE run_id = ? AND phase = ? AND stage = ? AND attempt = ? AND state = 'running'",
+            "UPDATE stage_runs SET state = $1, finished_at = $2, finished_us = $3, exit_code = $4, \
+             error = $5 \
+             WHERE run_id = $6 AND phase = $7 AND stage = $8 AND attempt = $9 AND state = 'running'",
         )
         .bind(state)
         .bind(now_ms())
@@ -580,14 +709,14 @@ impl Store {
             (
                 &lc::BEGIN_UNDO,
                 "UPDATE runs SET phase = 'on_failure', next_stage = 0, attempt = 0, \
-                 undo_clipboard = clipboard, failed_stage = ?, error = ? \
-                 WHERE id = ? AND phase = 'main' AND",
+                 undo_clipboard = clipboard, failed_stage = $1, error = $2 \
+                 WHERE id = $3 AND phase = 'main' AND",
             )
         } else {
             (
                 &lc::FAIL,
-                "UPDATE runs SET state = 'failed', failed_stage = ?, error = ?, finished_at = ? \
-                 WHERE id = ? AND phase = 'main' AND",
+                "UPDATE runs SET state = 'failed', failed_stage = $1, error = $2, finished_at = $3 \
+                 WHERE id = $4 AND phase = 'main' AND",
             )
         };
         let mut query = sqlx::query(AssertSqlSafe(format!("{sql} {}", t.guard())))
@@ -613,8 +742,8 @@ impl Store {
         let mut tx = self.begin().await?;
         let t = &lc::FINISH_STAGE;
         let done = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE runs SET next_stage = ?, attempt = 0 \
-             WHERE id = ? AND phase = 'on_failure' AND next_stage = ? AND {}",
+            "UPDATE runs SET next_stage = $1, attempt = 0 \
+             WHERE id = $2 AND phase = 'on_failure' AND next_stage = $3 AND {}",
             t.guard()
         )))
         .bind((stage + 1) as i64)
@@ -638,8 +767,8 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.begin().await?;
         let done = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE runs SET state = ?, finished_at = ?, error = COALESCE(?, error) \
-             WHERE id = ? AND {}",
+            "UPDATE runs SET state = $1, finished_at = $2, error = COALESCE($3, error) \
+             WHERE id = $4 AND {}",
             t.guard()
         )))
         .bind(t.to.as_str())
@@ -652,7 +781,7 @@ impl Store {
         // A run that can no longer resume needs its secrets no more. A failed run keeps them
         // (sealed) for a resume, until the host's next run is queued.
         if matches!(t.to, RunState::Succeeded | RunState::Cancelled) {
-            sqlx::query("DELETE FROM run_secrets WHERE run_id = ?")
+            sqlx::query("DELETE FROM run_secrets WHERE run_id = $1")
                 .bind(run)
                 .execute(&mut *tx)
                 .await?;
@@ -666,7 +795,7 @@ impl Store {
     pub async fn set_state(&self, run: RunId, t: &Transition, events: &[NewEvent]) -> Result<()> {
         let mut tx = self.begin().await?;
         let done = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE runs SET state = ? WHERE id = ? AND {}",
+            "UPDATE runs SET state = $1 WHERE id = $2 AND {}",
             t.guard()
         )))
         .bind(t.to.as_str())
@@ -684,8 +813,8 @@ impl Store {
         let mut tx = self.begin().await?;
         let t = &lc::APPROVE;
         let done = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE runs SET state = 'queued', approved_stage = ?, approved_by = ? \
-             WHERE id = ? AND next_stage = ? AND {}",
+            "UPDATE runs SET state = 'queued', approved_stage = $1, approved_by = $2 \
+             WHERE id = $3 AND next_stage = $4 AND {}",
             t.guard()
         )))
         .bind(stage as i64)
@@ -729,11 +858,11 @@ impl Store {
         // Resuming the undo keeps the failure it undoes; resuming the main stages forgets it.
         let keep_failure = phase == Phase::Undo;
         let done = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE runs SET state = 'queued', phase = ?, next_stage = ?, attempt = ?, \
-             error = CASE WHEN ? THEN error END, \
-             failed_stage = CASE WHEN ? THEN failed_stage END, \
-             undo_clipboard = CASE WHEN ? THEN undo_clipboard END, finished_at = NULL \
-             WHERE id = ? AND state = ? AND phase = ? AND {}",
+            "UPDATE runs SET state = 'queued', phase = $1, next_stage = $2, attempt = $3, \
+             error = CASE WHEN $4 THEN error END, \
+             failed_stage = CASE WHEN $5 THEN failed_stage END, \
+             undo_clipboard = CASE WHEN $6 THEN undo_clipboard END, finished_at = NULL \
+             WHERE id = $7 AND state = $8 AND phase = $9 AND {}",
             t.guard()
         )))
         .bind(phase.as_str())
@@ -753,7 +882,7 @@ impl Store {
     }
 
     pub async fn set_progress(&self, run: RunId, progress: &str) -> Result<()> {
-        sqlx::query("UPDATE runs SET progress = ? WHERE id = ?")
+        sqlx::query("UPDATE runs SET progress = $1 WHERE id = $2")
             .bind(progress)
             .bind(run)
             .execute(&self.writer)
@@ -787,7 +916,7 @@ impl Store {
                 Box::pin(async move {
                     for line in &lines {
                         sqlx::query(
-                            "INSERT INTO log_lines (run_id, stage, at, line) VALUES (?, ?, ?, ?)",
+                            "INSERT INTO log_lines (run_id, stage, at, line) VALUES ($1, $2, $3, $4)",
                         )
                         .bind(run)
                         .bind(stage.map(|s| s as i64))
@@ -805,8 +934,8 @@ impl Store {
     /// The last `n` log lines of a run, oldest first, with their 1-based stage.
     pub async fn log_tail(&self, run: RunId, n: usize) -> Result<Vec<(Option<usize>, String)>> {
         let rows = sqlx::query(
-            "SELECT stage, line FROM (SELECT id, stage, line FROM log_lines WHERE run_id = ? \
-             ORDER BY id DESC LIMIT ?) ORDER BY id",
+            "SELECT stage, line FROM (SELECT id, stage, line FROM log_lines WHERE run_id = $1 \
+             ORDER BY id DESC LIMIT $2) AS tail ORDER BY id",
         )
         .bind(run)
         .bind(n as i64)
@@ -827,7 +956,7 @@ impl Store {
     pub async fn audit(&self, entry: &AuditEntry) -> Result<()> {
         sqlx::query(
             "INSERT INTO audit (at, identity, person, network, channel, command, outcome) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(now_ms())
         .bind(&entry.identity)
@@ -844,7 +973,7 @@ impl Store {
     pub async fn audit_tail(&self, n: usize) -> Result<Vec<AuditEntry>> {
         let rows = sqlx::query(
             "SELECT identity, person, network, channel, command, outcome FROM audit \
-             ORDER BY id DESC LIMIT ?",
+             ORDER BY id DESC LIMIT $1",
         )
         .bind(n as i64)
         .fetch_all(&self.reader)
@@ -864,9 +993,33 @@ impl Store {
     }
 }
 
-async fn active_for_host(tx: &mut SqliteConnection, host: &str) -> Result<Option<RunId>> {
+/// How many migrations a database has already applied (0 when it has none yet).
+async fn applied_migrations(options: &AnyConnectOptions, backend: Backend) -> Result<usize> {
+    let pool = AnyPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.clone())
+        .await?;
+    let exists = match backend {
+        Backend::Sqlite => {
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+        }
+        Backend::Postgres => "SELECT COUNT(*) FROM pg_tables WHERE tablename = '_sqlx_migrations'",
+    };
+    let n: i64 = sqlx::query_scalar(exists).fetch_one(&pool).await?;
+    let count = if n == 0 {
+        0
+    } else {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(&pool)
+            .await?
+    };
+    pool.close().await;
+    Ok(count as usize)
+}
+
+async fn active_for_host(tx: &mut AnyConnection, host: &str) -> Result<Option<RunId>> {
     Ok(sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT id FROM runs WHERE host = ? AND {} LIMIT 1",
+        "SELECT id FROM runs WHERE host = $1 AND {} LIMIT 1",
         lc::active_states_sql()
     )))
     .bind(host)
@@ -877,7 +1030,7 @@ async fn active_for_host(tx: &mut SqliteConnection, host: &str) -> Result<Option
 /// Starts stage `stage` of `run` inside a transaction: the run must be at that stage, in a
 /// state the table lets start, and the attempt is written before any worker is spawned.
 async fn start_stage_in(
-    tx: &mut SqliteConnection,
+    tx: &mut AnyConnection,
     run: RunId,
     phase: Phase,
     stage: usize,
@@ -887,9 +1040,9 @@ async fn start_stage_in(
     let at = now_ms();
     let t = &lc::START_STAGE;
     let done = sqlx::query(AssertSqlSafe(format!(
-        "UPDATE runs SET state = 'running', attempt = ?, stage_started_at = ?, \
-         progress = NULL, started_at = COALESCE(started_at, ?) \
-         WHERE id = ? AND phase = ? AND next_stage = ? AND {}",
+        "UPDATE runs SET state = 'running', attempt = $1, stage_started_at = $2, \
+         progress = NULL, started_at = COALESCE(started_at, $3) \
+         WHERE id = $4 AND phase = $5 AND next_stage = $6 AND {}",
         t.guard()
     )))
     .bind(attempt as i64)
@@ -902,9 +1055,13 @@ async fn start_stage_in(
     .await?;
     expect_one(tx, run, t, done.rows_affected()).await?;
     sqlx::query(
-        "INSERT OR REPLACE INTO stage_runs \
+        "INSERT INTO stage_runs \
          (run_id, phase, stage, attempt, task, state, started_at, started_us) \
-         VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, 'running', $6, $7) \
+         ON CONFLICT (run_id, phase, stage, attempt) DO UPDATE SET task = excluded.task, \
+         state = excluded.state, started_at = excluded.started_at, \
+         started_us = excluded.started_us, finished_at = NULL, finished_us = NULL, \
+         exit_code = NULL, error = NULL, clipboard = NULL",
     )
     .bind(run)
     .bind(phase.as_str())
@@ -928,17 +1085,12 @@ fn describe(state: RunState, phase: Phase) -> String {
 }
 
 /// Checks that a guarded update moved exactly the run; if not, says why in the table's terms.
-async fn expect_one(
-    tx: &mut SqliteConnection,
-    run: RunId,
-    t: &Transition,
-    rows: u64,
-) -> Result<()> {
+async fn expect_one(tx: &mut AnyConnection, run: RunId, t: &Transition, rows: u64) -> Result<()> {
     if rows == 1 {
         return Ok(());
     }
     let row: Option<(String, String)> =
-        sqlx::query_as("SELECT state, phase FROM runs WHERE id = ?")
+        sqlx::query_as("SELECT state, phase FROM runs WHERE id = $1")
             .bind(run)
             .fetch_optional(&mut *tx)
             .await?;
@@ -957,9 +1109,9 @@ async fn expect_one(
     })
 }
 
-async fn insert_events(tx: &mut SqliteConnection, events: &[NewEvent]) -> Result<()> {
+async fn insert_events(tx: &mut AnyConnection, events: &[NewEvent]) -> Result<()> {
     for e in events {
-        sqlx::query("INSERT INTO events (run_id, at, kind, body) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO events (run_id, at, kind, body) VALUES ($1, $2, $3, $4)")
             .bind(e.run_id)
             .bind(now_ms())
             .bind(e.kind)
@@ -978,7 +1130,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn run_from_row(r: &SqliteRow) -> Result<Run> {
+fn run_from_row(r: &AnyRow) -> Result<Run> {
     let kind: String = r.try_get("kind")?;
     let state: String = r.try_get("state")?;
     let phase: String = r.try_get("phase")?;

@@ -58,8 +58,8 @@ impl Store {
     /// back stay unrouted, and it reads on past them).
     pub async fn unrouted_events_after(&self, after: i64, limit: usize) -> Result<Vec<EventRow>> {
         let rows = sqlx::query(
-            "SELECT id, run_id, at, kind, body FROM events WHERE routed = 0 AND id > ? \
-             ORDER BY id LIMIT ?",
+            "SELECT id, run_id, at, kind, body FROM events WHERE routed = 0 AND id > $1 \
+             ORDER BY id LIMIT $2",
         )
         .bind(after)
         .bind(limit as i64)
@@ -95,7 +95,7 @@ impl Store {
         let mut tx = self.writer.begin().await?;
         for m in messages {
             sqlx::query(
-                "INSERT INTO outbox (event_id, network, target, text, created_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO outbox (event_id, network, target, text, created_at) VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(last)
             .bind(&m.network)
@@ -106,7 +106,7 @@ impl Store {
             .await?;
         }
         for id in event_ids {
-            sqlx::query("UPDATE events SET routed = 1 WHERE id = ?")
+            sqlx::query("UPDATE events SET routed = 1 WHERE id = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
@@ -123,8 +123,8 @@ impl Store {
                SELECT id, network, target, text, attempts, failures, \
                       ROW_NUMBER() OVER (PARTITION BY target ORDER BY id) AS n \
                FROM outbox \
-               WHERE network = ? AND sent_at IS NULL AND undeliverable_at IS NULL) \
-             WHERE n <= ? ORDER BY id",
+               WHERE network = $1 AND sent_at IS NULL AND undeliverable_at IS NULL) AS pending \
+             WHERE n <= $2 ORDER BY id",
         )
         .bind(network)
         .bind(per_target as i64)
@@ -145,7 +145,7 @@ impl Store {
     }
 
     pub async fn mark_sent(&self, id: i64) -> Result<()> {
-        sqlx::query("UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?")
+        sqlx::query("UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE id = $2")
             .bind(now_ms())
             .bind(id)
             .execute(&self.writer)
@@ -158,8 +158,8 @@ impl Store {
     /// failures so far.
     pub async fn record_failure(&self, id: i64, error: &str, failed: bool) -> Result<u32> {
         let n: i64 = sqlx::query_scalar(
-            "UPDATE outbox SET attempts = attempts + 1, failures = failures + ?, last_error = ? \
-             WHERE id = ? RETURNING failures",
+            "UPDATE outbox SET attempts = attempts + 1, failures = failures + $1, last_error = $2 \
+             WHERE id = $3 RETURNING failures",
         )
         .bind(i64::from(failed))
         .bind(error)
@@ -171,7 +171,7 @@ impl Store {
 
     /// Sets a notification aside as undeliverable, with the reason.
     pub async fn set_aside(&self, id: i64, reason: &str) -> Result<()> {
-        sqlx::query("UPDATE outbox SET undeliverable_at = ?, last_error = ? WHERE id = ?")
+        sqlx::query("UPDATE outbox SET undeliverable_at = $1, last_error = $2 WHERE id = $3")
             .bind(now_ms())
             .bind(reason)
             .bind(id)
@@ -184,7 +184,7 @@ impl Store {
     pub async fn undeliverable(&self, limit: usize) -> Result<Vec<Undeliverable>> {
         let rows = sqlx::query(
             "SELECT id, network, target, text, attempts, last_error, undeliverable_at FROM outbox \
-             WHERE undeliverable_at IS NOT NULL ORDER BY undeliverable_at DESC, id DESC LIMIT ?",
+             WHERE undeliverable_at IS NOT NULL ORDER BY undeliverable_at DESC, id DESC LIMIT $1",
         )
         .bind(limit as i64)
         .fetch_all(&self.reader)
@@ -218,7 +218,7 @@ impl Store {
     /// counting events not yet routed.
     pub async fn count_unsent(&self, network: &str) -> Result<usize> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM outbox WHERE network = ? AND sent_at IS NULL \
+            "SELECT (SELECT COUNT(*) FROM outbox WHERE network = $1 AND sent_at IS NULL \
                      AND undeliverable_at IS NULL) + \
              (SELECT COUNT(*) FROM events WHERE routed = 0)",
         )

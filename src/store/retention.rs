@@ -34,7 +34,7 @@ impl Store {
         loop {
             let mut tx = self.begin().await?;
             let ids: Vec<i64> = sqlx::query(AssertSqlSafe(format!(
-                "SELECT id FROM runs WHERE {ended} AND finished_at < ? AND pruned_at IS NULL \
+                "SELECT id FROM runs WHERE {ended} AND finished_at < $1 AND pruned_at IS NULL \
                  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.run_id = runs.id AND e.routed = 0) \
                  ORDER BY id LIMIT 500"
             )))
@@ -70,7 +70,7 @@ impl Store {
                 .await?;
             run(
                 "UPDATE runs SET initial_clipboard = '{}', clipboard = '{}', undo_clipboard = NULL, \
-                 progress = NULL, pruned_at = ? WHERE id IN ({ids})",
+                 progress = NULL, pruned_at = $1 WHERE id IN ({ids})",
             )
             .bind(super::now_ms())
             .execute(&mut *tx)
@@ -78,7 +78,7 @@ impl Store {
             tx.commit().await?;
         }
         total.notifications =
-            sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?")
+            sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
                 .bind(before_ms)
                 .execute(&self.writer)
                 .await?
@@ -94,7 +94,7 @@ impl Store {
         loop {
             let gone = sqlx::query(
                 "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE pruned_at IS NOT NULL \
-                 AND finished_at < ? ORDER BY id LIMIT 500)",
+                 AND finished_at < $1 ORDER BY id LIMIT 500)",
             )
             .bind(before_ms)
             .execute(&self.writer)
@@ -112,7 +112,7 @@ impl Store {
         let mut total = 0;
         loop {
             let gone = sqlx::query(
-                "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ? ORDER BY id LIMIT 500)",
+                "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < $1 ORDER BY id LIMIT 500)",
             )
             .bind(before_ms)
             .execute(&self.writer)

@@ -25,7 +25,7 @@ impl Store {
     pub async fn host_keys(&self, host: &str) -> Result<Vec<PinnedKey>> {
         let rows = sqlx::query(
             "SELECT algorithm, fingerprint, pinned_by, pinned_at FROM host_keys \
-             WHERE host = ? ORDER BY algorithm",
+             WHERE host = $1 ORDER BY algorithm",
         )
         .bind(host)
         .fetch_all(&self.reader)
@@ -57,16 +57,19 @@ impl Store {
     ) -> Result<()> {
         let at = now_ms();
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM host_keys WHERE host = ? AND (run_id IS NULL OR run_id != ?)")
+        sqlx::query("DELETE FROM host_keys WHERE host = $1 AND (run_id IS NULL OR run_id != $2)")
             .bind(host)
             .bind(run)
             .execute(&mut *tx)
             .await?;
         for key in keys {
             sqlx::query(
-                "INSERT OR REPLACE INTO host_keys \
+                "INSERT INTO host_keys \
                  (host, algorithm, fingerprint, run_id, pinned_by, pinned_at) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (host, algorithm) DO UPDATE SET fingerprint = excluded.fingerprint, \
+                 run_id = excluded.run_id, pinned_by = excluded.pinned_by, \
+                 pinned_at = excluded.pinned_at",
             )
             .bind(host)
             .bind(&key.algorithm)
@@ -79,7 +82,7 @@ impl Store {
             let what = format!("pin {host} {} {}", key.algorithm, key.fingerprint);
             sqlx::query(
                 "INSERT INTO audit (at, identity, network, channel, command, outcome) \
-                 VALUES (?, 'jarvis', '', ?, ?, ?)",
+                 VALUES ($1, 'jarvis', '', $2, $3, $4)",
             )
             .bind(at)
             .bind(format!("run #{run}"))
@@ -87,7 +90,7 @@ impl Store {
             .bind(format!("learned by {learned_by}"))
             .execute(&mut *tx)
             .await?;
-            sqlx::query("INSERT INTO log_lines (run_id, stage, at, line) VALUES (?, ?, ?, ?)")
+            sqlx::query("INSERT INTO log_lines (run_id, stage, at, line) VALUES ($1, $2, $3, $4)")
                 .bind(run)
                 .bind(log_stage.map(|s| s as i64))
                 .bind(at)
@@ -105,13 +108,13 @@ impl Store {
     /// An admin's word: `host` is pinned to exactly this key, every other pin of it is gone.
     pub async fn trust_host_key(&self, host: &str, key: &HostKey, by: &str) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM host_keys WHERE host = ?")
+        sqlx::query("DELETE FROM host_keys WHERE host = $1")
             .bind(host)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
             "INSERT INTO host_keys (host, algorithm, fingerprint, run_id, pinned_by, pinned_at) \
-             VALUES (?, ?, ?, NULL, ?, ?)",
+             VALUES ($1, $2, $3, NULL, $4, $5)",
         )
         .bind(host)
         .bind(&key.algorithm)
@@ -133,7 +136,8 @@ impl Store {
         let mut tx = self.begin().await?;
         for (name, sealed) in secrets {
             sqlx::query(
-                "INSERT OR REPLACE INTO run_secrets (run_id, name, sealed) VALUES (?, ?, ?)",
+                "INSERT INTO run_secrets (run_id, name, sealed) VALUES ($1, $2, $3) \
+                 ON CONFLICT (run_id, name) DO UPDATE SET sealed = excluded.sealed",
             )
             .bind(run)
             .bind(name)
@@ -148,7 +152,7 @@ impl Store {
     /// The sealed secrets of a run, by name.
     pub async fn sealed_secrets(&self, run: RunId) -> Result<Vec<(String, Vec<u8>)>> {
         let rows =
-            sqlx::query("SELECT name, sealed FROM run_secrets WHERE run_id = ? ORDER BY name")
+            sqlx::query("SELECT name, sealed FROM run_secrets WHERE run_id = $1 ORDER BY name")
                 .bind(run)
                 .fetch_all(&self.reader)
                 .await?;

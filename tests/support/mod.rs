@@ -48,24 +48,84 @@ pub fn check_config(path: &Path) -> (bool, String) {
 /// A throwaway jarvis home: data folder, designs folder, configuration.
 pub struct Home {
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL database the home's jarvis uses instead of SQLite, if any.
+    pub postgres: Option<Postgres>,
+}
+
+/// A fresh database on the test PostgreSQL server.
+#[derive(Clone)]
+pub struct Postgres {
+    pub url: String,
+    psql: PathBuf,
+}
+
+impl Postgres {
+    /// Makes a new, empty database owned by `jarvis` on the testbed server.
+    pub fn fresh(server: &jarvis_testbed::Server) -> Postgres {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("t{}_{n}", std::process::id());
+        let psql = Path::new(server.get("POSTGRES_BIN")).join("psql");
+        let port = server.get("POSTGRES_PORT");
+        let out = Command::new(&psql)
+            .args(["-q", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-c"])
+            .arg(format!("CREATE DATABASE {name} OWNER jarvis"))
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "CREATE DATABASE: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Postgres {
+            url: format!("postgres://jarvis@127.0.0.1:{port}/{name}"),
+            psql,
+        }
+    }
+
+    /// One SQL query's rows, columns joined by `|`, via psql.
+    pub fn sql(&self, query: &str) -> Vec<String> {
+        let out = Command::new(&self.psql)
+            .args(["-tA", "-F|", "-d", &self.url, "-c", query])
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 impl Home {
     /// `config` is YAML without `data_dir` and `designs`, which are filled in.
     pub fn new(config: &str) -> Home {
+        Home::on(config, None)
+    }
+
+    /// Like [`Home::new`], with the runs in `postgres` when given.
+    pub fn on(config: &str, postgres: Option<Postgres>) -> Home {
         let dir = tempfile::Builder::new()
             .prefix("jarvis-test-")
             .tempdir()
             .unwrap();
         std::fs::create_dir_all(dir.path().join("designs")).unwrap();
+        let database = postgres
+            .as_ref()
+            .map(|p| format!("database_url: {}\n", p.url))
+            .unwrap_or_default();
         let full = format!(
-            "data_dir: {}\ndesigns:\n  folder: {}\n{}",
+            "data_dir: {}\ndesigns:\n  folder: {}\n{database}{}",
             dir.path().join("data").display(),
             dir.path().join("designs").display(),
             config
         );
         std::fs::write(dir.path().join("jarvis.yaml"), full).unwrap();
-        Home { dir }
+        Home { dir, postgres }
     }
 
     pub fn design(&self, name: &str, yaml: &str) {
@@ -92,8 +152,12 @@ impl Home {
         Shell::start(&self.config())
     }
 
-    /// One SQL query's first column, via the sqlite3 command-line tool.
+    /// One SQL query's rows, columns joined by `|`, via the sqlite3 command-line tool (or
+    /// psql, when the home is on PostgreSQL).
     pub fn sql(&self, query: &str) -> Vec<String> {
+        if let Some(pg) = &self.postgres {
+            return pg.sql(query);
+        }
         let out = Command::new("sqlite3")
             .arg("-readonly")
             .arg(self.db())
