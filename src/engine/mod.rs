@@ -1396,29 +1396,18 @@ pub fn work_root(data_dir: &Path) -> PathBuf {
     data_dir.join("work")
 }
 
-/// Every stage's module must resolve to a worker; returns what does not (for `check-config`).
+/// Every stage's module must resolve to a worker under `config`; returns what does not (for
+/// `check-config`).
 pub fn check_workers(
-    settings: &crate::config::Settings,
-    builtin: Option<BuiltinWorkers>,
+    config: &EngineConfig,
+    pipelines: &BTreeMap<String, pipeline::PipelineConfig>,
 ) -> Vec<String> {
-    let config = EngineConfig {
-        data_dir: settings.data_dir(),
-        worker_folders: settings.workers.folders.clone(),
-        builtin,
-        grants: BTreeMap::new(),
-        max_workers: 1,
-        stdout_cap: 0,
-        stderr_keep: 0,
-        kill_grace: Duration::ZERO,
-        masker: Masker::new(vec![], vec![]),
-        sealer: None,
-    };
     let mut problems = Vec::new();
-    for (name, p) in &settings.pipelines {
+    for (name, p) in pipelines {
         for (list, stages) in [("stages", &p.stages), ("on_failure", &p.on_failure)] {
             for (i, s) in stages.iter().enumerate() {
                 let (module, _) = s.module_task();
-                if let Err(e) = worker_exists(&config, module) {
+                if let Err(e) = worker_exists(config, module) {
                     problems.push(format!("pipelines.{name}.{list}[{i}].task: {e}"));
                 }
             }

@@ -17,7 +17,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::clipboard::Clipboard;
-use crate::engine::pipeline::{RunKind, Stage};
+use crate::model::{RunKind, Stage};
 
 mod batch;
 pub mod lifecycle;
