@@ -22,7 +22,9 @@
 //! the outlet's PRIVMSGs wait for it, and so do WHOIS lookups (queued, shared per nick,
 //! bounded: whois.rs); JOIN, NICK and PONG are charged to it.
 
+mod accounts;
 mod conn;
+mod negotiate;
 pub mod proto;
 mod session;
 mod whois;
@@ -35,7 +37,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::chat::pace::Pacer;
 use crate::chat::{ChatNetwork, Incoming, Rate, SendError, Target};
-use crate::config::irc::{IrcNetworkConfig, SaslMechanism};
+use crate::config::irc::IrcNetworkConfig;
 
 /// A conservative default: InspIRCd allows a burst of 10 then 1 command a second, Solanum
 /// about the same; jarvis also sends its own PINGs, WHOIS and JOINs on top.
