@@ -143,16 +143,20 @@ impl Application {
         &self.bot
     }
 
-    /// Connects a chat network: its outlet, and a courier for its notifications.
-    pub fn attach(&self, network: Arc<dyn ChatNetwork>) -> Arc<Outlet> {
-        let outlet = self.outlets.add(Outlet::new(network, self.masker.clone()));
+    /// Connects a chat network: its outlet, and a courier for its notifications. Refused
+    /// when another network has its name.
+    pub fn attach(&self, network: Arc<dyn ChatNetwork>) -> anyhow::Result<Arc<Outlet>> {
+        let outlet = self
+            .outlets
+            .add(Outlet::new(network, self.masker.clone()))
+            .map_err(|e| anyhow::anyhow!(e))?;
         tokio::spawn(notify::courier(
             self.engine.store().clone(),
             outlet.clone(),
             self.outbox_written.clone(),
             self.settings.chat.delivery.clone(),
         ));
-        outlet
+        Ok(outlet)
     }
 
     /// Answers messages from the adapters, each in its own task so a slow design load
@@ -246,20 +250,16 @@ impl Application {
         if settings.chat.irc.is_empty() && settings.chat.xmpp.is_empty() {
             tracing::warn!("no chat networks are configured");
         }
-        let mut names = std::collections::HashSet::new();
         for cfg in &settings.chat.irc {
-            if !names.insert(cfg.name.clone()) {
-                anyhow::bail!("chat.irc: two networks are named '{}'", cfg.name);
-            }
             let (tx, rx) = mpsc::channel(256);
             let network = adapters::irc::IrcNetwork::start(cfg.clone(), &settings.name, tx)
                 .map_err(|e| anyhow::anyhow!(e))?;
-            self.attach(network);
+            self.attach(network)?;
             self.serve(rx);
         }
         for account in &settings.chat.xmpp {
             let (network, incoming) = adapters::xmpp::start(account, &settings.name).await?;
-            self.attach(network);
+            self.attach(network)?;
             self.serve(incoming);
         }
         Ok(())
@@ -269,7 +269,7 @@ impl Application {
     /// is done and announced.
     pub async fn shell(&self) -> anyhow::Result<()> {
         use adapters::console;
-        let outlet = self.attach(Arc::new(console::Console::new()));
+        let outlet = self.attach(Arc::new(console::Console::new()))?;
         let mut lines = console::read_lines();
         let user = console::os_user();
         while let Some(line) = lines.recv().await {

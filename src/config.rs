@@ -17,6 +17,7 @@ use crate::engine::pipeline::PipelineConfig;
 use crate::secrets::Secret;
 
 pub mod irc;
+pub mod network;
 mod vars;
 pub mod xmpp;
 
@@ -104,6 +105,30 @@ pub struct ChatConfig {
     /// Commands handled at once per network; past that, a one-line "busy" answer. Default 8.
     #[serde(default = "default_commands_in_flight")]
     pub commands_in_flight: usize,
+}
+
+impl ChatConfig {
+    /// A network's name is how grants, notify targets and outlets find it: unique across
+    /// IRC and XMPP alike.
+    fn check_names(&self) -> Result<(), String> {
+        let names = (self.irc.iter().enumerate())
+            .map(|(i, n)| (format!("chat.irc[{i}].name"), &n.name))
+            .chain(
+                (self.xmpp.iter().enumerate())
+                    .map(|(i, a)| (format!("chat.xmpp[{i}].name"), &a.name)),
+            );
+        let mut seen: HashMap<&str, String> = HashMap::new();
+        for (at, name) in names {
+            if let Some(first) = seen.get(name.as_str()) {
+                return Err(format!(
+                    "{at}: '{name}' is already the name of {}; every chat network needs its own",
+                    first.trim_end_matches(".name")
+                ));
+            }
+            seen.insert(name, at);
+        }
+        Ok(())
+    }
 }
 
 impl Default for ChatConfig {
@@ -342,6 +367,7 @@ impl Settings {
         for (i, account) in self.chat.xmpp.iter().enumerate() {
             account.check(i)?;
         }
+        self.chat.check_names()?;
         let chat = &self.chat;
         if chat.delivery.max_failures == 0 {
             return Err("chat.delivery.max_failures: must be at least 1".into());

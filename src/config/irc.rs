@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::network::{RateConfig, check_name};
 use crate::secrets::Secret;
 
 /// One IRC network in the configuration (`chat.irc`).
@@ -42,9 +43,10 @@ pub struct IrcNetworkConfig {
     #[serde(default)]
     pub channels: Vec<String>,
     /// Lines jarvis may send: a burst, then a steady rate. The default suits InspIRCd's
-    /// and Solanum's stock limits (about one line a second after a burst).
-    #[serde(default)]
-    pub flood: Option<FloodConfig>,
+    /// and Solanum's stock limits (about one line a second after a burst). (`flood` is the
+    /// older name, still read.)
+    #[serde(default, alias = "flood")]
+    pub rate: Option<RateConfig>,
     /// The first wait before reconnecting; it doubles (with jitter) up to `reconnect_max`.
     #[serde(
         default = "default_reconnect_min",
@@ -89,13 +91,6 @@ pub enum SaslMechanism {
     External,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FloodConfig {
-    pub burst: u32,
-    pub per_second: f64,
-}
-
 fn default_port() -> u16 {
     6667
 }
@@ -127,9 +122,7 @@ impl IrcNetworkConfig {
 
     /// The same, named as `at…`.
     pub fn check_at(&self, at: &str) -> Result<(), String> {
-        if self.name.is_empty() || self.name.contains(char::is_whitespace) {
-            return Err(format!("{at}.name: must be one word"));
-        }
+        check_name(&self.name, at)?;
         if self.server.is_empty() {
             return Err(format!("{at}.server: must not be empty"));
         }
@@ -167,10 +160,8 @@ impl IrcNetworkConfig {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(format!("{at}: tls_cert and tls_key go together"));
         }
-        if let Some(f) = &self.flood
-            && (f.burst == 0 || f.per_second.is_nan() || f.per_second <= 0.0)
-        {
-            return Err(format!("{at}.flood: burst and per_second must be positive"));
+        if let Some(rate) = &self.rate {
+            rate.check(&format!("{at}.rate"))?;
         }
         if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
             return Err(format!(

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::network::{RateConfig, check_name};
 use crate::secrets::Secret;
 
 /// One XMPP account in the configuration (`chat.xmpp`).
@@ -42,6 +43,11 @@ pub struct XmppAccountConfig {
 impl XmppAccountConfig {
     /// What serde cannot check, named as `chat.xmpp[INDEX]…` for the `index`th account.
     pub fn check(&self, index: usize) -> Result<(), String> {
+        let at = format!("chat.xmpp[{index}]");
+        check_name(&self.name, &at)?;
+        if let Some(rate) = &self.rate {
+            rate.check(&format!("{at}.rate"))?;
+        }
         if self.tls == Tls::Plain {
             let host = self.host();
             if !super::is_loopback(&host) {
@@ -68,13 +74,6 @@ pub enum Tls {
     #[default]
     Starttls,
     Plain,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateConfig {
-    pub burst: u32,
-    pub per_second: f64,
 }
 
 fn default_port() -> u16 {

@@ -247,7 +247,7 @@ impl ChatNetwork for IrcNetwork {
 }
 
 fn rate_of(cfg: &IrcNetworkConfig) -> Rate {
-    match cfg.flood {
+    match cfg.rate {
         Some(f) => Rate {
             burst: f.burst,
             per_second: f.per_second,

@@ -151,8 +151,8 @@ pub async fn start(
             per_second: 10.0,
         },
         |r| Rate {
-            burst: r.burst.max(1),
-            per_second: r.per_second.max(0.1),
+            burst: r.burst,
+            per_second: r.per_second,
         },
     );
     let network = Arc::new(XmppNetwork {
