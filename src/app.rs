@@ -12,7 +12,8 @@ use anyhow::{Context, bail};
 use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::chat::bot::Bot;
+use crate::adapters;
+use crate::chat::bot::{Bot, BotConfig};
 use crate::chat::outlet::{Outlet, Outlets};
 use crate::chat::{ChatNetwork, Incoming, Target, TargetKind, command, notify};
 use crate::config::Settings;
@@ -91,30 +92,7 @@ impl Application {
             .context("cannot set up the key for secrets at rest")?;
         let engine = Engine::new(
             store.clone(),
-            EngineConfig {
-                data_dir: data_dir.clone(),
-                worker_folders: settings.workers.folders.clone(),
-                builtin,
-                grants: settings
-                    .workers
-                    .modules
-                    .iter()
-                    .map(|(m, g)| {
-                        let env = g
-                            .env
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.expose().to_string()))
-                            .collect();
-                        (m.clone(), env)
-                    })
-                    .collect(),
-                max_workers: settings.limits.workers,
-                stdout_cap: settings.limits.stdout_bytes,
-                stderr_keep: settings.limits.stderr_lines,
-                kill_grace: settings.limits.kill_grace,
-                masker: masker.clone(),
-                sealer: Some(Arc::new(sealer)),
-            },
+            engine_config(&settings, builtin, masker.clone(), Some(Arc::new(sealer))),
         );
         engine
             .start()
@@ -122,7 +100,15 @@ impl Application {
             .context("cannot recover the runs of the last start")?;
         let settings = Arc::new(settings);
         let designs = Arc::new(jarvis_design::DesignSources::new(settings.designs.clone()));
-        let bot = Arc::new(Bot::new(settings.clone(), engine.clone(), designs));
+        let bot_config = BotConfig {
+            name: settings.name.clone(),
+            roles: settings.roles.clone(),
+            pipelines: settings.pipelines.clone(),
+            default_timeout: settings.limits.default_timeout,
+            channel_lines: settings.limits.channel_lines,
+            ldap_designs: settings.designs.ldap.is_some(),
+        };
+        let bot = Arc::new(Bot::new(Arc::new(bot_config), engine.clone(), designs));
         let outbox_written = Arc::new(Notify::new());
         let extra: Vec<Target> = settings
             .chat
@@ -166,16 +152,20 @@ impl Application {
         &self.bot
     }
 
-    /// Connects a chat network: its outlet, and a courier for its notifications.
-    pub fn attach(&self, network: Arc<dyn ChatNetwork>) -> Arc<Outlet> {
-        let outlet = self.outlets.add(Outlet::new(network, self.masker.clone()));
+    /// Connects a chat network: its outlet, and a courier for its notifications. Refused
+    /// when another network has its name.
+    pub fn attach(&self, network: Arc<dyn ChatNetwork>) -> anyhow::Result<Arc<Outlet>> {
+        let outlet = self
+            .outlets
+            .add(Outlet::new(network, self.masker.clone()))
+            .map_err(|e| anyhow::anyhow!(e))?;
         tokio::spawn(notify::courier(
             self.engine.store().clone(),
             outlet.clone(),
             self.outbox_written.clone(),
             self.settings.chat.delivery.clone(),
         ));
-        outlet
+        Ok(outlet)
     }
 
     /// Answers messages from the adapters, each in its own task so a slow design load
@@ -262,6 +252,51 @@ impl Application {
         }
     }
 
+    /// Starts every configured chat network, attaches each and serves its messages. An
+    /// XMPP account that cannot log in the first time stops the start with one line.
+    pub async fn start_networks(&self) -> anyhow::Result<()> {
+        let settings = self.settings.clone();
+        if settings.chat.irc.is_empty() && settings.chat.xmpp.is_empty() {
+            tracing::warn!("no chat networks are configured");
+        }
+        for cfg in &settings.chat.irc {
+            let (tx, rx) = mpsc::channel(256);
+            let network = adapters::irc::IrcNetwork::start(cfg.clone(), &settings.name, tx)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            self.attach(network)?;
+            self.serve(rx);
+        }
+        for account in &settings.chat.xmpp {
+            let (network, incoming) = adapters::xmpp::start(account, &settings.name).await?;
+            self.attach(network)?;
+            self.serve(incoming);
+        }
+        Ok(())
+    }
+
+    /// `jarvis shell`: the bot on this terminal, until input ends and the work it started
+    /// is done and announced.
+    pub async fn shell(&self) -> anyhow::Result<()> {
+        use adapters::console;
+        let outlet = self.attach(Arc::new(console::Console::new()))?;
+        let mut lines = console::read_lines();
+        let user = console::os_user();
+        while let Some(line) = lines.recv().await {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let msg = console::incoming(&user, line);
+            if let Some(reply) = self.bot.handle(&msg).await {
+                for text in reply.public.iter().chain(reply.private.iter()) {
+                    let _ = outlet.say(&msg.reply_to, "", text).await;
+                }
+            }
+        }
+        self.engine.wait_idle().await;
+        self.wait_delivered(console::NETWORK).await;
+        Ok(())
+    }
+
     /// Waits until every notification for `network` has been delivered.
     pub async fn wait_delivered(&self, network: &str) {
         loop {
@@ -271,6 +306,45 @@ impl Application {
             }
         }
     }
+}
+
+/// The engine's part of the settings.
+fn engine_config(
+    settings: &Settings,
+    builtin: Option<BuiltinWorkers>,
+    masker: Masker,
+    sealer: Option<Arc<crate::seal::Sealer>>,
+) -> EngineConfig {
+    EngineConfig {
+        data_dir: settings.data_dir(),
+        worker_folders: settings.workers.folders.clone(),
+        builtin,
+        grants: settings
+            .workers
+            .modules
+            .iter()
+            .map(|(m, g)| {
+                let env = g
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.expose().to_string()))
+                    .collect();
+                (m.clone(), env)
+            })
+            .collect(),
+        max_workers: settings.limits.workers,
+        stdout_cap: settings.limits.stdout_bytes,
+        stderr_keep: settings.limits.stderr_lines,
+        kill_grace: settings.limits.kill_grace,
+        masker,
+        sealer,
+    }
+}
+
+/// Every stage's module must resolve to a worker; returns what does not (for `check-config`).
+pub fn check_workers(settings: &Settings, builtin: Option<BuiltinWorkers>) -> Vec<String> {
+    let config = engine_config(settings, builtin, Masker::new(vec![], vec![]), None);
+    crate::engine::check_workers(&config, &settings.pipelines)
 }
 
 /// Commands in flight per network, bounded.

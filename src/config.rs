@@ -11,13 +11,18 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::adapters::irc::IrcNetworkConfig;
-use crate::adapters::xmpp::XmppAccountConfig;
+use crate::chat::notify::{DeliveryConfig, NoticeRate};
 use crate::chat::roles::RolesConfig;
 use crate::engine::pipeline::PipelineConfig;
 use crate::secrets::Secret;
 
+pub mod irc;
+pub mod network;
 mod vars;
+pub mod xmpp;
+
+use irc::IrcNetworkConfig;
+use xmpp::XmppAccountConfig;
 
 /// The configuration used when none is given: SQLite in the data folder, the demonstration
 /// pipeline on the `local` worker, and the console user as admin.
@@ -103,6 +108,30 @@ pub struct ChatConfig {
     pub commands_in_flight: usize,
 }
 
+impl ChatConfig {
+    /// A network's name is how grants, notify targets and outlets find it: unique across
+    /// IRC and XMPP alike.
+    fn check_names(&self) -> Result<(), String> {
+        let names = (self.irc.iter().enumerate())
+            .map(|(i, n)| (format!("chat.irc[{i}].name"), &n.name))
+            .chain(
+                (self.xmpp.iter().enumerate())
+                    .map(|(i, a)| (format!("chat.xmpp[{i}].name"), &a.name)),
+            );
+        let mut seen: HashMap<&str, String> = HashMap::new();
+        for (at, name) in names {
+            if let Some(first) = seen.get(name.as_str()) {
+                return Err(format!(
+                    "{at}: '{name}' is already the name of {}; every chat network needs its own",
+                    first.trim_end_matches(".name")
+                ));
+            }
+            seen.insert(name, at);
+        }
+        Ok(())
+    }
+}
+
 impl Default for ChatConfig {
     fn default() -> Self {
         ChatConfig {
@@ -120,64 +149,6 @@ fn default_commands_in_flight() -> usize {
     8
 }
 
-/// Notification delivery (`chat.delivery`). A notification the network refuses for good (a
-/// channel that will not have jarvis, a target that is no valid name) is set aside at once;
-/// one that fails `max_failures` times is set aside too. Set-aside notifications are logged
-/// and shown to admins in `status`. Between failed tries a target waits, doubling from
-/// `retry_min` up to `retry_max`; other targets on the network go on meanwhile.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeliveryConfig {
-    /// Failed tries before a notification is set aside. Default 5.
-    #[serde(default = "default_max_failures")]
-    pub max_failures: u32,
-    /// The first wait after a failed try. Default 2s.
-    #[serde(default = "default_retry_min", with = "humantime_serde_compat")]
-    pub retry_min: Duration,
-    /// The longest wait between tries. Default 5m.
-    #[serde(default = "default_retry_max", with = "humantime_serde_compat")]
-    pub retry_max: Duration,
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        DeliveryConfig {
-            max_failures: default_max_failures(),
-            retry_min: default_retry_min(),
-            retry_max: default_retry_max(),
-        }
-    }
-}
-
-fn default_max_failures() -> u32 {
-    5
-}
-fn default_retry_min() -> Duration {
-    Duration::from_secs(2)
-}
-fn default_retry_max() -> Duration {
-    Duration::from_secs(300)
-}
-
-/// `notices` lines per `per`, per run (`chat.notice_rate`), as a bucket: up to `notices` at
-/// once, then one each `per / notices`.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoticeRate {
-    pub notices: u32,
-    #[serde(with = "humantime_serde_compat")]
-    pub per: Duration,
-}
-
-impl Default for NoticeRate {
-    fn default() -> Self {
-        NoticeRate {
-            notices: 3,
-            per: Duration::from_secs(10),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -191,15 +162,24 @@ pub struct Limits {
     #[serde(default = "default_stderr_lines")]
     pub stderr_lines: usize,
     /// A stage's timeout when the pipeline sets none.
-    #[serde(default = "default_timeout", with = "humantime_serde_compat")]
+    #[serde(
+        default = "default_timeout",
+        deserialize_with = "jarvis_design::duration::deserialize"
+    )]
     pub default_timeout: Duration,
     /// Between SIGTERM and SIGKILL.
-    #[serde(default = "default_grace", with = "humantime_serde_compat")]
+    #[serde(
+        default = "default_grace",
+        deserialize_with = "jarvis_design::duration::deserialize"
+    )]
     pub kill_grace: Duration,
     /// On SIGTERM, how long running stages may take to finish before their workers are
     /// stopped and left for the next start to recover. Keep `stop_grace + kill_grace` below
     /// the service manager's stop timeout (the shipped unit's `TimeoutStopSec=30`).
-    #[serde(default = "default_stop_grace", with = "humantime_serde_compat")]
+    #[serde(
+        default = "default_stop_grace",
+        deserialize_with = "jarvis_design::duration::deserialize"
+    )]
     pub stop_grace: Duration,
     /// How many reply lines go to a channel before the rest goes to a private message.
     #[serde(default = "default_channel_lines")]
@@ -248,16 +228,6 @@ pub struct SecretsConfig {
     /// Key names whose values are masked, beside the built-in ones (password, token, …).
     #[serde(default)]
     pub keys: Vec<String>,
-}
-
-/// Durations, in the one syntax of [`jarvis_design::duration`]: `30s`, `5m`, `1h 30m`, or a
-/// bare number of seconds. (The name is kept for the types that refer to it.)
-pub mod humantime_serde_compat {
-    pub use jarvis_design::duration::deserialize;
-
-    pub mod option {
-        pub use jarvis_design::duration::deserialize_option as deserialize;
-    }
 }
 
 /// What is wrong with a configuration, located where that is known. Some problems come
@@ -384,7 +354,7 @@ impl Settings {
             return Err("name: must be one word".into());
         }
         if let Some(url) = &self.database_url {
-            crate::store::Backend::of(url.expose()).map_err(|e| format!("database_url: {e}"))?;
+            crate::model::Backend::of(url.expose()).map_err(|e| format!("database_url: {e}"))?;
         }
         if self.limits.workers == 0 {
             return Err("limits.workers: must be at least 1".into());
@@ -401,6 +371,7 @@ impl Settings {
         for (i, account) in self.chat.xmpp.iter().enumerate() {
             account.check(i)?;
         }
+        self.chat.check_names()?;
         let chat = &self.chat;
         if chat.delivery.max_failures == 0 {
             return Err("chat.delivery.max_failures: must be at least 1".into());

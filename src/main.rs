@@ -132,7 +132,7 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let problems = jarvis::engine::check_workers(&settings, builtin_workers());
+            let problems = jarvis::app::check_workers(&settings, builtin_workers());
             for p in &problems {
                 eprintln!("{}: {p}", path.display());
             }
@@ -216,7 +216,7 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
             let engine = app.engine().clone();
             let grace = app.settings().limits.stop_grace;
             tokio::select! {
-                done = jarvis::adapters::console::run(app) => done?,
+                done = app.shell() => done?,
                 _ = wait_for_stop_signal() => graceful_stop(&engine, grace).await,
             }
             Ok(ExitCode::SUCCESS)
@@ -229,7 +229,7 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
                 );
             }
             let app = Application::start(settings, builtin_workers(), embedded).await?;
-            jarvis::adapters::start_networks(&app).await?;
+            app.start_networks().await?;
             wait_for_stop_signal().await;
             graceful_stop(app.engine(), app.settings().limits.stop_grace).await;
             Ok(ExitCode::SUCCESS)

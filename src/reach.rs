@@ -8,8 +8,8 @@
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::adapters::xmpp::Tls;
 use crate::config::Settings;
+use crate::config::xmpp::Tls;
 
 /// How long one target may take, name resolution included.
 pub const TIMEOUT: Duration = Duration::from_secs(3);

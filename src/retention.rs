@@ -16,22 +16,28 @@ pub struct RetentionConfig {
     /// Its summary (host, outcome, times, reason) stays until `forget`.
     #[serde(
         default = "default_keep",
-        with = "crate::config::humantime_serde_compat"
+        deserialize_with = "jarvis_design::duration::deserialize"
     )]
     pub keep: Duration,
     /// How often the daemon prunes (e.g. `1h`).
     #[serde(
         default = "default_every",
-        with = "crate::config::humantime_serde_compat"
+        deserialize_with = "jarvis_design::duration::deserialize"
     )]
     pub every: Duration,
     /// How long a finished run's summary stays (e.g. `730d`), after which the run is gone from
     /// `history` and `status`. Unset: kept for good. Never shorter than `keep`.
-    #[serde(default, with = "crate::config::humantime_serde_compat::option")]
+    #[serde(
+        default,
+        deserialize_with = "jarvis_design::duration::deserialize_option"
+    )]
     pub forget: Option<Duration>,
     /// How long audit rows (who asked what, and the answer) stay (e.g. `400d`). Unset: kept
     /// for good. Together with `forget`, the database stops growing under a steady load.
-    #[serde(default, with = "crate::config::humantime_serde_compat::option")]
+    #[serde(
+        default,
+        deserialize_with = "jarvis_design::duration::deserialize_option"
+    )]
     pub audit: Option<Duration>,
 }
 

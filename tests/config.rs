@@ -166,3 +166,47 @@ fn database_urls_are_shown_without_their_password() {
         "{text}"
     );
 }
+
+#[test]
+fn chat_networks_share_one_namespace_and_one_shape_of_rate() {
+    // A name is how notify targets and grants find a network: unique across IRC and XMPP.
+    let said = refused(
+        "chat:
+  irc:
+    - { name: ops, server: 127.0.0.1 }
+  xmpp:
+    - name: ops
+      jid: jarvis@localhost
+      password: p
+",
+    );
+    assert_eq!(
+        said,
+        "config.yaml:8:7: chat.xmpp[0].name: 'ops' is already the name of chat.irc[0]; every \
+         chat network needs its own"
+    );
+    // XMPP's rate is checked as IRC's is, under the same key.
+    let said = refused(
+        "chat:\n  xmpp:\n    - { name: j, jid: j@localhost, password: p, rate: { burst: 0, per_second: 1 } }\n",
+    );
+    assert!(
+        said.contains("chat.xmpp[0].rate: burst and per_second must be positive"),
+        "{said}"
+    );
+    let said = refused(
+        "chat:\n  irc:\n    - { name: i, server: 127.0.0.1, rate: { burst: 5, per_second: 0 } }\n",
+    );
+    assert!(
+        said.contains("chat.irc[0].rate: burst and per_second must be positive"),
+        "{said}"
+    );
+    // IRC's older spelling of the key is still read.
+    accepted(
+        "chat:\n  irc:\n    - { name: i, server: 127.0.0.1, flood: { burst: 5, per_second: 1 } }\n",
+    );
+    let said = refused("chat:\n  xmpp:\n    - { name: 'a b', jid: j@localhost, password: p }\n");
+    assert!(
+        said.contains("chat.xmpp[0].name: must be one word"),
+        "{said}"
+    );
+}

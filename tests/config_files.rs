@@ -101,7 +101,12 @@ fn the_example_lists_every_variable_it_reads_at_its_top() {
         );
     }
     // ...and the example shows the design sources and the IRC pacing.
-    for needed in ["\n  ldap:\n", "\n  gist:\n", "allow_addresses:", "flood:"] {
+    for needed in [
+        "\n  ldap:\n",
+        "\n  gist:\n",
+        "allow_addresses:",
+        "\n      rate: {burst",
+    ] {
         assert!(
             text.contains(needed),
             "config/example.yaml lacks {needed:?}"

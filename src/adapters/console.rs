@@ -5,13 +5,11 @@
 //! happen; it ends when input ends and no run is queued or running.
 
 use std::io::{IsTerminal, Write};
-use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, watch};
 
-use crate::app::Application;
 use crate::chat::roles::Identity;
 use crate::chat::{ChatNetwork, Incoming, Rate, SendError, Target};
 
@@ -81,10 +79,9 @@ impl ChatNetwork for Console {
     }
 }
 
-/// Runs the shell until input ends and the work it started is done and announced.
-pub async fn run(app: Application) -> anyhow::Result<()> {
-    let outlet = app.attach(Arc::new(Console::new()));
-    let (tx, mut rx) = mpsc::channel::<String>(16);
+/// The lines typed (with line editing on a terminal) or piped in, until input ends.
+pub fn read_lines() -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel::<String>(16);
     if std::io::stdin().is_terminal() {
         std::thread::spawn(move || read_terminal(tx));
     } else {
@@ -97,28 +94,18 @@ pub async fn run(app: Application) -> anyhow::Result<()> {
             }
         });
     }
-    let user = os_user();
-    let me = Target::direct(NETWORK, &user);
-    while let Some(line) = rx.recv().await {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let msg = Incoming {
-            reply_to: me.clone(),
-            nick: user.clone(),
-            identities: vec![Identity::Console(user.clone())],
-            identity_note: None,
-            text: line,
-        };
-        if let Some(reply) = app.bot().handle(&msg).await {
-            for text in reply.public.iter().chain(reply.private.iter()) {
-                let _ = outlet.say(&me, "", text).await;
-            }
-        }
+    rx
+}
+
+/// A line typed by `user`, as the bot takes it: said to jarvis directly, by `console:USER`.
+pub fn incoming(user: &str, line: String) -> Incoming {
+    Incoming {
+        reply_to: Target::direct(NETWORK, user),
+        nick: user.to_string(),
+        identities: vec![Identity::Console(user.to_string())],
+        identity_note: None,
+        text: line,
     }
-    app.engine().wait_idle().await;
-    app.wait_delivered(NETWORK).await;
-    Ok(())
 }
 
 fn read_terminal(tx: mpsc::Sender<String>) {

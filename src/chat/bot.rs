@@ -2,7 +2,9 @@
 //! out through the engine and the store, writes the audit log, and answers in a few lines.
 //! It speaks no protocol; adapters bring messages in and outlets take answers out.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -11,7 +13,6 @@ use super::render;
 use super::roles::{self, Identity, Role, RolesConfig};
 use super::{Incoming, Origin, TargetKind};
 use crate::clipboard::Clipboard;
-use crate::config::Settings;
 use crate::engine::pipeline::{self, RunKind};
 use crate::engine::{Engine, EngineError};
 use crate::store::{AuditEntry, NewRun, Run, StoreError};
@@ -39,15 +40,30 @@ impl Reply {
     }
 }
 
+/// What the bot needs of the configuration, built by the application.
+#[derive(Debug, Clone)]
+pub struct BotConfig {
+    /// The bot's nick, which users address it by.
+    pub name: String,
+    pub roles: RolesConfig,
+    pub pipelines: BTreeMap<String, pipeline::PipelineConfig>,
+    /// The timeout of a stage that names none.
+    pub default_timeout: Duration,
+    /// Lines an answer in a room may have; the rest goes privately.
+    pub channel_lines: usize,
+    /// Whether designs come from LDAP (a host with no run yet is then `cn=HOST`).
+    pub ldap_designs: bool,
+}
+
 pub struct Bot {
-    settings: Arc<Settings>,
+    settings: Arc<BotConfig>,
     engine: Engine,
     designs: Arc<jarvis_design::DesignSources>,
 }
 
 impl Bot {
     pub fn new(
-        settings: Arc<Settings>,
+        settings: Arc<BotConfig>,
         engine: Engine,
         designs: Arc<jarvis_design::DesignSources>,
     ) -> Bot {
@@ -81,7 +97,7 @@ impl Bot {
 
     /// In a room, only a few lines: the rest goes to the sender directly.
     fn fit_for_room(&self, msg: &Incoming, mut reply: Reply) -> Reply {
-        let keep = self.settings.limits.channel_lines.max(1);
+        let keep = self.settings.channel_lines.max(1);
         if msg.reply_to.kind == TargetKind::Room && reply.public.len() > keep {
             let rest = reply.public.split_off(keep - 1);
             reply
@@ -480,7 +496,7 @@ impl Bot {
                 "pipeline '{pipeline_name}' is no longer configured"
             )));
         };
-        let (stages, on_failure) = config.frozen_stages(self.settings.limits.default_timeout);
+        let (stages, on_failure) = config.frozen_stages(self.settings.default_timeout);
         let count = stages.len();
         let origin = Origin {
             target: msg.reply_to.clone(),
@@ -527,7 +543,7 @@ impl Bot {
     ) -> Result<Reply, BotError> {
         let reference = match self.engine.store().last_run_for_host(host).await? {
             Some(run) => run.design_ref,
-            None if self.settings.designs.ldap.is_some() => format!("cn={host}"),
+            None if self.settings.ldap_designs => format!("cn={host}"),
             None => host.to_string(),
         };
         self.queue(msg, kind, &reference, None).await

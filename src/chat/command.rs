@@ -1,6 +1,9 @@
 //! The chat language (SPEC 2) as pure functions: whether a line addresses jarvis, and which
-//! command it is. The table [`COMMANDS`] is the single source of the parser's names, of the
-//! roles each command needs and of `help`.
+//! command it is. Each command is defined once, in the [`commands!`] block below: its
+//! variant of [`Command`], its name, the role it needs, whether it changes state (and so goes
+//! into the audit log), its usage, summary and example (which `help` shows and a test
+//! parses), and how its words parse. [`COMMANDS`], [`Command::name`],
+//! [`Command::required_role`] and [`Command::changes_state`] all follow from it.
 
 use super::roles::Role;
 
@@ -11,171 +14,339 @@ pub enum RunRef {
     Host(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    Deploy {
-        reference: String,
-    },
-    Redeploy {
-        host: String,
-    },
-    Destroy {
-        host: String,
-    },
-    Plan {
-        reference: String,
-    },
-    Status {
-        run: Option<RunRef>,
-    },
-    History {
-        host: Option<String>,
-        count: usize,
-    },
-    Log {
-        run: RunRef,
-        count: usize,
-    },
-    Cancel {
-        run: RunRef,
-    },
-    Resume {
-        run: RunRef,
-    },
-    Retry {
-        run: RunRef,
-    },
-    Approve {
-        run: RunRef,
-    },
-    Trust {
-        host: String,
-        algorithm: String,
-        fingerprint: String,
-    },
-    Pipelines,
-    Whoami,
-    Help {
-        command: Option<String>,
-    },
-}
-
-/// One command of the language: its name, the role it needs, its usage and an example.
+/// One command of the language: its name, the role it needs, its usage and an example, and
+/// its parser.
 pub struct CommandSpec {
     pub name: &'static str,
     pub role: Option<Role>,
+    /// Whether it changes something, and so goes into the audit log.
+    pub changes_state: bool,
     pub usage: &'static str,
     pub summary: &'static str,
     pub example: &'static str,
+    parse: fn(&Args) -> Result<Command, ParseError>,
 }
 
-pub const COMMANDS: &[CommandSpec] = &[
-    CommandSpec {
+/// The words after a command's name, for its parser.
+struct Args<'a> {
+    command: &'static str,
+    words: Vec<&'a str>,
+}
+
+impl<'a> Args<'a> {
+    fn usage(&self, problem: &str) -> ParseError {
+        ParseError::Usage {
+            command: self.command,
+            problem: problem.to_string(),
+        }
+    }
+
+    fn at_most(&self, n: usize) -> Result<(), ParseError> {
+        if self.words.len() > n {
+            Err(self.usage("too many words"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn get(&self, i: usize) -> Option<&'a str> {
+        self.words.get(i).copied()
+    }
+
+    /// Word `i`, which must be there: `missing` says what it is.
+    fn required(&self, i: usize, missing: &str) -> Result<&'a str, ParseError> {
+        self.get(i).ok_or_else(|| self.usage(missing))
+    }
+
+    fn host(&self, i: usize) -> Result<String, ParseError> {
+        host_arg(self.get(i)).map_err(|p| self.usage(&p))
+    }
+
+    fn run(&self, i: usize) -> Result<RunRef, ParseError> {
+        run_ref(self.required(i, "which run?")?).map_err(|p| self.usage(&p))
+    }
+
+    /// `at_most(1)` and the run the one word names: cancel, resume, retry, approve.
+    fn only_run(&self) -> Result<RunRef, ParseError> {
+        self.at_most(1)?;
+        self.run(0)
+    }
+}
+
+/// Defines every command once: the enum's variant, and its entry in [`COMMANDS`].
+macro_rules! commands {
+    ($(
+        $variant:ident $({ $($field:ident : $ty:ty),* $(,)? })? => {
+            name: $name:literal,
+            role: $role:expr,
+            changes_state: $changes:literal,
+            usage: $usage:literal,
+            summary: $summary:literal,
+            example: $example:literal,
+            parse: $parse:expr $(,)?
+        }
+    ),* $(,)?) => {
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Command {
+            $(
+                #[doc = concat!("`", $usage, "`: ", $summary, ".")]
+                $variant $({ $($field: $ty),* })?,
+            )*
+        }
+
+        /// Every command, in the order `help` lists them.
+        pub const COMMANDS: &[CommandSpec] = &[$(
+            CommandSpec {
+                name: $name,
+                role: $role,
+                changes_state: $changes,
+                usage: $usage,
+                summary: $summary,
+                example: $example,
+                parse: $parse,
+            },
+        )*];
+
+        impl Command {
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Command::$variant { .. } => $name,)*
+                }
+            }
+
+            pub fn required_role(&self) -> Option<Role> {
+                match self {
+                    $(Command::$variant { .. } => $role,)*
+                }
+            }
+
+            /// Whether the command changes something, and so goes into the audit log.
+            pub fn changes_state(&self) -> bool {
+                match self {
+                    $(Command::$variant { .. } => $changes,)*
+                }
+            }
+        }
+    };
+}
+
+commands! {
+    Deploy { reference: String } => {
         name: "deploy",
         role: Some(Role::Deployer),
+        changes_state: true,
         usage: "deploy REF",
         summary: "load a design, pick its pipeline and queue a run",
         example: "deploy cn=loki",
+        parse: |a| {
+            a.at_most(1)?;
+            let reference = a.required(0, "which design?")?.to_string();
+            Ok(Command::Deploy { reference })
+        },
     },
-    CommandSpec {
+    Redeploy { host: String } => {
         name: "redeploy",
         role: Some(Role::Deployer),
+        changes_state: true,
         usage: "redeploy HOST",
         summary: "run the redeploy pipeline for a known host",
         example: "redeploy loki",
+        parse: |a| {
+            a.at_most(1)?;
+            Ok(Command::Redeploy { host: a.host(0)? })
+        },
     },
-    CommandSpec {
+    Destroy { host: String } => {
         name: "destroy",
         role: Some(Role::Deployer),
+        changes_state: true,
         usage: "destroy HOST",
         summary: "run the destroy pipeline for a known host",
         example: "destroy loki",
+        parse: |a| {
+            a.at_most(1)?;
+            Ok(Command::Destroy { host: a.host(0)? })
+        },
     },
-    CommandSpec {
+    Plan { reference: String } => {
         name: "plan",
         role: Some(Role::Viewer),
+        changes_state: false,
         usage: "plan REF",
         summary: "load and check a design and show its pipeline; runs nothing",
         example: "plan cn=loki",
+        parse: |a| {
+            a.at_most(1)?;
+            let reference = a.required(0, "which design?")?.to_string();
+            Ok(Command::Plan { reference })
+        },
     },
-    CommandSpec {
+    Status { run: Option<RunRef> } => {
         name: "status",
         role: Some(Role::Viewer),
+        changes_state: false,
         usage: "status [HOST|#ID]",
         summary: "the active runs, or where one run stands",
         example: "status loki",
+        parse: |a| {
+            a.at_most(1)?;
+            let run = a.get(0).map(run_ref).transpose().map_err(|p| a.usage(&p))?;
+            Ok(Command::Status { run })
+        },
     },
-    CommandSpec {
+    History { host: Option<String>, count: usize } => {
         name: "history",
         role: Some(Role::Viewer),
+        changes_state: false,
         usage: "history [HOST] [N]",
         summary: "the last N runs (default 5) with outcome and duration",
         example: "history loki 10",
+        parse: |a| {
+            a.at_most(2)?;
+            let (mut host, mut count) = (None, 5);
+            for (i, word) in a.words.iter().enumerate() {
+                if let Ok(n) = word.parse::<usize>() {
+                    count = n.clamp(1, 50);
+                } else if host.is_none() {
+                    host = Some(a.host(i)?);
+                } else {
+                    return Err(a.usage("give one host and one number"));
+                }
+            }
+            Ok(Command::History { host, count })
+        },
     },
-    CommandSpec {
+    Log { run: RunRef, count: usize } => {
         name: "log",
         role: Some(Role::Viewer),
+        changes_state: false,
         usage: "log HOST|#ID [N]",
         summary: "the last N log lines of a run (default 10)",
         example: "log #42 20",
+        parse: |a| {
+            a.at_most(2)?;
+            let run = a.run(0)?;
+            let count = match a.get(1) {
+                Some(n) => n
+                    .parse::<usize>()
+                    .map_err(|_| a.usage("N must be a number"))?
+                    .clamp(1, 200),
+                None => 10,
+            };
+            Ok(Command::Log { run, count })
+        },
     },
-    CommandSpec {
+    Cancel { run: RunRef } => {
         name: "cancel",
         role: Some(Role::Deployer),
+        changes_state: true,
         usage: "cancel HOST|#ID",
         summary: "stop a queued or running run",
         example: "cancel #42",
+        parse: |a| Ok(Command::Cancel { run: a.only_run()? }),
     },
-    CommandSpec {
+    Resume { run: RunRef } => {
         name: "resume",
         role: Some(Role::Deployer),
+        changes_state: true,
         usage: "resume HOST|#ID",
         summary: "continue an interrupted or failed run from its failed stage",
         example: "resume #42",
+        parse: |a| Ok(Command::Resume { run: a.only_run()? }),
     },
-    CommandSpec {
+    Retry { run: RunRef } => {
         name: "retry",
         role: Some(Role::Deployer),
+        changes_state: true,
         usage: "retry HOST|#ID",
         summary: "start a new run with the same design and pipeline",
         example: "retry #42",
+        parse: |a| Ok(Command::Retry { run: a.only_run()? }),
     },
-    CommandSpec {
+    Approve { run: RunRef } => {
         name: "approve",
         role: Some(Role::Approver),
+        changes_state: true,
         usage: "approve HOST|#ID",
         summary: "release a stage that waits for approval (not your own run)",
         example: "approve #42",
+        parse: |a| Ok(Command::Approve { run: a.only_run()? }),
     },
-    CommandSpec {
+    Trust { host: String, algorithm: String, fingerprint: String } => {
         name: "trust",
         role: Some(Role::Admin),
+        changes_state: true,
         usage: "trust HOST ALGORITHM SHA256:FINGERPRINT",
         summary: "pin a host's SSH key after a change you expected (forgets its other pins)",
         example: "trust loki ssh-ed25519 SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s",
+        parse: |a| {
+            a.at_most(3)?;
+            let host = a.host(0)?;
+            let algorithm = a
+                .get(1)
+                .filter(|w| {
+                    w.len() <= 64
+                        && w.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-@.".contains(c))
+                })
+                .ok_or_else(|| a.usage("which key algorithm (as ssh-keygen -l names it)?"))?
+                .to_string();
+            let fingerprint = a
+                .get(2)
+                .filter(|f| {
+                    f.strip_prefix("SHA256:").is_some_and(|b| {
+                        b.len() == 43
+                            && b.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+                    })
+                })
+                .ok_or_else(|| a.usage("the fingerprint is SHA256: and 43 characters"))?
+                .to_string();
+            Ok(Command::Trust {
+                host,
+                algorithm,
+                fingerprint,
+            })
+        },
     },
-    CommandSpec {
+    Pipelines => {
         name: "pipelines",
         role: Some(Role::Viewer),
+        changes_state: false,
         usage: "pipelines",
         summary: "the configured pipelines and their stages",
         example: "pipelines",
+        parse: |a| {
+            a.at_most(0)?;
+            Ok(Command::Pipelines)
+        },
     },
-    CommandSpec {
+    Whoami => {
         name: "whoami",
         role: None,
+        changes_state: false,
         usage: "whoami",
         summary: "how jarvis identifies you, and your roles",
         example: "whoami",
+        parse: |a| {
+            a.at_most(0)?;
+            Ok(Command::Whoami)
+        },
     },
-    CommandSpec {
+    Help { command: Option<String> } => {
         name: "help",
         role: None,
+        changes_state: false,
         usage: "help [COMMAND]",
         summary: "what you may say; 'help COMMAND' for usage and an example",
         example: "help deploy",
+        parse: |a| {
+            a.at_most(1)?;
+            let command = a.get(0).map(|w| w.to_ascii_lowercase());
+            Ok(Command::Help { command })
+        },
     },
-];
+}
 
 pub fn spec(name: &str) -> Option<&'static CommandSpec> {
     COMMANDS.iter().find(|c| c.name == name)
@@ -249,179 +420,17 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
         return Err(ParseError::Empty);
     };
     let name = first.to_ascii_lowercase();
-    let args: Vec<&str> = words.collect();
     let Some(spec) = spec(&name) else {
         return Err(ParseError::Unknown {
             word: first.to_string(),
             suggestion: closest(&name),
         });
     };
-    let usage = |problem: &str| ParseError::Usage {
+    let args = Args {
         command: spec.name,
-        problem: problem.to_string(),
+        words: words.collect(),
     };
-    let at_most = |n: usize| {
-        if args.len() > n {
-            Err(usage("too many words"))
-        } else {
-            Ok(())
-        }
-    };
-    let command = match spec.name {
-        "deploy" | "plan" => {
-            at_most(1)?;
-            let reference = args
-                .first()
-                .ok_or_else(|| usage("which design?"))?
-                .to_string();
-            if spec.name == "deploy" {
-                Command::Deploy { reference }
-            } else {
-                Command::Plan { reference }
-            }
-        }
-        "redeploy" | "destroy" => {
-            at_most(1)?;
-            let host = host_arg(args.first().copied()).map_err(|p| usage(&p))?;
-            if spec.name == "redeploy" {
-                Command::Redeploy { host }
-            } else {
-                Command::Destroy { host }
-            }
-        }
-        "status" => {
-            at_most(1)?;
-            let run = args
-                .first()
-                .map(|a| run_ref(a))
-                .transpose()
-                .map_err(|p| usage(&p))?;
-            Command::Status { run }
-        }
-        "history" => {
-            at_most(2)?;
-            let (mut host, mut count) = (None, 5);
-            for a in &args {
-                if let Ok(n) = a.parse::<usize>() {
-                    count = n.clamp(1, 50);
-                } else if host.is_none() {
-                    host = Some(host_arg(Some(a)).map_err(|p| usage(&p))?);
-                } else {
-                    return Err(usage("give one host and one number"));
-                }
-            }
-            Command::History { host, count }
-        }
-        "log" => {
-            at_most(2)?;
-            let run =
-                run_ref(args.first().ok_or_else(|| usage("which run?"))?).map_err(|p| usage(&p))?;
-            let count = match args.get(1) {
-                Some(n) => n
-                    .parse::<usize>()
-                    .map_err(|_| usage("N must be a number"))?
-                    .clamp(1, 200),
-                None => 10,
-            };
-            Command::Log { run, count }
-        }
-        "cancel" | "resume" | "retry" | "approve" => {
-            at_most(1)?;
-            let run =
-                run_ref(args.first().ok_or_else(|| usage("which run?"))?).map_err(|p| usage(&p))?;
-            match spec.name {
-                "cancel" => Command::Cancel { run },
-                "resume" => Command::Resume { run },
-                "retry" => Command::Retry { run },
-                _ => Command::Approve { run },
-            }
-        }
-        "trust" => {
-            at_most(3)?;
-            let host = host_arg(args.first().copied()).map_err(|p| usage(&p))?;
-            let algorithm = args
-                .get(1)
-                .filter(|a| {
-                    a.len() <= 64
-                        && a.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "-@.".contains(c))
-                })
-                .ok_or_else(|| usage("which key algorithm (as ssh-keygen -l names it)?"))?
-                .to_string();
-            let fingerprint = args
-                .get(2)
-                .filter(|f| {
-                    f.strip_prefix("SHA256:").is_some_and(|b| {
-                        b.len() == 43
-                            && b.chars()
-                                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
-                    })
-                })
-                .ok_or_else(|| usage("the fingerprint is SHA256: and 43 characters"))?
-                .to_string();
-            Command::Trust {
-                host,
-                algorithm,
-                fingerprint,
-            }
-        }
-        "pipelines" => {
-            at_most(0)?;
-            Command::Pipelines
-        }
-        "whoami" => {
-            at_most(0)?;
-            Command::Whoami
-        }
-        _ => {
-            at_most(1)?;
-            Command::Help {
-                command: args.first().map(|a| a.to_ascii_lowercase()),
-            }
-        }
-    };
-    Ok(command)
-}
-
-impl Command {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Command::Deploy { .. } => "deploy",
-            Command::Redeploy { .. } => "redeploy",
-            Command::Destroy { .. } => "destroy",
-            Command::Plan { .. } => "plan",
-            Command::Status { .. } => "status",
-            Command::History { .. } => "history",
-            Command::Log { .. } => "log",
-            Command::Cancel { .. } => "cancel",
-            Command::Resume { .. } => "resume",
-            Command::Retry { .. } => "retry",
-            Command::Approve { .. } => "approve",
-            Command::Trust { .. } => "trust",
-            Command::Pipelines => "pipelines",
-            Command::Whoami => "whoami",
-            Command::Help { .. } => "help",
-        }
-    }
-
-    pub fn required_role(&self) -> Option<Role> {
-        spec(self.name()).and_then(|s| s.role)
-    }
-
-    /// Whether the command changes something, and so goes into the audit log.
-    pub fn changes_state(&self) -> bool {
-        matches!(
-            self,
-            Command::Deploy { .. }
-                | Command::Redeploy { .. }
-                | Command::Destroy { .. }
-                | Command::Cancel { .. }
-                | Command::Resume { .. }
-                | Command::Retry { .. }
-                | Command::Approve { .. }
-                | Command::Trust { .. }
-        )
-    }
+    (spec.parse)(&args)
 }
 
 /// `#42`, `42` or a host name.
@@ -568,7 +577,24 @@ mod tests {
         for c in COMMANDS {
             let parsed = parse(c.example).unwrap_or_else(|e| panic!("{}: {e}", c.example));
             assert_eq!(parsed.name(), c.name);
+            assert_eq!(parsed.required_role(), c.role, "{}", c.name);
+            assert_eq!(parsed.changes_state(), c.changes_state, "{}", c.name);
         }
+    }
+
+    #[test]
+    fn what_changes_state_is_what_the_audit_log_needs() {
+        let audited: Vec<&str> = COMMANDS
+            .iter()
+            .filter(|c| c.changes_state)
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(
+            audited,
+            [
+                "deploy", "redeploy", "destroy", "cancel", "resume", "retry", "approve", "trust"
+            ]
+        );
     }
 
     proptest! {

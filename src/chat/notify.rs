@@ -17,15 +17,79 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use tokio::sync::Notify;
 
 use super::outlet::Outlet;
 use super::pace::Bucket;
 use super::render::{event_text, pings_requester, run_name};
 use super::{Origin, Rate, SendError, Target, TargetKind};
-use crate::config::{DeliveryConfig, NoticeRate};
 use crate::engine::events::{EventBody, kind};
 use crate::store::{EventRow, NewOutbox, RunId, Store};
+
+/// Notification delivery (`chat.delivery`). A notification the network refuses for good (a
+/// channel that will not have jarvis, a target that is no valid name) is set aside at once;
+/// one that fails `max_failures` times is set aside too. Set-aside notifications are logged
+/// and shown to admins in `status`. Between failed tries a target waits, doubling from
+/// `retry_min` up to `retry_max`; other targets on the network go on meanwhile.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Failed tries before a notification is set aside. Default 5.
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+    /// The first wait after a failed try. Default 2s.
+    #[serde(
+        default = "default_retry_min",
+        deserialize_with = "jarvis_design::duration::deserialize"
+    )]
+    pub retry_min: Duration,
+    /// The longest wait between tries. Default 5m.
+    #[serde(
+        default = "default_retry_max",
+        deserialize_with = "jarvis_design::duration::deserialize"
+    )]
+    pub retry_max: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            max_failures: default_max_failures(),
+            retry_min: default_retry_min(),
+            retry_max: default_retry_max(),
+        }
+    }
+}
+
+fn default_max_failures() -> u32 {
+    5
+}
+fn default_retry_min() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_retry_max() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// `notices` lines per `per`, per run (`chat.notice_rate`), as a bucket: up to `notices` at
+/// once, then one each `per / notices`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoticeRate {
+    pub notices: u32,
+    #[serde(deserialize_with = "jarvis_design::duration::deserialize")]
+    pub per: Duration,
+}
+
+impl Default for NoticeRate {
+    fn default() -> Self {
+        NoticeRate {
+            notices: 3,
+            per: Duration::from_secs(10),
+        }
+    }
+}
 
 /// Routes stored events into the outbox, forever.
 pub async fn route_events(

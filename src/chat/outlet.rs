@@ -90,12 +90,22 @@ pub struct Outlets {
 }
 
 impl Outlets {
-    pub fn add(&self, outlet: Outlet) -> Arc<Outlet> {
-        let outlet = Arc::new(outlet);
-        if let Ok(mut map) = self.inner.lock() {
-            map.insert(outlet.network.name().to_string(), outlet.clone());
+    /// Adds a network's outlet; refused when another network has its name, since
+    /// notifications, grants and replies find a network by name alone.
+    pub fn add(&self, outlet: Outlet) -> Result<Arc<Outlet>, String> {
+        let name = outlet.network.name().to_string();
+        let mut map = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.contains_key(&name) {
+            return Err(format!(
+                "two chat networks are named '{name}'; every network needs its own name"
+            ));
         }
-        outlet
+        let outlet = Arc::new(outlet);
+        map.insert(name, outlet.clone());
+        Ok(outlet)
     }
 
     pub fn get(&self, network: &str) -> Option<Arc<Outlet>> {
@@ -107,5 +117,56 @@ impl Outlets {
             .lock()
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod outlets_tests {
+    use futures_util::future::BoxFuture;
+    use tokio::sync::watch;
+
+    use super::*;
+    use crate::chat::{ChatNetwork, Rate, SendError, Target};
+
+    struct Named(&'static str);
+
+    impl ChatNetwork for Named {
+        fn name(&self) -> &str {
+            self.0
+        }
+        fn max_line_bytes(&self, _: &Target) -> usize {
+            400
+        }
+        fn rate(&self) -> Rate {
+            Rate {
+                burst: 1,
+                per_second: 1.0,
+            }
+        }
+        fn send<'a>(&'a self, _: &'a Target, _: &'a str) -> BoxFuture<'a, Result<(), SendError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn online(&self) -> watch::Receiver<bool> {
+            watch::channel(true).1
+        }
+    }
+
+    #[test]
+    fn a_second_network_of_the_same_name_is_refused() {
+        let outlets = Outlets::default();
+        let masker = Masker::new(vec![], vec![]);
+        let first = outlets
+            .add(Outlet::new(Arc::new(Named("libera")), masker.clone()))
+            .expect("the first");
+        let again = outlets.add(Outlet::new(Arc::new(Named("libera")), masker.clone()));
+        assert!(matches!(again, Err(e) if e.contains("'libera'")));
+        // The first keeps its place.
+        let kept = outlets.get("libera").expect("kept");
+        assert!(Arc::ptr_eq(&kept, &first));
+        assert!(
+            outlets
+                .add(Outlet::new(Arc::new(Named("jabber")), masker))
+                .is_ok()
+        );
     }
 }

@@ -4,34 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// What a run does to its host; selects among the pipelines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum RunKind {
-    #[default]
-    Deploy,
-    Redeploy,
-    Destroy,
-}
-
-impl RunKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunKind::Deploy => "deploy",
-            RunKind::Redeploy => "redeploy",
-            RunKind::Destroy => "destroy",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<RunKind> {
-        match text {
-            "deploy" => Some(RunKind::Deploy),
-            "redeploy" => Some(RunKind::Redeploy),
-            "destroy" => Some(RunKind::Destroy),
-            _ => None,
-        }
-    }
-}
+pub use crate::model::{RunKind, Stage};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,7 +31,7 @@ pub struct StageConfig {
     pub task: String,
     #[serde(
         default,
-        with = "crate::config::humantime_serde_compat::option",
+        deserialize_with = "jarvis_design::duration::deserialize_option",
         skip_serializing
     )]
     pub timeout: Option<Duration>,
@@ -68,7 +41,7 @@ pub struct StageConfig {
     /// First pause between attempts; it doubles each time.
     #[serde(
         default,
-        with = "crate::config::humantime_serde_compat::option",
+        deserialize_with = "jarvis_design::duration::deserialize_option",
         skip_serializing
     )]
     pub backoff: Option<Duration>,
@@ -117,24 +90,6 @@ impl StageConfig {
     }
 }
 
-/// A stage as frozen into a run when it is queued, so later configuration changes do not
-/// change a run under way.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Stage {
-    pub task: String,
-    pub timeout_ms: u64,
-    pub retries: u32,
-    pub backoff_ms: u64,
-    pub idempotent: bool,
-    pub approval: bool,
-    #[serde(default)]
-    pub approval_if: Option<String>,
-    pub notify: bool,
-    /// The stage's parameters from the configuration (`with:`), as frozen.
-    #[serde(default, rename = "with", skip_serializing_if = "Option::is_none")]
-    pub with: Option<serde_json::Map<String, serde_json::Value>>,
-}
-
 impl Stage {
     pub fn from_config(c: &StageConfig, default_timeout: Duration) -> Stage {
         Stage {
@@ -148,22 +103,6 @@ impl Stage {
             notify: c.notify,
             with: c.with.clone(),
         }
-    }
-
-    /// Whether the configuration lets this stage pin the host keys it sees (a stage of a
-    /// pipeline that creates the host says `with: {host_key: learn}`).
-    pub fn learns_host_keys(&self) -> bool {
-        self.with
-            .as_ref()
-            .and_then(|w| w.get("host_key"))
-            .and_then(serde_json::Value::as_str)
-            == Some("learn")
-    }
-
-    pub fn module_task(&self) -> (&str, &str) {
-        self.task
-            .split_once(':')
-            .unwrap_or((self.task.as_str(), ""))
     }
 }
 

@@ -22,126 +22,22 @@
 //! the outlet's PRIVMSGs wait for it, and so do WHOIS lookups (queued, shared per nick,
 //! bounded: whois.rs); JOIN, NICK and PONG are charged to it.
 
+mod accounts;
 mod conn;
+mod negotiate;
 pub mod proto;
 mod session;
 mod whois;
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::chat::pace::Pacer;
 use crate::chat::{ChatNetwork, Incoming, Rate, SendError, Target};
-use crate::secrets::Secret;
-
-/// One IRC network in the configuration (`chat.irc`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IrcNetworkConfig {
-    /// The network's name in jarvis (grants, notify targets, logs).
-    pub name: String,
-    pub server: String,
-    #[serde(default = "default_port")]
-    pub port: u16,
-    #[serde(default)]
-    pub tls: bool,
-    /// PEM file of certificates to trust beside the system's (a private CA, a self-signed
-    /// server).
-    #[serde(default)]
-    pub tls_ca: Option<PathBuf>,
-    /// PEM client certificate (chain) and key, offered in TLS; with `sasl.mechanism:
-    /// external` they log jarvis in.
-    #[serde(default)]
-    pub tls_cert: Option<PathBuf>,
-    #[serde(default)]
-    pub tls_key: Option<PathBuf>,
-    /// Nick; defaults to the bot's name.
-    #[serde(default)]
-    pub nick: Option<String>,
-    /// Ident (user name); defaults to the nick.
-    #[serde(default)]
-    pub user: Option<String>,
-    #[serde(default)]
-    pub realname: Option<String>,
-    #[serde(default)]
-    pub sasl: Option<SaslConfig>,
-    #[serde(default)]
-    pub channels: Vec<String>,
-    /// Lines jarvis may send: a burst, then a steady rate. The default suits InspIRCd's
-    /// and Solanum's stock limits (about one line a second after a burst).
-    #[serde(default)]
-    pub flood: Option<FloodConfig>,
-    /// The first wait before reconnecting; it doubles (with jitter) up to `reconnect_max`.
-    #[serde(
-        default = "default_reconnect_min",
-        with = "crate::config::humantime_serde_compat"
-    )]
-    pub reconnect_min: Duration,
-    #[serde(
-        default = "default_reconnect_max",
-        with = "crate::config::humantime_serde_compat"
-    )]
-    pub reconnect_max: Duration,
-    /// Silence from the server after which jarvis sends a PING; as long again without an
-    /// answer and the connection counts as dead.
-    #[serde(
-        default = "default_ping_interval",
-        with = "crate::config::humantime_serde_compat"
-    )]
-    pub ping_interval: Duration,
-    /// Ask for IRCv3 capabilities (account-tag, echo-message, …). Off makes jarvis behave
-    /// as on an old server (WHOIS for accounts, "written" for delivery); for tests.
-    #[serde(default = "yes")]
-    pub ircv3: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SaslConfig {
-    #[serde(default)]
-    pub mechanism: SaslMechanism,
-    /// The services account (required for PLAIN; for EXTERNAL, an optional authzid).
-    #[serde(default)]
-    pub account: Option<String>,
-    #[serde(default)]
-    pub password: Option<Secret>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SaslMechanism {
-    #[default]
-    Plain,
-    External,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FloodConfig {
-    pub burst: u32,
-    pub per_second: f64,
-}
-
-fn default_port() -> u16 {
-    6667
-}
-fn default_reconnect_min() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_reconnect_max() -> Duration {
-    Duration::from_secs(300)
-}
-fn default_ping_interval() -> Duration {
-    Duration::from_secs(60)
-}
-fn yes() -> bool {
-    true
-}
+use crate::config::irc::IrcNetworkConfig;
 
 /// A conservative default: InspIRCd allows a burst of 10 then 1 command a second, Solanum
 /// about the same; jarvis also sends its own PINGs, WHOIS and JOINs on top.
@@ -152,78 +48,6 @@ const DEFAULT_RATE: Rate = Rate {
 
 /// RFC 1123 allows 63 bytes per label; hosts seen on networks stay within this.
 const ASSUMED_HOST_LEN: usize = 63;
-
-impl IrcNetworkConfig {
-    pub fn secret_values(&self) -> Option<String> {
-        self.sasl
-            .as_ref()
-            .and_then(|s| s.password.as_ref())
-            .map(|p| p.expose().to_string())
-    }
-
-    /// What serde cannot check, named as `chat.irc[INDEX]…` for the `index`th network.
-    pub fn check(&self, index: usize) -> Result<(), String> {
-        self.check_at(&format!("chat.irc[{index}]"))
-    }
-
-    /// The same, named as `at…`.
-    fn check_at(&self, at: &str) -> Result<(), String> {
-        if self.name.is_empty() || self.name.contains(char::is_whitespace) {
-            return Err(format!("{at}.name: must be one word"));
-        }
-        if self.server.is_empty() {
-            return Err(format!("{at}.server: must not be empty"));
-        }
-        for nick in self.nick.iter().chain(self.user.iter()) {
-            if !proto::valid_target(nick) || proto::is_channel(nick) {
-                return Err(format!("{at}: '{nick}' is not a valid nick or user name"));
-            }
-        }
-        for ch in &self.channels {
-            if !proto::valid_target(ch) || !proto::is_channel(ch) {
-                return Err(format!(
-                    "{at}.channels: '{ch}' is not a channel name (like #ops)"
-                ));
-            }
-        }
-        if let Some(s) = &self.sasl {
-            match s.mechanism {
-                SaslMechanism::Plain if s.account.is_none() || s.password.is_none() => {
-                    return Err(format!("{at}.sasl: PLAIN needs an account and a password"));
-                }
-                SaslMechanism::External if !self.tls || self.tls_cert.is_none() => {
-                    return Err(format!(
-                        "{at}.sasl: EXTERNAL needs tls: true with tls_cert and tls_key"
-                    ));
-                }
-                SaslMechanism::Plain if !self.tls && !crate::config::is_loopback(&self.server) => {
-                    return Err(format!(
-                        "{at}.sasl: SASL PLAIN would send the password in clear to {}; set tls: true (or use SASL EXTERNAL)",
-                        self.server
-                    ));
-                }
-                _ => {}
-            }
-        }
-        if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err(format!("{at}: tls_cert and tls_key go together"));
-        }
-        if let Some(f) = &self.flood
-            && (f.burst == 0 || f.per_second.is_nan() || f.per_second <= 0.0)
-        {
-            return Err(format!("{at}.flood: burst and per_second must be positive"));
-        }
-        if self.reconnect_min.is_zero() || self.reconnect_max < self.reconnect_min {
-            return Err(format!(
-                "{at}: reconnect_min must be positive and at most reconnect_max"
-            ));
-        }
-        if self.ping_interval < Duration::from_secs(1) {
-            return Err(format!("{at}.ping_interval: at least 1s"));
-        }
-        Ok(())
-    }
-}
 
 /// A line for the connection's writer, answered once the server has it.
 struct Outgoing {
@@ -423,7 +247,7 @@ impl ChatNetwork for IrcNetwork {
 }
 
 fn rate_of(cfg: &IrcNetworkConfig) -> Rate {
-    match cfg.flood {
+    match cfg.rate {
         Some(f) => Rate {
             burst: f.burst,
             per_second: f.per_second,

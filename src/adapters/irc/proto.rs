@@ -3,6 +3,10 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+/// Whether a name can be a PRIVMSG target as one word, and whether it is a channel: the
+/// same rules the configuration checks its nicks and channels by.
+pub use crate::config::irc::{is_channel, valid_target};
+
 /// The longest line accepted from a server: 8191 bytes of tags plus a 512-byte message.
 pub const MAX_INCOMING: usize = 8191 + 512;
 /// The longest line jarvis sends, without its CRLF.
@@ -159,18 +163,6 @@ pub fn clean_text(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
-}
-
-/// Whether `name` can be a PRIVMSG target as one word.
-pub fn valid_target(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with(':')
-        && !name.contains(',')
-        && !name.chars().any(|c| c.is_whitespace() || c.is_control())
-}
-
-pub fn is_channel(name: &str) -> bool {
-    name.starts_with(['#', '&', '+', '!'])
 }
 
 /// Reads CRLF- (or LF-) terminated lines, refusing to buffer past [`MAX_INCOMING`].

@@ -6,14 +6,15 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
+use super::accounts::Accounts;
 use super::conn::{Io, QuickAck};
+use super::negotiate::{Negotiation, Out};
 use super::proto::{self, LineReader, Message};
 use super::whois::{Hold, Lookups};
-use super::{Outgoing, SaslMechanism, Shared};
+use super::{Outgoing, Shared};
 use crate::chat::roles::Identity;
 use crate::chat::{Incoming, SendError, Target};
 
@@ -26,19 +27,9 @@ const ECHO_TIMEOUT: Duration = Duration::from_secs(20);
 /// A write that takes longer means the server stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Without account-notify, a WHOIS answer is trusted this long.
-const ACCOUNT_TTL: Duration = Duration::from_secs(60);
 const REGAIN_EVERY: Duration = Duration::from_secs(30);
 const REJOIN_AFTER: Duration = Duration::from_secs(10);
 /// Capabilities jarvis asks for when offered.
-const WANTED_CAPS: &[&str] = &[
-    "account-tag",
-    "extended-join",
-    "account-notify",
-    "echo-message",
-    "cap-notify",
-    "message-tags",
-];
-
 /// Why a session ended.
 #[derive(Debug)]
 pub struct Ended {
@@ -78,11 +69,6 @@ struct Held {
     msg: Message,
 }
 
-struct Known {
-    account: Option<String>,
-    at: Instant,
-}
-
 struct Session<'a> {
     shared: &'a Shared,
     network: String,
@@ -92,16 +78,12 @@ struct Session<'a> {
     started: Instant,
     nick: String,
     alt_tries: usize,
-    offered: HashMap<String, String>,
-    ls_done: bool,
-    caps: HashSet<String>,
-    cap_requests: usize,
-    sasl_started: bool,
+    negotiation: Negotiation,
     joins: HashSet<String>,
     joins_since: Instant,
     rejoin: HashMap<String, Instant>,
     pending: VecDeque<Pending>,
-    accounts: HashMap<String, Known>,
+    accounts: Accounts,
     lookups: Lookups<Held>,
     /// When the WHOIS whose token is reserved may go out.
     whois_due: Option<Instant>,
@@ -130,16 +112,12 @@ pub async fn run(
         started: now,
         nick: shared.desired_nick.clone(),
         alt_tries: 0,
-        offered: HashMap::new(),
-        ls_done: false,
-        caps: HashSet::new(),
-        cap_requests: 0,
-        sasl_started: false,
+        negotiation: Negotiation::new(&shared.cfg.name, shared.cfg.ircv3, shared.cfg.sasl.clone()),
         joins: HashSet::new(),
         joins_since: now,
         rejoin: HashMap::new(),
         pending: VecDeque::new(),
-        accounts: HashMap::new(),
+        accounts: Accounts::default(),
         lookups: Lookups::default(),
         whois_due: None,
         whois_answers: HashMap::new(),
@@ -331,7 +309,7 @@ impl Session<'_> {
             let _ = out.ack.send(Err(SendError::Offline));
             return Err(e);
         }
-        if self.caps.contains("echo-message") {
+        if self.negotiation.has("echo-message") {
             self.pending.push_back(Pending {
                 target: out.target,
                 ack: out.ack,
@@ -364,14 +342,21 @@ impl Session<'_> {
                 let token = msg.param(0).to_string();
                 self.command("PONG", &[&token]).await?;
             }
-            "CAP" => self.on_cap(&msg).await?,
-            "AUTHENTICATE" if msg.param(0) == "+" => self.sasl_respond().await?,
+            "CAP" => {
+                let out = self.negotiation.on_cap(&msg).map_err(|e| self.ended(e))?;
+                self.negotiate(out).await?;
+            }
+            "AUTHENTICATE" if msg.param(0) == "+" => {
+                let out = self.negotiation.sasl_response();
+                self.negotiate(out).await?;
+            }
             "900" => {
                 tracing::info!(network = %self.network, account = %msg.param(2), "logged in to services");
             }
             "903" => {
                 tracing::info!(network = %self.network, "SASL authentication succeeded");
-                self.cap_end().await?;
+                let out = self.negotiation.sasl_succeeded();
+                self.negotiate(out).await?;
             }
             "902" | "904" | "905" | "906" | "908" => {
                 return Err(self.ended(format!(
@@ -380,6 +365,7 @@ impl Session<'_> {
                 )));
             }
             "001" => {
+                self.negotiation.registered();
                 self.nick = msg.param(0).to_string();
                 self.shared
                     .update_me(|me| me.nick = msg.param(0).to_string());
@@ -438,167 +424,22 @@ impl Session<'_> {
         Ok(())
     }
 
-    async fn on_cap(&mut self, msg: &Message) -> Result<(), Ended> {
-        match msg.param(1).to_ascii_uppercase().as_str() {
-            "LS" => {
-                // `CAP * LS * :caps` means more lines follow.
-                let more = msg.params.len() >= 4 && msg.param(2) == "*";
-                let list = msg.params.last().map(String::as_str).unwrap_or("");
-                for cap in list.split_whitespace() {
-                    let (name, value) = cap.split_once('=').unwrap_or((cap, ""));
-                    self.offered.insert(name.to_string(), value.to_string());
+    /// Writes what the capability negotiation answered; CAP END moves on to registration.
+    async fn negotiate(&mut self, out: Vec<Out>) -> Result<(), Ended> {
+        for line in out {
+            match line {
+                Out::Command(command, params) => {
+                    let params: Vec<&str> = params.iter().map(String::as_str).collect();
+                    self.command(command, &params).await?;
                 }
-                if !more && !self.ls_done {
-                    self.ls_done = true;
-                    self.request_caps().await?;
-                }
-            }
-            "ACK" => {
-                for cap in msg
-                    .params
-                    .last()
-                    .map(String::as_str)
-                    .unwrap_or("")
-                    .split_whitespace()
-                {
-                    match cap.strip_prefix('-') {
-                        Some(gone) => {
-                            self.caps.remove(gone);
-                        }
-                        None => {
-                            self.caps.insert(cap.to_string());
-                        }
+                Out::Line(line) => self.write_line(&line).await?,
+                Out::CapEnd => {
+                    if self.phase == Phase::Negotiating {
+                        self.phase = Phase::Registering;
+                        self.write_line("CAP END").await?;
                     }
                 }
-                self.cap_answered().await?;
             }
-            "NAK" => {
-                let refused: Vec<String> = msg
-                    .params
-                    .last()
-                    .map(String::as_str)
-                    .unwrap_or("")
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect();
-                if refused.len() > 1 && self.phase == Phase::Negotiating {
-                    // A request is all or nothing: ask for each alone to get those we can.
-                    for cap in &refused {
-                        self.cap_requests += 1;
-                        self.command("CAP", &["REQ", cap]).await?;
-                    }
-                } else {
-                    tracing::info!(network = %self.network, caps = ?refused, "capability refused");
-                }
-                self.cap_answered().await?;
-            }
-            "DEL" => {
-                for cap in msg
-                    .params
-                    .last()
-                    .map(String::as_str)
-                    .unwrap_or("")
-                    .split_whitespace()
-                {
-                    self.caps.remove(cap);
-                    self.offered.remove(cap);
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    async fn request_caps(&mut self) -> Result<(), Ended> {
-        let mut wanted: Vec<&str> = Vec::new();
-        if self.shared.cfg.ircv3 {
-            wanted.extend(
-                WANTED_CAPS
-                    .iter()
-                    .copied()
-                    .filter(|c| self.offered.contains_key(*c)),
-            );
-        }
-        if let Some(sasl) = &self.shared.cfg.sasl {
-            let Some(mechs) = self.offered.get("sasl") else {
-                return Err(self.ended(
-                    "SASL is configured, but the server offers no SASL (are services linked?)",
-                ));
-            };
-            let mech = mechanism_name(sasl.mechanism);
-            if !mechs.is_empty() && !mechs.split(',').any(|m| m.eq_ignore_ascii_case(mech)) {
-                return Err(self.ended(format!(
-                    "the server does not offer SASL {mech} (it offers {mechs})"
-                )));
-            }
-            wanted.push("sasl");
-        }
-        if wanted.is_empty() {
-            return self.cap_end().await;
-        }
-        let list = wanted.join(" ");
-        self.cap_requests = 1;
-        self.command("CAP", &["REQ", &list]).await
-    }
-
-    async fn cap_answered(&mut self) -> Result<(), Ended> {
-        if self.phase != Phase::Negotiating {
-            return Ok(());
-        }
-        self.cap_requests = self.cap_requests.saturating_sub(1);
-        if self.cap_requests > 0 {
-            return Ok(());
-        }
-        match &self.shared.cfg.sasl {
-            Some(sasl) if !self.sasl_started => {
-                if !self.caps.contains("sasl") {
-                    return Err(self.ended("the server refused the SASL capability"));
-                }
-                self.sasl_started = true;
-                let mech = mechanism_name(sasl.mechanism);
-                self.command("AUTHENTICATE", &[mech]).await
-            }
-            Some(_) => Ok(()),
-            None => self.cap_end().await,
-        }
-    }
-
-    /// Sends the credentials, base64 in 400-byte pieces (a full last piece is followed by
-    /// `+`). The password never reaches a log.
-    async fn sasl_respond(&mut self) -> Result<(), Ended> {
-        let Some(sasl) = self.shared.cfg.sasl.clone() else {
-            return Ok(());
-        };
-        let payload = match sasl.mechanism {
-            SaslMechanism::Plain => {
-                let account = sasl.account.unwrap_or_default();
-                let password = sasl.password.unwrap_or_default();
-                format!("{account}\0{account}\0{}", password.expose())
-            }
-            SaslMechanism::External => sasl.account.unwrap_or_default(),
-        };
-        let encoded = base64::engine::general_purpose::STANDARD.encode(payload.as_bytes());
-        if encoded.is_empty() {
-            return self.write_line("AUTHENTICATE +").await;
-        }
-        let mut rest = encoded.as_str();
-        loop {
-            let (piece, tail) = rest.split_at(rest.len().min(400));
-            self.write_line(&format!("AUTHENTICATE {piece}")).await?;
-            rest = tail;
-            if rest.is_empty() {
-                if piece.len() == 400 {
-                    self.write_line("AUTHENTICATE +").await?;
-                }
-                return Ok(());
-            }
-        }
-    }
-
-    async fn cap_end(&mut self) -> Result<(), Ended> {
-        if self.phase == Phase::Negotiating {
-            self.phase = Phase::Registering;
-            self.write_line("CAP END").await?;
         }
         Ok(())
     }
@@ -657,12 +498,8 @@ impl Session<'_> {
         }
         // The account goes with the person, but only account-notify would tell if it did
         // not; without it, ask again.
-        let known = self.accounts.remove(&old.to_ascii_lowercase());
-        if self.caps.contains("account-notify")
-            && let Some(k) = known
-        {
-            self.accounts.insert(new.to_ascii_lowercase(), k);
-        }
+        self.accounts
+            .renamed(&old, &new, self.negotiation.has("account-notify"));
         if old.eq_ignore_ascii_case(&self.shared.desired_nick) && self.phase == Phase::Ready {
             self.regain_nick().await?;
         }
@@ -681,17 +518,17 @@ impl Session<'_> {
             self.joins_done();
             return;
         }
-        if self.caps.contains("extended-join") && msg.params.len() >= 2 {
+        if self.negotiation.has("extended-join") && msg.params.len() >= 2 {
             self.remember(&nick, account_value(msg.param(1)));
         } else {
             // Possibly someone new behind a known nick.
-            self.accounts.remove(&nick.to_ascii_lowercase());
+            self.accounts.forget(&nick);
         }
     }
 
     fn on_part(&mut self, msg: &Message) {
         if let Some(nick) = msg.nick() {
-            self.accounts.remove(&nick.to_ascii_lowercase());
+            self.accounts.forget(nick);
         }
     }
 
@@ -702,13 +539,13 @@ impl Session<'_> {
             self.rejoin
                 .insert(msg.param(0).to_string(), Instant::now() + REJOIN_AFTER);
         } else {
-            self.accounts.remove(&kicked.to_ascii_lowercase());
+            self.accounts.forget(kicked);
         }
     }
 
     async fn on_quit(&mut self, msg: &Message) -> Result<(), Ended> {
         if let Some(nick) = msg.nick() {
-            self.accounts.remove(&nick.to_ascii_lowercase());
+            self.accounts.forget(nick);
             if nick.eq_ignore_ascii_case(&self.shared.desired_nick)
                 && !self.is_me(nick)
                 && self.phase == Phase::Ready
@@ -720,13 +557,7 @@ impl Session<'_> {
     }
 
     fn remember(&mut self, nick: &str, account: Option<String>) {
-        self.accounts.insert(
-            nick.to_ascii_lowercase(),
-            Known {
-                account,
-                at: Instant::now(),
-            },
-        );
+        self.accounts.remember(nick, account, Instant::now());
     }
 
     /// 401 (no such nick), 403 (no such channel) or 404 (cannot send to channel) for the
@@ -768,7 +599,7 @@ impl Session<'_> {
         if text.starts_with('\x01') {
             return; // CTCP (and ACTION): not for the bot
         }
-        if self.caps.contains("account-tag") {
+        if self.negotiation.has("account-tag") {
             let account = msg.tag("account").map(str::to_string);
             self.deliver(msg, account).await;
             return;
@@ -778,12 +609,12 @@ impl Session<'_> {
         // account-notify); a private message can come from someone in none of them, whose
         // nick may have changed hands unseen, so it is always asked about.
         let in_channel = proto::is_channel(msg.param(0));
-        let fresh = self
-            .accounts
-            .get(&key)
-            .filter(|_| in_channel)
-            .filter(|k| k.at.elapsed() < ACCOUNT_TTL || self.caps.contains("account-notify"))
-            .map(|k| k.account.clone());
+        let fresh = in_channel
+            .then(|| {
+                self.accounts
+                    .fresh(&key, Instant::now(), self.negotiation.has("account-notify"))
+            })
+            .flatten();
         if let Some(account) = fresh
             && !self.lookups.is_waiting(&key)
         {
@@ -871,13 +702,6 @@ impl Session<'_> {
         if self.incoming.send(incoming).await.is_err() {
             tracing::error!(network = %self.network, "the bot is gone; message dropped");
         }
-    }
-}
-
-fn mechanism_name(m: SaslMechanism) -> &'static str {
-    match m {
-        SaslMechanism::Plain => "PLAIN",
-        SaslMechanism::External => "EXTERNAL",
     }
 }
 
