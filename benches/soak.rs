@@ -39,6 +39,9 @@ fn db_mb(bench: &Bench) -> f64 {
         .sum()
 }
 
+/// Runs asked for and not yet finished, at most.
+const IN_FLIGHT: usize = 64;
+
 fn main() {
     let runs: usize = std::env::var("JARVIS_SOAK_RUNS")
         .ok()
@@ -93,8 +96,14 @@ fn main() {
     });
     let started = Instant::now();
     let mut stdin = child.stdin.take().expect("stdin");
+    // A steady load, as a fleet makes it: at most `IN_FLIGHT` runs asked for and not yet
+    // finished, so the database's size shows what retention keeps, not a queue of thousands.
+    let done = finished.clone();
     let writer = std::thread::spawn(move || {
         for i in 0..runs {
+            while i >= done.load(std::sync::atomic::Ordering::Relaxed) + IN_FLIGHT {
+                std::thread::sleep(Duration::from_millis(2));
+            }
             if writeln!(stdin, "deploy h{i}").is_err() {
                 break;
             }
