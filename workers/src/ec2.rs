@@ -115,7 +115,9 @@ async fn deploy(api: Api, settings: Settings, mut clipboard: Mapping) -> TaskRes
 
     if let Some(found) = find(&api, &clipboard, &host).await? {
         let id = found.instance_id.clone();
-        let ours = run.as_deref().is_some_and(|r| found.tag(RUN_TAG) == Some(r))
+        let ours = run
+            .as_deref()
+            .is_some_and(|r| found.tag(RUN_TAG) == Some(r))
             || protocol::made_ids(&clipboard, "ec2").contains(&id);
         if !ours {
             return Err(Failure::fatal(format!(
@@ -165,9 +167,9 @@ async fn deploy(api: Api, settings: Settings, mut clipboard: Mapping) -> TaskRes
         "creating EC2 instance '{host}': {instance_type} in {} from {image}",
         placement.zone.as_deref().unwrap_or(&placement.region)
     ));
-    let text = api.call("RunInstances", &params).await?;
-    let made: xml::RunInstances = xml::parse(&text)
-        .map_err(|e| Failure::retry(format!("EC2 RunInstances: {e}")))?;
+    let text = api.call_making("RunInstances", &params).await?;
+    let made: xml::RunInstances =
+        xml::parse(&text).map_err(|e| Failure::retry(format!("EC2 RunInstances: {e}")))?;
     let Some(instance) = made.instances_set.items.into_iter().next() else {
         return Err(Failure::retry("EC2 RunInstances answered no instance"));
     };
@@ -214,7 +216,9 @@ async fn wait(api: Api, _settings: Settings, mut clipboard: Mapping) -> TaskResu
             0
         };
         if stopped_polls >= 2 && !started_it {
-            protocol::notice(&format!("EC2 instance {id} '{host}' is stopped; starting it"));
+            protocol::notice(&format!(
+                "EC2 instance {id} '{host}' is stopped; starting it"
+            ));
             api.call("StartInstances", &[p("InstanceId.1", &id)])
                 .await?;
             started_it = true;
@@ -291,9 +295,7 @@ async fn delete(api: Api, _settings: Settings, mut clipboard: Mapping) -> TaskRe
             ));
             forget(&mut clipboard, &instance.instance_id);
         }
-        None => protocol::notice(&format!(
-            "no EC2 instance for '{host}': nothing to delete"
-        )),
+        None => protocol::notice(&format!("no EC2 instance for '{host}': nothing to delete")),
     }
     Ok(Some(clipboard))
 }
@@ -305,7 +307,9 @@ async fn undo_deploy(api: Api, mut clipboard: Mapping, host: &str) -> TaskResult
     let mut ids = protocol::made_ids(&clipboard, "ec2");
     for instance in tagged(&api, host).await? {
         let id = &instance.instance_id;
-        let ours = run.as_deref().is_some_and(|r| instance.tag(RUN_TAG) == Some(r));
+        let ours = run
+            .as_deref()
+            .is_some_and(|r| instance.tag(RUN_TAG) == Some(r));
         if ids.contains(id) {
             continue;
         }
@@ -382,7 +386,11 @@ async fn until(
 }
 
 /// The host's instance: `ec2.id` if it still exists, else the one tagged with the host's name.
-async fn find(api: &Api, clipboard: &Mapping, host: &str) -> Result<Option<xml::Instance>, Failure> {
+async fn find(
+    api: &Api,
+    clipboard: &Mapping,
+    host: &str,
+) -> Result<Option<xml::Instance>, Failure> {
     if let Some(id) = protocol::get_path(clipboard, "ec2.id").and_then(Value::as_str)
         && let Some(instance) = by_id(api, id).await?
         && ALIVE.contains(&instance.state())
@@ -532,7 +540,10 @@ mod tests {
     #[test]
     fn client_tokens_are_per_run_and_short() {
         assert_eq!(client_token("loki", Some("7")), "jarvis-loki-run-7");
-        assert_ne!(client_token("loki", Some("7")), client_token("loki", Some("8")));
+        assert_ne!(
+            client_token("loki", Some("7")),
+            client_token("loki", Some("8"))
+        );
         assert!(client_token(&"a".repeat(63), Some("12345")).len() <= 64);
     }
 
@@ -547,7 +558,10 @@ mod tests {
         .cloned()
         .unwrap();
         forget(&mut c, "i-2");
-        assert!(protocol::get_path(&c, "ec2.id").is_some(), "another id: kept");
+        assert!(
+            protocol::get_path(&c, "ec2.id").is_some(),
+            "another id: kept"
+        );
         forget(&mut c, "i-1");
         assert!(protocol::get_path(&c, "ec2.id").is_none());
         assert!(protocol::get_path(&c, "instance.ip").is_none());

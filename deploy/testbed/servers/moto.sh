@@ -6,14 +6,18 @@
 # like AWS. The first three requests make an IAM user that may do anything, and its key; every
 # request after them must be signed with that key. A wrong key or secret gets AuthFailure.
 #
-# Emits MOTO_PORT, MOTO_URL, MOTO_ACCESS_KEY_ID, MOTO_SECRET_ACCESS_KEY. moto keeps its state
+# Emits MOTO_PORT, MOTO_URL, MOTO_ACCESS_KEY_ID, MOTO_SECRET_ACCESS_KEY, and MOTO_PYTHON (a
+# Python with boto3, which moto brings, for tests that look at moto's state by a second
+# client rather than through jarvis's own). moto keeps its state
 # in memory: a restart in the same DIR keeps the port but starts empty, with a new key.
 start() {
-  local venv=${MOTO_VENV:-/opt/jarvis-testbed/moto} server port url answer key secret
+  local venv=${MOTO_VENV:-/opt/jarvis-testbed/moto} server python port url answer key secret
   if [ -x "$venv/bin/moto_server" ]; then
     server="$venv/bin/moto_server"
+    python="$venv/bin/python"
   else
     server=$(command -v moto_server || true)
+    python=$(command -v python3 || true)
   fi
   [ -n "$server" ] || { echo "testbed: moto_server is not installed (run deploy/testbed/install)" >&2; exit 3; }
   need curl
@@ -40,6 +44,7 @@ start() {
   emit MOTO_URL "$url"
   emit MOTO_ACCESS_KEY_ID "$key"
   emit MOTO_SECRET_ACCESS_KEY "$secret"
+  emit MOTO_PYTHON "$python"
 }
 
 # One IAM request during moto's unchecked start (the signature is not looked at yet; the

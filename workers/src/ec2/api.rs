@@ -138,8 +138,31 @@ impl Api {
         &self.region
     }
 
-    /// One action with its parameters; the XML body of its successful answer.
+    /// One action with its parameters; the XML body of its successful answer. Throttling,
+    /// 5xx answers and trouble on the wire are tried again, with backoff.
     pub async fn call(&self, action: &str, params: &[(String, String)]) -> Result<String, Failure> {
+        self.call_with(action, params, true).await
+    }
+
+    /// An action that makes something (RunInstances): tried again only after an answer that
+    /// says nothing was done (throttling). After a timeout, a 5xx or a broken connection the
+    /// instance may exist, so the task fails worth a retry and its next attempt looks the
+    /// instance up by its tags first. (AWS would also recognise the ClientToken; emulators
+    /// such as moto do not.)
+    pub async fn call_making(
+        &self,
+        action: &str,
+        params: &[(String, String)],
+    ) -> Result<String, Failure> {
+        self.call_with(action, params, false).await
+    }
+
+    async fn call_with(
+        &self,
+        action: &str,
+        params: &[(String, String)],
+        again_when_unsure: bool,
+    ) -> Result<String, Failure> {
         let mut form = form_urlencoded::Serializer::new(String::new());
         form.append_pair("Action", action);
         form.append_pair("Version", VERSION);
@@ -151,7 +174,7 @@ impl Api {
         loop {
             tries += 1;
             let outcome = self.send(action, &body).await;
-            let why = match outcome {
+            let (why, sure) = match outcome {
                 Ok((status, text)) if status.is_success() => return Ok(text),
                 Ok((status, text)) => match classify(action, &self.region, status, &text) {
                     Refusal::Fail { line, retry } => {
@@ -161,10 +184,17 @@ impl Api {
                             Failure::fatal(line)
                         });
                     }
-                    Refusal::Again => summary(status, &text),
+                    Refusal::Again => (summary(status, &text), throttled(&text)),
                 },
-                Err(transport) => transport,
+                Err(transport) => (transport, false),
             };
+            if !sure && !again_when_unsure {
+                return Err(Failure::retry(format!(
+                    "EC2 {action} in {}: {why}; it may have been carried out, so the next \
+                     attempt looks first",
+                    self.region
+                )));
+            }
             if tries >= MAX_TRIES {
                 return Err(Failure::retry(format!(
                     "EC2 {action} in {}: still failing after {MAX_TRIES} tries: {why}",
@@ -220,7 +250,10 @@ impl Api {
     }
 
     /// Every instance `DescribeInstances` lists for these parameters (filters), page by page.
-    pub async fn describe(&self, params: &[(String, String)]) -> Result<Vec<xml::Instance>, Failure> {
+    pub async fn describe(
+        &self,
+        params: &[(String, String)],
+    ) -> Result<Vec<xml::Instance>, Failure> {
         let mut found = Vec::new();
         let mut token: Option<String> = None;
         for _ in 0..MAX_PAGES {
@@ -287,6 +320,11 @@ pub fn classify(action: &str, region: &str, status: StatusCode, text: &str) -> R
     }
 }
 
+/// Whether an answer says the request was throttled (and so not carried out).
+fn throttled(text: &str) -> bool {
+    xml::error(text).is_some_and(|e| THROTTLED.contains(&e.code.as_str()))
+}
+
 /// A refusal worth another try, in a few words for the progress line.
 fn summary(status: StatusCode, text: &str) -> String {
     match xml::error(text) {
@@ -302,8 +340,7 @@ pub fn backoff(tries: u32) -> Duration {
         .saturating_mul(1 << tries.saturating_sub(1).min(10))
         .min(BACKOFF_MAX);
     let mut byte = [0u8; 1];
-    let jitter = match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte)
-    {
+    let jitter = match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut byte) {
         Ok(()) => base.mul_f64(f64::from(byte[0]) / 1024.0),
         Err(_) => Duration::ZERO,
     };
@@ -382,13 +419,26 @@ mod tests {
             }
             Refusal::Again => panic!("not a refusal"),
         };
-        for code in ["AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch"] {
+        for code in [
+            "AuthFailure",
+            "InvalidClientTokenId",
+            "SignatureDoesNotMatch",
+        ] {
             let l = line(401, &error(code));
-            assert!(l.starts_with("EC2 refused the credentials on RunInstances"), "{l}");
-            assert!(l.contains(code) && l.contains("AWS_SECRET_ACCESS_KEY"), "{l}");
+            assert!(
+                l.starts_with("EC2 refused the credentials on RunInstances"),
+                "{l}"
+            );
+            assert!(
+                l.contains(code) && l.contains("AWS_SECRET_ACCESS_KEY"),
+                "{l}"
+            );
         }
         let l = line(400, &error("InstanceLimitExceeded"));
-        assert!(l.contains("quota") && l.contains("InstanceLimitExceeded"), "{l}");
+        assert!(
+            l.contains("quota") && l.contains("InstanceLimitExceeded"),
+            "{l}"
+        );
         let l = line(400, &error("InvalidAMIID.NotFound"));
         assert_eq!(
             l,

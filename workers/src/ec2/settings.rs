@@ -216,7 +216,9 @@ fn word(field: &str, value: &Value) -> Result<String, Failure> {
     match value {
         Value::String(s) => Ok(s.trim().to_string()),
         Value::Number(n) => Ok(n.to_string()),
-        _ => Err(Failure::fatal(format!("{field} must be a text or a number"))),
+        _ => Err(Failure::fatal(format!(
+            "{field} must be a text or a number"
+        ))),
     }
 }
 
@@ -271,7 +273,10 @@ mod tests {
             Some("us-gov-west-1a")
         );
         let err = place(json!("Atlantis")).unwrap_err().to_string();
-        assert!(err.contains("'Atlantis'") && err.contains("EC2_REGIONS"), "{err}");
+        assert!(
+            err.contains("'Atlantis'") && err.contains("EC2_REGIONS"),
+            "{err}"
+        );
         assert!(s.placement(None).is_err(), "no datacenter, no EC2_REGION");
         let d = settings(&[("EC2_REGION", "eu-north-1")]);
         assert_eq!(d.placement(None).unwrap().region, "eu-north-1");
@@ -288,22 +293,43 @@ mod tests {
         ]);
         assert_eq!(s.instance_type(&json!(512)).unwrap(), "t4g.nano");
         assert_eq!(s.instance_type(&json!("4096")).unwrap(), "t3.medium");
-        let err = s.instance_type(&json!("p5.48xlarge")).unwrap_err().to_string();
+        let err = s
+            .instance_type(&json!("p5.48xlarge"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("names no EC2 instance type"), "{err}");
-        assert_eq!(s.image(&json!("debian 12"), "us-east-1").unwrap(), "ami-0aaa");
-        assert_eq!(s.image(&json!("Debian 12"), "eu-west-1").unwrap(), "ami-0bbb");
-        let err = s.image(&json!("ami-0123"), "us-east-1").unwrap_err().to_string();
-        assert!(err.contains("names no AMI"), "a design names no AMI itself: {err}");
+        assert_eq!(
+            s.image(&json!("debian 12"), "us-east-1").unwrap(),
+            "ami-0aaa"
+        );
+        assert_eq!(
+            s.image(&json!("Debian 12"), "eu-west-1").unwrap(),
+            "ami-0bbb"
+        );
+        let err = s
+            .image(&json!("ami-0123"), "us-east-1")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("names no AMI"),
+            "a design names no AMI itself: {err}"
+        );
     }
 
     #[test]
     fn malformed_settings_are_refused_by_name() {
         let vars = |name: &str| (name == "EC2_IMAGES").then(|| "Debian 12".to_string());
         let err = Settings::from_vars(vars).unwrap_err().to_string();
-        assert!(err.contains("EC2_IMAGES") && err.contains("NAME=VALUE"), "{err}");
+        assert!(
+            err.contains("EC2_IMAGES") && err.contains("NAME=VALUE"),
+            "{err}"
+        );
         let vars = |name: &str| (name == "EC2_REGION").then(|| "Frankfurt".to_string());
         assert!(Settings::from_vars(vars).is_err());
-        let s = settings(&[("EC2_SECURITY_GROUPS", "sg-1, sg-2,"), ("EC2_SUBNET", "subnet-9")]);
+        let s = settings(&[
+            ("EC2_SECURITY_GROUPS", "sg-1, sg-2,"),
+            ("EC2_SUBNET", "subnet-9"),
+        ]);
         assert_eq!(s.security_groups, vec!["sg-1", "sg-2"]);
         assert_eq!(s.subnet.as_deref(), Some("subnet-9"));
     }

@@ -183,7 +183,10 @@ pub struct ApiError {
 pub fn parse<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, String> {
     quick_xml::de::from_str(text).map_err(|e| {
         let text: String = e.to_string().chars().filter(|c| !c.is_control()).collect();
-        format!("unreadable XML: {}", text.chars().take(200).collect::<String>())
+        format!(
+            "unreadable XML: {}",
+            text.chars().take(200).collect::<String>()
+        )
     })
 }
 
@@ -273,7 +276,11 @@ mod tests {
         assert_eq!(loki.client_token.as_deref(), Some("jarvis-loki-7"));
         let stopped = &found[1];
         assert_eq!(stopped.state(), "stopped");
-        assert_eq!(stopped.ipv4(), Some("10.0.0.9"), "the private one, no public");
+        assert_eq!(
+            stopped.ipv4(),
+            Some("10.0.0.9"),
+            "the private one, no public"
+        );
         assert_eq!(stopped.ipv6(), None);
         assert!(stopped.tag_set.items.is_empty());
     }
@@ -295,7 +302,10 @@ mod tests {
         let stop = r#"<TerminateInstancesResponse><instancesSet><item><instanceId>i-9</instanceId><currentState><code>32</code><name>shutting-down</name></currentState><previousState><code>16</code><name>running</name></previousState></item></instancesSet></TerminateInstancesResponse>"#;
         let changed: StateChanges = parse(stop).unwrap();
         assert_eq!(changed.instances_set.items[0].instance_id, "i-9");
-        assert_eq!(changed.instances_set.items[0].current_state.name, "shutting-down");
+        assert_eq!(
+            changed.instances_set.items[0].current_state.name,
+            "shutting-down"
+        );
     }
 
     #[test]
