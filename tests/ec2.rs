@@ -427,9 +427,92 @@ roles:
     assert!(log.contains("was made by this run before"), "{log}");
 }
 
-/// An HTTP proxy on 127.0.0.1 in front of moto that forwards everything, except that the
-/// answer to the first request whose body contains `needle` is never delivered (the request
-/// itself reaches moto). It says so on `stalled` and counts every such request.
+/// A two-stage deploy against moto through a proxy with `fault` on `needle`.
+fn faulty_deploy(moto: &Server, needle: &'static str, fault: Fault) -> (Home, StallingProxy) {
+    let proxy = StallingProxy::with_fault(moto.get("MOTO_PORT"), needle, fault);
+    let home = Home::new(&format!(
+        "workers:
+  modules:
+    ec2: {{ env: {ec2} }}
+pipelines:
+  ec2-deploy:
+    command: deploy
+    providers: [EC2]
+    stages:
+      - {{ task: \"ec2:deploy\", idempotent: true }}
+      - {{ task: \"ec2:wait\", idempotent: true, with: {{ poll_ms: 50 }} }}
+roles:
+  grants:
+    - {{ console: \"*\", roles: [admin] }}
+",
+        ec2 = ec2_env(moto, &proxy.url, moto.get("MOTO_SECRET_ACCESS_KEY")),
+    ));
+    home.design("loki", DESIGN);
+    (home, proxy)
+}
+
+#[test]
+fn throttling_is_waited_out_and_a_quota_fails_in_one_line() {
+    let Some(moto) = Server::start("moto").unwrap() else {
+        return;
+    };
+    // RunInstances throttled twice: the worker backs off and tries again by itself.
+    let (home, proxy) = faulty_deploy(
+        &moto,
+        "Action=RunInstances",
+        Fault::Refuse(2, 503, "RequestLimitExceeded"),
+    );
+    let mut sh = home.shell();
+    sh.ask("deploy loki", "deploy #1 of loki queued");
+    sh.expect("loki deploy #1 succeeded");
+    sh.finish();
+    assert_eq!(
+        proxy.matched.load(Ordering::SeqCst),
+        1,
+        "one RunInstances reached moto"
+    );
+    assert_eq!(alive_for_loki(&moto).len(), 1);
+    let log = home
+        .sql("SELECT line FROM log_lines WHERE run_id = 1 AND stage = 1")
+        .join("\n");
+    assert!(
+        log.contains("RequestLimitExceeded") && log.contains("trying again"),
+        "{log}"
+    );
+
+    // A quota: one line that says so, and no retry.
+    let Some(moto) = Server::start("moto").unwrap() else {
+        return;
+    };
+    let (home, _proxy) = faulty_deploy(
+        &moto,
+        "Action=RunInstances",
+        Fault::Refuse(usize::MAX, 400, "InstanceLimitExceeded"),
+    );
+    let mut sh = home.shell();
+    sh.ask("deploy loki", "deploy #1 of loki queued");
+    let failed = sh.expect("FAILED");
+    sh.finish();
+    assert!(
+        failed.contains("FAILED at stage 1/2 ec2:deploy")
+            && failed.contains("an account quota is reached (InstanceLimitExceeded"),
+        "{failed}"
+    );
+    assert!(alive_for_loki(&moto).is_empty());
+}
+
+/// What the proxy does to the requests whose body contains its needle.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// The first one reaches moto, but its answer is never delivered.
+    Stall,
+    /// The first N never reach moto and are answered with this status and error code.
+    Refuse(usize, u16, &'static str),
+}
+
+/// An HTTP proxy on 127.0.0.1 in front of moto that forwards everything, except requests
+/// whose body contains `needle`, to which it does its `Fault`. It says on `stalled` when it
+/// holds an answer back, and counts every matching request that reached moto.
 struct StallingProxy {
     url: String,
     stalled: Receiver<()>,
@@ -438,12 +521,17 @@ struct StallingProxy {
 
 impl StallingProxy {
     fn start(upstream_port: &str, needle: &'static str) -> StallingProxy {
+        StallingProxy::with_fault(upstream_port, needle, Fault::Stall)
+    }
+
+    fn with_fault(upstream_port: &str, needle: &'static str, fault: Fault) -> StallingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let upstream = format!("127.0.0.1:{upstream_port}");
         let (tx, stalled) = channel();
         let tx = Arc::new(Mutex::new(Some(tx)));
         let matched = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::new(AtomicUsize::new(0));
         let counter = matched.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -451,8 +539,16 @@ impl StallingProxy {
                 let upstream = upstream.clone();
                 let tx = tx.clone();
                 let counter = counter.clone();
+                let refused = refused.clone();
                 std::thread::spawn(move || {
-                    let _ = proxy_connection(client, &upstream, needle, &tx, &counter);
+                    let rule = Rule {
+                        needle,
+                        fault,
+                        stall: &tx,
+                        matched: &counter,
+                        refused: &refused,
+                    };
+                    let _ = proxy_connection(client, &upstream, &rule);
                 });
             }
         });
@@ -466,13 +562,15 @@ impl StallingProxy {
 
 type Once = Arc<Mutex<Option<Sender<()>>>>;
 
-fn proxy_connection(
-    client: TcpStream,
-    upstream: &str,
-    needle: &str,
-    stall: &Once,
-    counter: &AtomicUsize,
-) -> std::io::Result<()> {
+struct Rule<'a> {
+    needle: &'a str,
+    fault: Fault,
+    stall: &'a Once,
+    matched: &'a AtomicUsize,
+    refused: &'a AtomicUsize,
+}
+
+fn proxy_connection(client: TcpStream, upstream: &str, rule: &Rule) -> std::io::Result<()> {
     let mut to_client = client.try_clone()?;
     let mut from_client = BufReader::new(client);
     let mut server = TcpStream::connect(upstream)?;
@@ -482,13 +580,30 @@ fn proxy_connection(
         let Some(request) = read_message(&mut from_client)? else {
             return Ok(());
         };
+        let matches = String::from_utf8_lossy(&request).contains(rule.needle);
+        if matches
+            && let Fault::Refuse(times, status, code) = rule.fault
+            && rule.refused.fetch_add(1, Ordering::SeqCst) < times
+        {
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>made up by the test's proxy</Message></Error></Errors><RequestID>test</RequestID></Response>"
+            );
+            let answer = format!(
+                "HTTP/1.1 {status} Refused\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            to_client.write_all(answer.as_bytes())?;
+            continue;
+        }
         server.write_all(&request)?;
         let Some(response) = read_message(&mut from_server)? else {
             return Ok(());
         };
-        if String::from_utf8_lossy(&request).contains(needle) {
-            counter.fetch_add(1, Ordering::SeqCst);
-            let first = stall.lock().ok().and_then(|mut once| once.take());
+        if matches {
+            rule.matched.fetch_add(1, Ordering::SeqCst);
+        }
+        if matches && matches!(rule.fault, Fault::Stall) {
+            let first = rule.stall.lock().ok().and_then(|mut once| once.take());
             if let Some(tx) = first {
                 let _ = tx.send(());
                 // Hold the connection, answering nothing, until the worker is killed.
