@@ -1,6 +1,6 @@
-//! The EC2 pipelines end to end through the real jarvis, against moto's AWS API emulator
-//! (which checks every request's SigV4 signature against an IAM key it made), real BIND 9,
-//! slapd, Alertmanager, and the test sshd standing in for the instance.
+//! The EC2 pipelines (deploy, redeploy, destroy) end to end through the real jarvis, against
+//! moto's AWS API emulator (which checks every request's SigV4 signature against an IAM key it
+//! made), real BIND 9, slapd, Alertmanager, and the test sshd standing in for the instance.
 //!
 //! Loopback only: moto hands out made-up addresses (a random public 54.x and a private 10.x).
 //! They are published in DNS and LDAP as a real instance's would be, but nothing connects to
@@ -36,6 +36,20 @@ const DEPLOY: &[&str] = &[
     "ldap:update_host",
     "ssh:run",
 ];
+const REDEPLOY: &[&str] = &[
+    "ldap:lookup",
+    "alertmanager:silence",
+    "ec2:shutdown",
+    "ec2:delete",
+    "ec2:deploy",
+    "ec2:wait",
+    "ssh:wait",
+    "ssh:fingerprints",
+    "dns:update",
+    "ldap:update_host",
+    "ssh:run",
+    "alertmanager:unsilence",
+];
 const DESTROY: &[&str] = &[
     "ldap:lookup",
     "alertmanager:silence",
@@ -44,8 +58,16 @@ const DESTROY: &[&str] = &[
     "ldap:remove_host",
     "alertmanager:unsilence",
 ];
-/// The stages that connect to the instance: always to the sshd on 127.0.0.1.
-const SSH_STAGES: &[usize] = &[3, 4, 7];
+/// The stages (1-based) of a pipeline that connect to the instance: always to the sshd on
+/// 127.0.0.1.
+fn ssh_stages(tasks: &[&str]) -> Vec<usize> {
+    tasks
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.starts_with("ssh:"))
+        .map(|(i, _)| i + 1)
+        .collect()
+}
 
 struct World {
     bind: Server,
@@ -127,6 +149,14 @@ pipelines:
 {deploy}    on_failure:
       - {{ task: \"dns:remove_host\", idempotent: true }}
       - {{ task: \"ec2:delete\", idempotent: true, with: {{ poll_ms: 50 }} }}
+  ec2-redeploy:
+    command: redeploy
+    providers: [EC2]
+    stages:
+{redeploy}    on_failure:
+      - {{ task: \"ec2:delete\", idempotent: true, with: {{ poll_ms: 50 }} }}
+      - {{ task: \"dns:remove_host\", idempotent: true }}
+      - {{ task: \"alertmanager:unsilence\", idempotent: true }}
   ec2-destroy:
     command: destroy
     providers: [EC2]
@@ -141,6 +171,7 @@ pipelines:
             w.moto.get("MOTO_SECRET_ACCESS_KEY")
         ),
         deploy = stages(DEPLOY, port),
+        redeploy = stages(REDEPLOY, port),
         destroy = stages(DESTROY, port),
         key = w.sshd.get("SSHD_KEY"),
         user = w.sshd.get("SSHD_USER"),
@@ -238,7 +269,7 @@ fn ldapsearch(w: &World) -> String {
 }
 
 #[test]
-fn deploy_and_destroy_on_ec2_end_to_end() {
+fn deploy_redeploy_and_destroy_on_ec2_end_to_end() {
     let Some(w) = world() else { return };
     let home = home(&w);
     let mut sh = home.shell();
@@ -275,32 +306,42 @@ fn deploy_and_destroy_on_ec2_end_to_end() {
         "{entry}"
     );
 
-    // Loopback only: each SSH stage worked on 127.0.0.1 and never named moto's addresses.
-    for stage in SSH_STAGES {
-        let lines = home.sql(&format!(
-            "SELECT line FROM log_lines WHERE run_id = 1 AND stage = {stage}"
-        ));
-        let text = lines.join("\n");
-        assert!(text.contains("127.0.0.1"), "stage {stage}:\n{text}");
-        for address in [public, private] {
-            assert!(
-                !text.contains(address),
-                "stage {stage} named {address}:\n{text}"
-            );
-        }
-    }
+    assert_loopback_only(&home, 1, DEPLOY, &[public, private]);
     let configured = home.sql("SELECT line FROM log_lines WHERE run_id = 1 AND stage = 7");
     assert!(
         configured.iter().any(|l| l.contains("configured loki")),
         "{configured:?}"
     );
 
+    // SPEC 4's redeploy: the old instance stopped and terminated, a new one in its place.
+    sh.ask(
+        "redeploy loki",
+        "redeploy #2 of loki queued (ec2-redeploy pipeline, 12 stages)",
+    );
+    sh.expect("loki redeploy #2 succeeded in");
+    let now = alive_for_loki(&w.moto);
+    assert_eq!(now.len(), 1, "one instance: {now:?}");
+    assert_ne!(now[0]["id"], instance["id"], "a new instance");
+    assert_eq!(now[0]["tags"]["jarvis:run"], "2");
+    let public = now[0]["public"].as_str().expect("a public address");
+    let private = now[0]["private"].as_str().expect("a private address");
+    assert_eq!(
+        dig(&w, "A"),
+        public,
+        "the A record follows the new instance"
+    );
+    assert_loopback_only(&home, 2, REDEPLOY, &[public, private]);
+    let shutdown = home
+        .sql("SELECT line FROM log_lines WHERE run_id = 2 AND stage = 3")
+        .join("\n");
+    assert!(shutdown.contains("is stopped"), "{shutdown}");
+
     sh.ask(
         "destroy loki",
-        "destroy #2 of loki queued (ec2-destroy pipeline, 6 stages)",
+        "destroy #3 of loki queued (ec2-destroy pipeline, 6 stages)",
     );
-    sh.expect("loki destroy #2 succeeded in");
-    let log = sh.ask("log #2 100", "[");
+    sh.expect("loki destroy #3 succeeded in");
+    let log = sh.ask("log #3 100", "[");
     let transcript = sh.finish().join("\n");
 
     assert!(
@@ -308,7 +349,7 @@ fn deploy_and_destroy_on_ec2_end_to_end() {
         "the instance is terminated"
     );
     let all = instances(&w.moto);
-    assert_eq!(all.len(), 1, "and no other was made: {all:?}");
+    assert_eq!(all.len(), 2, "and no other was made: {all:?}");
     assert_eq!(dig(&w, "A"), "", "the A record is gone");
     assert!(
         !ldapsearch(&w).contains("cn: loki"),
@@ -327,6 +368,27 @@ fn deploy_and_destroy_on_ec2_end_to_end() {
     );
     let clipboards = home.sql("SELECT clipboard FROM stage_runs").join("\n");
     assert!(!clipboards.is_empty() && !clipboards.contains(secret));
+}
+
+/// Every SSH stage of run `run` worked on 127.0.0.1 and never named one of moto's `addresses`.
+fn assert_loopback_only(home: &Home, run: u32, tasks: &[&str], addresses: &[&str]) {
+    for stage in ssh_stages(tasks) {
+        let text = home
+            .sql(&format!(
+                "SELECT line FROM log_lines WHERE run_id = {run} AND stage = {stage}"
+            ))
+            .join("\n");
+        assert!(
+            text.contains("127.0.0.1"),
+            "run {run} stage {stage}:\n{text}"
+        );
+        for address in addresses {
+            assert!(
+                !text.contains(address),
+                "run {run} stage {stage} named {address}:\n{text}"
+            );
+        }
+    }
 }
 
 #[test]
