@@ -68,30 +68,42 @@ const ALIVE: &[&str] = &["pending", "running", "stopping", "stopped"];
 
 pub fn run(task: &str) -> ExitCode {
     match task {
-        "deploy" => async_task(deploy),
-        "wait" => async_task(wait),
-        "shutdown" => async_task(shutdown),
-        "delete" => async_task(delete),
+        "deploy" => async_task(deploy, Region::FromDesign),
+        "wait" => async_task(wait, Region::Recorded),
+        "shutdown" => async_task(shutdown, Region::Recorded),
+        "delete" => async_task(delete, Region::Recorded),
         other => crate::unknown_task("ec2", other, TASKS),
     }
 }
 
-fn async_task<F>(body: fn(Api, Settings, Mapping) -> F) -> ExitCode
+/// Which region a task's API is in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Region {
+    /// Where the design's datacenter maps to now (a new instance goes there).
+    FromDesign,
+    /// Where this run's deploy put the instance (`ec2.region`), else as `FromDesign`.
+    Recorded,
+}
+
+fn async_task<F>(body: fn(Api, Settings, Mapping) -> F, region: Region) -> ExitCode
 where
     F: Future<Output = TaskResult>,
 {
     protocol::run_task(|clipboard| {
         let settings = Settings::from_env()?;
-        let placement = region_of(&settings, &clipboard)?;
+        let placement = region_of(&settings, &clipboard, region)?;
         let api = Api::from_env(&placement.region)?;
         protocol::block_on(body(api, settings, clipboard))?
     })
 }
 
-/// The region (and zone) to work in: where this run's deploy put the instance (`ec2.region`),
-/// else what the design's datacenter maps to.
-fn region_of(settings: &Settings, clipboard: &Mapping) -> Result<Placement, Failure> {
-    if let Some(region) = protocol::get_path(clipboard, "ec2.region").and_then(Value::as_str)
+fn region_of(
+    settings: &Settings,
+    clipboard: &Mapping,
+    which: Region,
+) -> Result<Placement, Failure> {
+    if which == Region::Recorded
+        && let Some(region) = protocol::get_path(clipboard, "ec2.region").and_then(Value::as_str)
         && settings::is_region(region)
     {
         return Ok(Placement {
