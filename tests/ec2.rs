@@ -115,9 +115,56 @@ fn stages(tasks: &[&str], ssh_port: &str) -> String {
 }
 
 fn ec2_env(moto: &Server, endpoint: &str, secret: &str) -> String {
+    ec2_env_with(moto, endpoint, secret, "")
+}
+
+/// The ec2 module's grant; `more` adds settings (`, NAME: 'VALUE'`).
+fn ec2_env_with(moto: &Server, endpoint: &str, secret: &str, more: &str) -> String {
     format!(
-        "{{ AWS_ACCESS_KEY_ID: '{key}', AWS_SECRET_ACCESS_KEY: '{secret}', EC2_ENDPOINT: '{endpoint}', EC2_IMAGES: 'Debian 12={AMI}' }}",
+        "{{ AWS_ACCESS_KEY_ID: '{key}', AWS_SECRET_ACCESS_KEY: '{secret}', EC2_ENDPOINT: '{endpoint}', EC2_IMAGES: 'Debian 12={AMI}'{more} }}",
         key = moto.get("MOTO_ACCESS_KEY_ID"),
+    )
+}
+
+/// Runs Python (with boto3) against moto, in the test's region, with moto's key; its stdout.
+fn boto3(moto: &Server, script: &str) -> String {
+    let out = Command::new(moto.get("MOTO_PYTHON"))
+        .args(["-c", script])
+        .env("REGION", REGION)
+        .env("URL", moto.get("MOTO_URL"))
+        .env("AWS_ACCESS_KEY_ID", moto.get("MOTO_ACCESS_KEY_ID"))
+        .env("AWS_SECRET_ACCESS_KEY", moto.get("MOTO_SECRET_ACCESS_KEY"))
+        .output()
+        .expect("moto's python runs");
+    assert!(
+        out.status.success(),
+        "boto3 against moto: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// What the operator would have made in the account beforehand: a key pair, a security group
+/// and a subnet of the default VPC: the grant's extra settings that name them, the group and
+/// the subnet.
+fn account_settings(moto: &Server) -> (String, String, String) {
+    const SETUP: &str = r#"
+import os, boto3
+ec2 = boto3.client("ec2", region_name=os.environ["REGION"], endpoint_url=os.environ["URL"])
+ec2.create_key_pair(KeyName="jarvis-test")
+vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+group = ec2.create_security_group(GroupName="jarvis-ssh", Description="ssh", VpcId=vpc)["GroupId"]
+subnet = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"][0]["SubnetId"]
+print(f"{group} {subnet}")
+"#;
+    let made = boto3(moto, SETUP);
+    let (group, subnet) = made.split_once(' ').expect("a group and a subnet");
+    (
+        format!(
+            ", EC2_KEY_NAME: jarvis-test, EC2_SECURITY_GROUPS: '{group}', EC2_SUBNET: '{subnet}'"
+        ),
+        group.to_string(),
+        subnet.to_string(),
     )
 }
 
@@ -131,8 +178,10 @@ const DESIGN: &str = "instance:
   sshpubkey: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm9kIPLxbBzbChzl2iYsnf4LfYPhk7aeWbeKYw6rf+k admin@example.com
 ";
 
-fn home(w: &World) -> Home {
+/// The home, and the security group and subnet the grant names.
+fn home(w: &World) -> (Home, String, String) {
     let port = w.sshd.get("SSHD_PORT");
+    let (account, group, subnet) = account_settings(&w.moto);
     let config = format!(
         "workers:
   modules:
@@ -165,10 +214,11 @@ pipelines:
   grants:
     - {{ console: \"*\", roles: [admin] }}
 ",
-        ec2 = ec2_env(
+        ec2 = ec2_env_with(
             &w.moto,
             w.moto.get("MOTO_URL"),
-            w.moto.get("MOTO_SECRET_ACCESS_KEY")
+            w.moto.get("MOTO_SECRET_ACCESS_KEY"),
+            &account,
         ),
         deploy = stages(DEPLOY, port),
         redeploy = stages(REDEPLOY, port),
@@ -187,7 +237,7 @@ pipelines:
     );
     let home = Home::new(&config);
     home.design("loki", DESIGN);
-    home
+    (home, group, subnet)
 }
 
 /// moto's instances, read by a second client (boto3, which moto brings along) so that the
@@ -206,23 +256,15 @@ for reservation in ec2.describe_instances()["Reservations"]:
             "public": i.get("PublicIpAddress"),
             "private": i.get("PrivateIpAddress"),
             "token": i.get("ClientToken"),
+            "key": i.get("KeyName"),
+            "groups": [g["GroupId"] for g in i.get("SecurityGroups", [])],
+            "subnet": i.get("SubnetId"),
+            "type": i.get("InstanceType"),
+            "image": i.get("ImageId"),
         })
 print(json.dumps(out))
 "#;
-    let out = Command::new(moto.get("MOTO_PYTHON"))
-        .args(["-c", LIST])
-        .env("REGION", REGION)
-        .env("URL", moto.get("MOTO_URL"))
-        .env("AWS_ACCESS_KEY_ID", moto.get("MOTO_ACCESS_KEY_ID"))
-        .env("AWS_SECRET_ACCESS_KEY", moto.get("MOTO_SECRET_ACCESS_KEY"))
-        .output()
-        .expect("moto's python runs");
-    assert!(
-        out.status.success(),
-        "listing moto's instances: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the listing is JSON")
+    serde_json::from_str(&boto3(moto, LIST)).expect("the listing is JSON")
 }
 
 /// moto's instances for host loki that still exist.
@@ -271,7 +313,7 @@ fn ldapsearch(w: &World) -> String {
 #[test]
 fn deploy_redeploy_and_destroy_on_ec2_end_to_end() {
     let Some(w) = world() else { return };
-    let home = home(&w);
+    let (home, group, subnet) = home(&w);
     let mut sh = home.shell();
     sh.ask(
         "deploy loki",
@@ -292,6 +334,12 @@ fn deploy_redeploy_and_destroy_on_ec2_end_to_end() {
         instance["token"], "jarvis-loki-run-1",
         "the run's ClientToken"
     );
+    // The operator's choices, none of them the design's.
+    assert_eq!(instance["key"], "jarvis-test");
+    assert_eq!(instance["type"], "t3.nano", "size 512");
+    assert_eq!(instance["image"], AMI);
+    assert_eq!(instance["groups"], serde_json::json!([group]));
+    assert_eq!(instance["subnet"], subnet.as_str());
     let public = instance["public"].as_str().expect("a public address");
     let private = instance["private"].as_str().expect("a private address");
     assert_eq!(
