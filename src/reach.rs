@@ -22,6 +22,7 @@ const WORKER_ENDPOINTS: &[(&str, Kind)] = &[
     ("DNS_SERVER", Kind::HostPort(53)),
     ("LDAP_URL", Kind::Url),
     ("LINODE_API", Kind::Url),
+    ("EC2_ENDPOINT", Kind::Url),
     ("ALERTMANAGER_URL", Kind::Url),
 ];
 

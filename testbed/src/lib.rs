@@ -1,5 +1,7 @@
 //! Test support: starts the real servers of `deploy/testbed` in throwaway folders and hands
-//! their ports and credentials to the tests, and stops them when dropped.
+//! their ports and credentials to the tests, and stops them when dropped. A server is a
+//! script `deploy/testbed/servers/NAME.sh`: `alertmanager`, `bind`, `ircd`, `moto` (the AWS
+//! emulator, with an IAM key it checks signatures against), `prosody`, `slapd`, `sshd`.
 //!
 //! A server that is not installed makes [`Server::start`] return `Ok(None)` on a developer's
 //! machine, with a loud line on stderr, and fail under `CI=true`: CI never skips silently.

@@ -4,8 +4,8 @@
 //! Addresses, per family, come from the first of these paths that holds any (a text or a list
 //! of texts; an IPv6 `/prefix` suffix is dropped):
 //!
-//! - IPv4: `instance.ipv4`, `linode.ipv4`, then the IPv4 entries of `instance.ip`;
-//! - IPv6: `instance.ipv6`, `linode.ipv6`, then the IPv6 entries of `instance.ip`.
+//! - IPv4: `instance.ipv4`, `linode.ipv4`, `ec2.ipv4`, then the IPv4 entries of `instance.ip`;
+//! - IPv6: `instance.ipv6`, `linode.ipv6`, `ec2.ipv6`, then the IPv6 entries of `instance.ip`.
 //!
 //! Private, loopback, link-local and unique-local addresses are not published, and each one
 //! skipped is a `notice:` in the run's channel, never silence: a provider lists its private
@@ -47,8 +47,8 @@ impl Sshfp {
     }
 }
 
-const IPV4_SOURCES: &[&str] = &["instance.ipv4", "linode.ipv4"];
-const IPV6_SOURCES: &[&str] = &["instance.ipv6", "linode.ipv6"];
+const IPV4_SOURCES: &[&str] = &["instance.ipv4", "linode.ipv4", "ec2.ipv4"];
+const IPV6_SOURCES: &[&str] = &["instance.ipv6", "linode.ipv6", "ec2.ipv6"];
 const MIXED_SOURCE: &str = "instance.ip";
 
 /// The host's short name, `instance.hostname`, which must be an RFC 1123 label.

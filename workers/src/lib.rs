@@ -7,6 +7,7 @@ use std::process::ExitCode;
 pub mod alertmanager;
 pub mod clock;
 pub mod dns;
+pub mod ec2;
 pub mod host_facts;
 pub mod ldap;
 pub mod linode;
@@ -16,13 +17,22 @@ pub mod protocol;
 pub mod ssh;
 
 /// The modules this crate answers, as the engine looks them up by name.
-pub const MODULES: &[&str] = &["alertmanager", "dns", "ldap", "linode", "local", "ssh"];
+pub const MODULES: &[&str] = &[
+    "alertmanager",
+    "dns",
+    "ec2",
+    "ldap",
+    "linode",
+    "local",
+    "ssh",
+];
 
 /// Runs `TASK` of built-in module `MODULE` in this process, as the engine asked for it.
 pub fn run(module: &str, task: &str) -> ExitCode {
     match module {
         "alertmanager" => alertmanager::run(task),
         "dns" => dns::run(task),
+        "ec2" => ec2::run(task),
         "ldap" => ldap::run(task),
         "linode" => linode::run(task),
         "local" => local::run(task),
