@@ -833,3 +833,166 @@ fn the_browser_logs_in_deploys_with_the_button_and_sees_the_run_live() {
     browser.wait_text("#status", "succeeded in");
     drop(daemon);
 }
+
+#[test]
+fn jarvis_shell_with_no_configuration_serves_the_page_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(JARVIS)
+        .arg("shell")
+        .env_remove("JARVIS_CONFIG")
+        .env("JARVIS_DATA_DIR", dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("jarvis shell starts");
+    let errout = child.stderr.take().unwrap();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(errout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let line = loop {
+        let line = rx
+            .recv_timeout(PATIENCE)
+            .expect("jarvis shell says where its page is");
+        if line.contains("web page at") {
+            break line;
+        }
+    };
+    // jarvis: web page at http://127.0.0.1:PORT/ (log in as yourself, once: http://…/login/console?key=…)
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap()
+        .to_string();
+    let link = line
+        .split_whitespace()
+        .find(|w| w.contains("/login/console?key="))
+        .unwrap()
+        .trim_end_matches(')')
+        .to_string();
+    let http = client();
+    assert_eq!(
+        http.get(&url).send().unwrap().status(),
+        StatusCode::SEE_OTHER
+    );
+    let resp = http.get(&link).send().unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cookie = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| v.to_str().ok().filter(|v| v.starts_with("jarvis_session=")))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    // Once only.
+    assert_eq!(
+        http.get(&link).send().unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    let page = http.get(&url).header("cookie", &cookie).send().unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().unwrap();
+    assert!(html.contains("logged in as <strong>"), "{html}");
+    assert!(html.contains("id=\"deploy-button\""), "{html}");
+    // The console user's roles (admin, in the demonstration setup) hold on the web too.
+    let me: Value = http
+        .get(format!("{url}api/v1/whoami"))
+        .header("cookie", &cookie)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(me["roles"], json!(["admin"]), "{me}");
+    drop(child.stdin.take());
+    let status = child.wait().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn https_from_certificate_files() {
+    let home = home();
+    // A CA, and a certificate for 127.0.0.1 that it signed.
+    let p = |name: &str| home.path(name).display().to_string();
+    std::fs::write(
+        home.path("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    for args in [
+        format!(
+            "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=test-ca -keyout {} -out {}",
+            p("ca-key.pem"),
+            p("ca.pem")
+        ),
+        format!(
+            "req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost -keyout {} -out {}",
+            p("key.pem"),
+            p("leaf.csr")
+        ),
+        format!(
+            "x509 -req -in {} -CA {} -CAkey {} -CAcreateserial -days 1 -extfile {} -out {}",
+            p("leaf.csr"),
+            p("ca.pem"),
+            p("ca-key.pem"),
+            p("leaf.ext"),
+            p("cert.pem")
+        ),
+    ] {
+        let out = Command::new("openssl")
+            .args(args.split(' '))
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let config = std::fs::read_to_string(home.config()).unwrap().replace(
+        "http:\n  listen: 127.0.0.1:0\n",
+        &format!(
+            "http:\n  listen: 127.0.0.1:0\n  tls: {{ certificate: {}, key: {} }}\n",
+            home.path("cert.pem").display(),
+            home.path("key.pem").display()
+        ),
+    );
+    std::fs::write(home.config(), config).unwrap();
+    let alice = make_token(&home, "alice");
+    let daemon = Daemon::start(&home);
+    let base = daemon.base.replace("http://", "https://");
+    install_tls_provider();
+    let cert =
+        reqwest::Certificate::from_pem(&std::fs::read(home.path("ca.pem")).unwrap()).unwrap();
+    let https = Client::builder()
+        .add_root_certificate(cert)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let me: Value = https
+        .get(format!("{base}/api/v1/whoami"))
+        .bearer_auth(&alice)
+        .send()
+        .expect("an HTTPS answer")
+        .json()
+        .unwrap();
+    assert_eq!(me["person"], "alice");
+    // The session cookie is Secure under TLS.
+    let form = https.get(format!("{base}/login")).send().unwrap();
+    let cookie = form
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+    // Plain HTTP to it gets no answer.
+    assert!(client().get(daemon.url("/healthz")).send().is_err());
+}

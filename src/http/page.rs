@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::rejection::{FormRejection, PathRejection};
+use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Form, Path, Query, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -678,8 +678,9 @@ fn open_session(
 /// `jarvis shell`'s one-time link: logs its user in as the console identity.
 pub async fn console_login(
     AxumState(state): AxumState<Shared>,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
+    let query = query.map(|Query(q)| q).unwrap_or_default();
     let given = query.get("key").map(String::as_str).unwrap_or("");
     let user = {
         let Ok(mut console) = state.console.lock() else {
