@@ -37,10 +37,12 @@ roles:
     alice: [ { xmpp_jid: alice@example.com } ]
     bob: [ { xmpp_jid: bob@example.com } ]
     carol: [ { xmpp_jid: carol@example.com } ]
+    dana: []
   grants:
     - { person: alice, roles: [deployer, approver] }
     - { person: bob, roles: [approver] }
     - { person: carol, roles: [viewer] }
+    - { person: dana, roles: [viewer] }
     - { console: \"*\", roles: [admin] }
 http:
   listen: 127.0.0.1:0
@@ -268,6 +270,7 @@ fn api_deploys_approves_and_refuses_as_chat_does() {
     let alice = make_token(&home, "alice");
     let bob = make_token(&home, "bob");
     let carol = make_token(&home, "carol");
+    let dana = make_token(&home, "dana");
     // Only the hash is stored.
     let data = home.path("data");
     for t in [&alice, &bob, &carol] {
@@ -279,8 +282,10 @@ fn api_deploys_approves_and_refuses_as_chat_does() {
         bodies: Vec::new(),
     };
 
-    let health = api.http.get(api.daemon.url("/healthz")).send().unwrap();
-    assert_eq!(health.status(), StatusCode::OK);
+    for path in ["/healthz", "/readyz"] {
+        let health = api.http.get(api.daemon.url(path)).send().unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+    }
 
     // Nobody, a wrong token, a malformed header.
     let (code, body) = api.get("/api/v1/runs", None);
@@ -309,6 +314,20 @@ fn api_deploys_approves_and_refuses_as_chat_does() {
     let (code, p) = api.get("/api/v1/pipelines", Some(&carol));
     assert_eq!(code, StatusCode::OK);
     assert_eq!(p["pipelines"][0]["name"], "demo");
+    // A person with no chat identity at all: the web only.
+    let (code, me) = api.get("/api/v1/whoami", Some(&dana));
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(me["roles"], json!(["viewer"]));
+    let (code, plan) = api.get("/api/v1/plan?design=demo", Some(&dana));
+    assert_eq!(code, StatusCode::OK, "{plan}");
+    assert_eq!(
+        plan["lines"][0],
+        "plan for demo (local): demo pipeline, 4 stages; nothing was run"
+    );
+    let (code, body) = api.get("/api/v1/plan?design=nosuch", Some(&dana));
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (code, _) = api.get("/api/v1/plan", Some(&dana));
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
 
     // A viewer may not deploy: 403, with the role named as chat names it.
     let (code, body) = api.post("/api/v1/deploy", &carol, json!({"design": "demo"}));
@@ -799,9 +818,11 @@ fn the_browser_logs_in_deploys_with_the_button_and_sees_the_run_live() {
         json!(4)
     );
 
-    // A failure shows its stage and reason.
+    // A failure shows its stage and reason; this time the plan first, then its button.
     browser.go(&daemon.url("/"));
     browser.type_into("#design", "broken");
+    browser.click("#plan-button");
+    browser.wait_text("#plan", "plan for broken (local): demo pipeline, 4 stages");
     browser.click("#deploy-button");
     browser.wait_text("h1", "Run #2");
     browser.wait_text(

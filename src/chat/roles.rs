@@ -122,6 +122,7 @@ impl std::fmt::Display for Identity {
 ///       - { irc_account: alice, network: libera }
 ///       - { xmpp_jid: alice@example.com }      # network optional: a JID is global
 ///       - { console: alice }                   # the operating-system user
+///     dana: []                  # no chat identity: the web page and API only, with a token
 ///   grants:
 ///     - { person: alice, roles: [deployer, approver] }
 ///     - { irc_account: bob, network: libera, roles: [viewer] }
@@ -242,9 +243,6 @@ impl RolesConfig {
                     .any(|c| c.is_whitespace() || c.is_control() || c == ':')
             {
                 return Err(format!("people.{person}: a person's name is one word"));
-            }
-            if ids.is_empty() {
-                return Err(format!("people.{person}: list at least one identity"));
             }
             for (i, id) in ids.iter().enumerate() {
                 let at = format!("people.{person}[{i}]");

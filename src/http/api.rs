@@ -501,6 +501,40 @@ pub async fn destroy(
     command_from_body(&state, &headers, peer, body, "destroy", "host").await
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanQuery {
+    design: String,
+}
+
+/// `plan REF`: the pipeline a design would run, as lines; nothing is run.
+pub async fn plan(
+    AxumState(state): AxumState<Shared>,
+    ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
+    headers: HeaderMap,
+    query: Result<Query<PlanQuery>, QueryRejection>,
+) -> ApiResult {
+    let caller = viewer(&state, &headers, peer, "plan").await?;
+    let Query(q) = query.map_err(|_| {
+        err(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "give the design, as in ?design=demo",
+        )
+    })?;
+    if q.design.split_whitespace().count() != 1 {
+        return Err(err(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "'design' must be one word",
+        ));
+    }
+    let command = parse(&format!("plan {}", q.design))?;
+    let (status, reply) = perform(&state, &caller, command).await;
+    if !status.is_success() {
+        return Ok(answer(status, reply));
+    }
+    Ok(Json(json!({ "lines": reply.public })).into_response())
+}
+
 /// The run actions: `cancel`, `approve`, `resume`, `retry`.
 pub(crate) fn action(name: &str, id: i64) -> Option<Command> {
     let run = RunRef::Id(id);

@@ -155,6 +155,7 @@ pub async fn caller(
         return match state.app.engine().store().api_token_person(&hash).await {
             Ok(Some((id, person))) => {
                 tracing::debug!(token = id, %person, "API token accepted");
+                state.token_used(id);
                 Ok(Caller {
                     identities: vec![Identity::Web(person.clone())],
                     name: person,

@@ -56,6 +56,33 @@ pub(crate) struct State {
     console: Mutex<Option<(String, String)>>,
     /// The newest stored event id, for live pages.
     last_event: watch::Receiver<i64>,
+    /// When each token's `last_used` was last written: at most once a minute, off the
+    /// request's path.
+    token_seen: Mutex<std::collections::HashMap<i64, std::time::Instant>>,
+}
+
+impl State {
+    fn token_used(&self, id: i64) {
+        let now = std::time::Instant::now();
+        let due = match self.token_seen.lock() {
+            Ok(mut seen) => match seen.get(&id) {
+                Some(at) if now.duration_since(*at) < Duration::from_secs(60) => false,
+                _ => {
+                    seen.insert(id, now);
+                    true
+                }
+            },
+            Err(_) => false,
+        };
+        if due {
+            let store = self.app.engine().store().clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.touch_api_token(id).await {
+                    tracing::warn!(error = %e, "cannot note a token's use");
+                }
+            });
+        }
+    }
 }
 
 type Shared = Arc<State>;
@@ -97,6 +124,7 @@ pub async fn start(
         config,
         console: Mutex::new(console),
         last_event,
+        token_seen: Mutex::new(std::collections::HashMap::new()),
     });
     let router = router(state);
     let service = router.into_make_service_with_connect_info::<Peer>();
@@ -154,6 +182,7 @@ fn router(state: Shared) -> Router {
         .route("/runs/{id}", get(api::run))
         .route("/runs/{id}/log", get(api::log))
         .route("/runs/{id}/{action}", post(api::act))
+        .route("/plan", get(api::plan))
         .route("/deploy", post(api::deploy))
         .route("/redeploy", post(api::redeploy))
         .route("/destroy", post(api::destroy))
@@ -166,6 +195,7 @@ fn router(state: Shared) -> Router {
         .route("/login/console", get(page::console_login))
         .route("/logout", post(page::logout))
         .route("/deploy", post(page::deploy))
+        .route("/plan", post(page::plan))
         .route("/runs/{id}", get(page::run))
         .route("/runs/{id}/{action}", post(page::act))
         .route("/parts/runs", get(page::runs_part))
@@ -174,6 +204,7 @@ fn router(state: Shared) -> Router {
         .route("/assets/app.css", get(page::style))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(metrics::healthz))
+        .route("/readyz", get(metrics::healthz))
         .fallback(page::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::map_response(security_headers))

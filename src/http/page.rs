@@ -128,7 +128,8 @@ async fn index_page(
              <label for=\"design\">Design</label> \
              <input id=\"design\" name=\"design\" required maxlength=\"400\" \
              placeholder=\"demo, cn=loki or a gist URL\" autocomplete=\"off\"> \
-             <button type=\"submit\" id=\"deploy-button\">Deploy</button></form>",
+             <button type=\"submit\" id=\"deploy-button\">Deploy</button> \
+             <button type=\"submit\" formaction=\"/plan\" id=\"plan-button\">Plan first</button></form>",
             esc(caller.csrf())
         )
     } else {
@@ -514,6 +515,65 @@ pub async fn deploy(
     }
 }
 
+/// `plan REF` as the bot says it, then the button that deploys it.
+pub async fn plan(
+    AxumState(state): AxumState<Shared>,
+    ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
+    headers: HeaderMap,
+    form: FormFields,
+) -> Response {
+    let caller = match form_caller(&state, &headers, peer, &form).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let design = form
+        .as_ref()
+        .ok()
+        .and_then(|Form(f)| f.get("design"))
+        .map(|d| d.trim().to_string())
+        .unwrap_or_default();
+    let command = match crate::chat::command::parse(&format!("plan {design}")) {
+        Ok(c @ Command::Plan { .. }) => c,
+        Ok(_) | Err(_) => {
+            return index_page(
+                &state,
+                &caller,
+                Some("give one design reference, e.g. demo"),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await;
+        }
+    };
+    let (status, reply) = super::api::perform(&state, &caller, command).await;
+    if !status.is_success() {
+        let line = reply.public.first().cloned().unwrap_or_default();
+        return index_page(&state, &caller, Some(&line), status).await;
+    }
+    let lines: String = reply
+        .public
+        .iter()
+        .map(|l| format!("<li>{}</li>", esc(l)))
+        .collect();
+    let button = if can(&state, &caller, Role::Deployer) {
+        format!(
+            "<form method=\"post\" action=\"/deploy\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <input type=\"hidden\" name=\"design\" value=\"{}\">\
+             <button type=\"submit\" id=\"deploy-button\">Deploy {}</button></form>",
+            esc(caller.csrf()),
+            esc(&design),
+            esc(&design)
+        )
+    } else {
+        String::new()
+    };
+    let body = format!(
+        "<h1>Plan for {}</h1><ul class=\"plan\" id=\"plan\">{lines}</ul>{button}\
+         <p><a href=\"/\">Back to the runs</a></p>",
+        esc(&design)
+    );
+    page(StatusCode::OK, layout("Plan", Some(&caller), &body))
+}
+
 pub async fn act(
     AxumState(state): AxumState<Shared>,
     ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
@@ -621,7 +681,10 @@ pub async fn login(
         .api_token_person(&crate::tokens::hash(token))
         .await
     {
-        Ok(Some((_, person))) => person,
+        Ok(Some((id, person))) => {
+            state.token_used(id);
+            person
+        }
         Ok(None) => {
             return login_page(
                 &state,

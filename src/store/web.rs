@@ -81,6 +81,16 @@ impl Store {
         }
     }
 
+    /// Notes that a token was used now.
+    pub async fn touch_api_token(&self, id: i64) -> Result<()> {
+        sqlx::query("UPDATE api_tokens SET last_used = ? WHERE id = ?")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
     /// Revokes one token by id, or every live token of a person; returns how many.
     pub async fn revoke_api_tokens(
         &self,
