@@ -56,7 +56,7 @@ impl Store {
     /// Stores a new token's hash for `person`; returns its id.
     pub async fn add_api_token(&self, person: &str, hash: &[u8], by: &str) -> Result<i64> {
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO api_tokens (person, hash, created_at, created_by) VALUES (?, ?, ?, ?) \
+            "INSERT INTO api_tokens (person, hash, created_at, created_by) VALUES ($1, $2, $3, $4) \
              RETURNING id",
         )
         .bind(person)
@@ -71,7 +71,7 @@ impl Store {
     /// The person a token hash belongs to, if the token is known and not revoked.
     pub async fn api_token_person(&self, hash: &[u8]) -> Result<Option<(i64, String)>> {
         let row =
-            sqlx::query("SELECT id, person FROM api_tokens WHERE hash = ? AND revoked_at IS NULL")
+            sqlx::query("SELECT id, person FROM api_tokens WHERE hash = $1 AND revoked_at IS NULL")
                 .bind(hash)
                 .fetch_optional(&self.reader)
                 .await?;
@@ -83,7 +83,7 @@ impl Store {
 
     /// Notes that a token was used now.
     pub async fn touch_api_token(&self, id: i64) -> Result<()> {
-        sqlx::query("UPDATE api_tokens SET last_used = ? WHERE id = ?")
+        sqlx::query("UPDATE api_tokens SET last_used = $1 WHERE id = $2")
             .bind(now_ms())
             .bind(id)
             .execute(&self.writer)
@@ -99,8 +99,8 @@ impl Store {
         by: &str,
     ) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = ?, revoked_by = ? WHERE revoked_at IS NULL \
-             AND (id = ? OR person = ?)",
+            "UPDATE api_tokens SET revoked_at = $1, revoked_by = $2 WHERE revoked_at IS NULL \
+             AND (id = $3 OR person = $4)",
         )
         .bind(now_ms())
         .bind(by)
@@ -136,9 +136,9 @@ impl Store {
     /// Runs, newest first, by filter.
     pub async fn runs_filtered(&self, f: &RunFilter) -> Result<Vec<Run>> {
         let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR host = ?1) \
-             AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR pipeline = ?3) \
-             AND (?4 IS NULL OR id < ?4) ORDER BY id DESC LIMIT ?5"
+            "SELECT {RUN_COLUMNS} FROM runs WHERE ($1 IS NULL OR host = $1) \
+             AND ($2 IS NULL OR state = $2) AND ($3 IS NULL OR pipeline = $3) \
+             AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
         )))
         .bind(f.host.as_deref())
         .bind(f.state.map(RunState::as_str))
@@ -156,7 +156,7 @@ impl Store {
             "SELECT phase, stage, attempt, task, state, \
              COALESCE(started_us, started_at * 1000) AS s, \
              COALESCE(finished_us, finished_at * 1000) AS f, exit_code, error \
-             FROM stage_runs WHERE run_id = ? ORDER BY s, phase, stage, attempt",
+             FROM stage_runs WHERE run_id = $1 ORDER BY s, phase, stage, attempt",
         )
         .bind(run)
         .fetch_all(&self.reader)
@@ -181,7 +181,7 @@ impl Store {
     /// Stored events with an id above `after`, oldest first (routed or not).
     pub async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<EventRow>> {
         let rows = sqlx::query(
-            "SELECT id, run_id, at, kind, body FROM events WHERE id > ? ORDER BY id LIMIT ?",
+            "SELECT id, run_id, at, kind, body FROM events WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after)
         .bind(limit as i64)
