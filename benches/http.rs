@@ -92,7 +92,7 @@ fn main() {
         let app = Application::start(settings, None, false)
             .await
             .expect("jarvis starts");
-        let (token, hash) = jarvis::tokens::make().expect("a token");
+        let (token, hash) = jarvis::chat::tokens::make().expect("a token");
         app.engine()
             .store()
             .add_api_token("bench", &hash, "bench")

@@ -16,6 +16,7 @@ use crate::chat::roles::RolesConfig;
 use crate::engine::pipeline::PipelineConfig;
 use crate::secrets::Secret;
 
+pub mod http;
 pub mod irc;
 pub mod network;
 mod vars;
@@ -61,7 +62,7 @@ pub struct Settings {
     pub retention: crate::retention::RetentionConfig,
     /// The HTTP server (API, web page, `/metrics`); none without this section.
     #[serde(default)]
-    pub http: Option<crate::http::HttpConfig>,
+    pub http: Option<http::HttpConfig>,
 }
 
 fn default_name() -> String {

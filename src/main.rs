@@ -291,7 +291,7 @@ async fn token(settings: &Settings, words: &[String]) -> anyhow::Result<ExitCode
             )
         })?;
     let by = format!("console:{}", jarvis::adapters::console::os_user());
-    let outcome = jarvis::tokens::command(&store, &settings.roles, &action, &by).await;
+    let outcome = jarvis::chat::tokens::command(&store, &settings.roles, &action, &by).await;
     let audit_outcome = match &outcome {
         Ok((public, _)) => public.first().cloned().unwrap_or_default(),
         Err(e) => format!("token failed: {e}"),

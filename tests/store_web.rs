@@ -32,7 +32,7 @@ async fn every_call(url: &str) {
     let store = Store::open(url).await.unwrap();
 
     // Tokens: by hash only; revoked by id or by person.
-    let (token, hash) = jarvis::tokens::make().unwrap();
+    let (token, hash) = jarvis::chat::tokens::make().unwrap();
     let id = store
         .add_api_token("alice", &hash, "console:root")
         .await
@@ -43,13 +43,13 @@ async fn every_call(url: &str) {
     );
     assert_eq!(
         store
-            .api_token_person(&jarvis::tokens::hash("jv_other"))
+            .api_token_person(&jarvis::chat::tokens::hash("jv_other"))
             .await
             .unwrap(),
         None
     );
     store.touch_api_token(id).await.unwrap();
-    let (_, hash2) = jarvis::tokens::make().unwrap();
+    let (_, hash2) = jarvis::chat::tokens::make().unwrap();
     let id2 = store
         .add_api_token("alice", &hash2, "console:root")
         .await

@@ -374,7 +374,7 @@ impl Bot {
             }
             Command::Token { action } => {
                 let by = self.who(msg).key;
-                crate::tokens::command(self.engine.store(), &self.settings.roles, action, &by)
+                crate::chat::tokens::command(self.engine.store(), &self.settings.roles, action, &by)
                     .await
                     .map(|(public, private)| Reply {
                         public,
@@ -382,9 +382,9 @@ impl Bot {
                         ..Reply::default()
                     })
                     .map_err(|e| match e {
-                        crate::tokens::TokenError::User(t) => BotError::User(t),
-                        crate::tokens::TokenError::NotFound(t) => BotError::NotFound(t),
-                        crate::tokens::TokenError::Store(e) => BotError::Store(e),
+                        crate::chat::tokens::TokenError::User(t) => BotError::User(t),
+                        crate::chat::tokens::TokenError::NotFound(t) => BotError::NotFound(t),
+                        crate::chat::tokens::TokenError::Store(e) => BotError::Store(e),
                     })
             }
             Command::Pipelines => Ok(Reply::lines(self.pipelines())),

@@ -645,7 +645,8 @@ mod tests {
         assert_eq!(
             audited,
             [
-                "deploy", "redeploy", "destroy", "cancel", "resume", "retry", "approve", "trust"
+                "deploy", "redeploy", "destroy", "cancel", "resume", "retry", "approve", "trust",
+                "token"
             ]
         );
     }
@@ -663,7 +664,10 @@ mod tests {
                 person: "alice".into()
             })
         );
-        assert_eq!(token("token revoke #12"), Ok(TokenAction::RevokeId { id: 12 }));
+        assert_eq!(
+            token("token revoke #12"),
+            Ok(TokenAction::RevokeId { id: 12 })
+        );
         assert_eq!(
             token("token revoke alice"),
             Ok(TokenAction::RevokePerson {
@@ -671,9 +675,21 @@ mod tests {
             })
         );
         assert_eq!(token("token list"), Ok(TokenAction::List));
-        assert!(token("token create").unwrap_err().starts_with("whose token?"));
-        assert!(token("token steal alice").unwrap_err().starts_with("say create"));
-        assert!(token("token revoke #x").unwrap_err().contains("# followed by digits"));
+        assert!(
+            token("token create")
+                .unwrap_err()
+                .starts_with("whose token?")
+        );
+        assert!(
+            token("token steal alice")
+                .unwrap_err()
+                .starts_with("say create")
+        );
+        assert!(
+            token("token revoke #x")
+                .unwrap_err()
+                .contains("# followed by digits")
+        );
         assert!(parse("token create alice").unwrap().changes_state());
         assert_eq!(
             parse("token list").unwrap().required_role(),

@@ -45,8 +45,8 @@ impl Sessions {
 
     /// A new session for `identities`; returns its id (the cookie's value).
     pub fn open(&self, identities: Vec<Identity>, name: String) -> Option<String> {
-        let id = crate::tokens::random_text(32)?;
-        let csrf = crate::tokens::random_text(24)?;
+        let id = crate::chat::tokens::random_text(32)?;
+        let csrf = crate::chat::tokens::random_text(24)?;
         let mut map = self.map.lock().ok()?;
         let now = Instant::now();
         map.retain(|_, s| s.expires > now);
@@ -151,7 +151,7 @@ pub async fn caller(
                     "the Authorization header must be 'Bearer TOKEN'",
                 )
             })?;
-        let hash = crate::tokens::hash(token);
+        let hash = crate::chat::tokens::hash(token);
         return match state.app.engine().store().api_token_person(&hash).await {
             Ok(Some((id, person))) => {
                 tracing::debug!(token = id, %person, "API token accepted");

@@ -7,7 +7,6 @@
 
 mod api;
 mod auth;
-pub mod config;
 mod metrics;
 mod page;
 mod tls;
@@ -24,7 +23,7 @@ use axum::routing::{get, post};
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
-pub use config::{HttpConfig, TlsFiles};
+pub use crate::config::http::{HttpConfig, TlsFiles};
 
 use crate::app::Application;
 use crate::chat::roles::Identity;
@@ -108,9 +107,11 @@ pub async fn start(
         Some(u) => format!("{u}/"),
         None => format!("{scheme}://{addr}/"),
     };
-    app.attach(Arc::new(WebNetwork::new()));
+    app.attach(Arc::new(WebNetwork::new())).with_context(|| {
+        format!("the HTTP server needs the chat network name '{NETWORK}' for its requests")
+    })?;
     let console =
-        console_user.and_then(|user| crate::tokens::random_text(32).map(|key| (user, key)));
+        console_user.and_then(|user| crate::chat::tokens::random_text(32).map(|key| (user, key)));
     let console_login = console
         .as_ref()
         .map(|(_, key)| format!("{url}login/console?key={key}"));

@@ -614,7 +614,7 @@ pub async fn login_form(AxumState(state): AxumState<Shared>) -> Response {
 }
 
 fn login_page(state: &State, message: Option<&str>, status: StatusCode) -> Response {
-    let Some(nonce) = crate::tokens::random_text(24) else {
+    let Some(nonce) = crate::chat::tokens::random_text(24) else {
         return refusal_page(
             None,
             Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "no randomness for a form"),
@@ -678,7 +678,7 @@ pub async fn login(
         .app
         .engine()
         .store()
-        .api_token_person(&crate::tokens::hash(token))
+        .api_token_person(&crate::chat::tokens::hash(token))
         .await
     {
         Ok(Some((id, person))) => {

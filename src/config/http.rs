@@ -41,7 +41,7 @@ pub struct HttpConfig {
     /// How long a web session lasts after logging in. Default 12h.
     #[serde(
         default = "default_session",
-        with = "crate::config::humantime_serde_compat"
+        deserialize_with = "jarvis_design::duration::deserialize"
     )]
     pub session: Duration,
 }
