@@ -16,6 +16,7 @@ use crate::chat::roles::RolesConfig;
 use crate::engine::pipeline::PipelineConfig;
 use crate::secrets::Secret;
 
+pub mod http;
 pub mod irc;
 pub mod network;
 mod vars;
@@ -59,6 +60,9 @@ pub struct Settings {
     /// How long finished runs keep their log lines, clipboards and events.
     #[serde(default)]
     pub retention: crate::retention::RetentionConfig,
+    /// The HTTP server (API, web page, `/metrics`); none without this section.
+    #[serde(default)]
+    pub http: Option<http::HttpConfig>,
 }
 
 fn default_name() -> String {
@@ -384,6 +388,9 @@ impl Settings {
         }
         if chat.commands_in_flight == 0 {
             return Err("chat.commands_in_flight: must be at least 1".into());
+        }
+        if let Some(http) = &self.http {
+            http.check()?;
         }
         for (i, target) in self.chat.notify.iter().enumerate() {
             if target.split_whitespace().count() != 2 {

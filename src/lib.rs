@@ -6,6 +6,7 @@ pub mod chat;
 pub mod clipboard;
 pub mod config;
 pub mod engine;
+pub mod http;
 pub mod model;
 pub mod reach;
 pub mod retention;

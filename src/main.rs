@@ -53,6 +53,15 @@ enum Cmd {
         #[arg(long, env = "JARVIS_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Personal API tokens for the HTTP API and the web page: `create PERSON` (shows the
+    /// token once), `revoke PERSON|#ID`, `list`. Kept only as their SHA-256.
+    Token {
+        #[arg(long, env = "JARVIS_CONFIG")]
+        config: Option<PathBuf>,
+        /// create PERSON | revoke PERSON|#ID | list
+        #[arg(required = true, num_args = 1..=2)]
+        words: Vec<String>,
+    },
     /// Run a built-in worker, as the engine runs it.
     Worker { module: String, task: String },
 }
@@ -210,9 +219,32 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Token { config, words } => {
+            let (settings, _) = settings(&config)?;
+            token(&settings, &words).await
+        }
         Cmd::Shell { config } => {
             let (settings, embedded) = settings(&config)?;
             let app = Application::start(settings, builtin_workers(), embedded).await?;
+            // With no configuration the page is served on loopback (a free port); with one,
+            // where its `http:` section says.
+            let http = match (&app.settings().http, embedded) {
+                (Some(http), _) => Some(http.clone()),
+                (None, true) => Some(jarvis::http::HttpConfig::local()),
+                (None, false) => None,
+            };
+            if let Some(http) = http {
+                let server =
+                    jarvis::http::start(&app, http, Some(jarvis::adapters::console::os_user()))
+                        .await?;
+                match &server.console_login {
+                    Some(link) => eprintln!(
+                        "jarvis: web page at {} (log in as yourself, once: {link})",
+                        server.url
+                    ),
+                    None => eprintln!("jarvis: web page at {}", server.url),
+                }
+            }
             let engine = app.engine().clone();
             let grace = app.settings().limits.stop_grace;
             tokio::select! {
@@ -229,12 +261,75 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
                 );
             }
             let app = Application::start(settings, builtin_workers(), embedded).await?;
+            if let Some(http) = app.settings().http.clone() {
+                jarvis::http::start(&app, http, None).await?;
+            }
             app.start_networks().await?;
             wait_for_stop_signal().await;
             graceful_stop(app.engine(), app.settings().limits.stop_grace).await;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Worker { .. } => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// `jarvis token …`: the chat command's work, as the console user, on the store directly.
+async fn token(settings: &Settings, words: &[String]) -> anyhow::Result<ExitCode> {
+    let line = format!("token {}", words.join(" "));
+    let command = jarvis::chat::command::parse(&line).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let jarvis::chat::command::Command::Token { action } = command else {
+        anyhow::bail!("say create PERSON, revoke PERSON|#ID or list");
+    };
+    let url = settings.database_url();
+    let shown = settings.database_url_shown();
+    let store = jarvis::store::Store::open(url.expose())
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the database {shown}: {}",
+                jarvis::secrets::redact_url_in(&e.to_string(), url.expose())
+            )
+        })?;
+    let by = format!("console:{}", jarvis::adapters::console::os_user());
+    let outcome = jarvis::chat::tokens::command(&store, &settings.roles, &action, &by).await;
+    let audit_outcome = match &outcome {
+        Ok((public, _)) => public.first().cloned().unwrap_or_default(),
+        Err(e) => format!("token failed: {e}"),
+    };
+    if !matches!(action, jarvis::chat::command::TokenAction::List) {
+        let entry = jarvis::store::AuditEntry {
+            identity: by.clone(),
+            person: settings
+                .roles
+                .person_of(&[jarvis::chat::roles::Identity::Console(
+                    jarvis::adapters::console::os_user(),
+                )])
+                .map(str::to_string),
+            network: "command-line".into(),
+            channel: "jarvis token".into(),
+            command: line.clone(),
+            outcome: audit_outcome,
+        };
+        if let Err(e) = store.audit(&entry).await {
+            tracing::error!(error = %e, "cannot write the audit log");
+        }
+    }
+    store.close().await;
+    match outcome {
+        Ok((public, private)) => {
+            // The token itself goes to stdout alone, so it can be piped into a secret store.
+            for line in &public {
+                eprintln!("{line}");
+            }
+            for line in &private {
+                println!("{}", line.rsplit(' ').next().unwrap_or(line));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("jarvis: token failed: {e}");
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 

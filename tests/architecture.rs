@@ -5,6 +5,8 @@
 //!
 //! ```text
 //! main, lib, app, reach              (wiring: may name anything)
+//!   http                             → app, config, chat, engine, store, leaves (an adapter
+//!                                      whose API also reads runs, stages and events)
 //!   adapters::{irc, xmpp, console}   → config (their own settings), chat, leaves
 //!   config                           → chat, engine, retention (it composes their settings)
 //!   chat                             → engine, store, leaves
@@ -27,6 +29,7 @@ fn allowed(module: &str) -> Option<&'static [&'static str]> {
     Some(match module {
         "main" | "lib" | "app" | "reach" => return None,
         "adapters" | "adapters::console" => &["chat"],
+        "http" => &["app", "config", "chat", "engine", "store"],
         "adapters::irc" | "adapters::xmpp" => &["config", "chat"],
         "config" => &["chat", "engine", "retention"],
         "chat" => &["engine", "store"],

@@ -28,6 +28,7 @@ const SOURCES: &[&str] = &[
     "design/src/dn.rs",
     "src/secrets.rs",
     "src/retention.rs",
+    "src/config/http.rs",
 ];
 
 const REGENERATE: &str = "JARVIS_BLESS=1 cargo test --test config_reference";

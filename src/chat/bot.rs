@@ -17,26 +17,54 @@ use crate::engine::pipeline::{self, RunKind};
 use crate::engine::{Engine, EngineError};
 use crate::store::{AuditEntry, NewRun, Run, StoreError};
 
-/// An answer: lines for where the message was said, and lines for the sender alone.
+/// An answer: lines for where the message was said, and lines for the sender alone; what
+/// came of the command, for adapters that answer with a status (HTTP); and the run it
+/// queued, if any.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Reply {
     pub public: Vec<String>,
     pub private: Vec<String>,
+    pub verdict: Verdict,
+    pub run: Option<i64>,
+}
+
+/// What came of a command, beyond its words.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    #[default]
+    Done,
+    /// The asker lacks the role (or is the requester of the run they approve).
+    Forbidden,
+    /// No such run or host.
+    NotFound,
+    /// The run or host is not in a state for this (busy host, run not waiting, …).
+    Conflict,
+    /// The request itself is wrong: a design that does not load, no such pipeline, …
+    Invalid,
+    /// jarvis is stopping.
+    Unavailable,
+    /// Something inside failed (the database); the detail is in the log.
+    Failed,
 }
 
 impl Reply {
     fn line(text: impl Into<String>) -> Reply {
         Reply {
             public: vec![text.into()],
-            private: vec![],
+            ..Reply::default()
         }
     }
 
     fn lines(lines: Vec<String>) -> Reply {
         Reply {
             public: lines,
-            private: vec![],
+            ..Reply::default()
         }
+    }
+
+    fn with(mut self, verdict: Verdict) -> Reply {
+        self.verdict = verdict;
+        self
     }
 }
 
@@ -110,6 +138,12 @@ impl Bot {
         reply
     }
 
+    /// Carries out a command already parsed (the HTTP adapter's entry point): the same role
+    /// checks, refusals and audit rows as a chat line `text` that says it.
+    pub async fn perform(&self, msg: &Incoming, cmd: &Command, text: &str) -> Reply {
+        self.run_command(msg, cmd, text).await
+    }
+
     async fn run_command(&self, msg: &Incoming, cmd: &Command, text: &str) -> Reply {
         let roles = self.settings.roles.roles_of(&msg.identities);
         if let Some(needed) = cmd.required_role()
@@ -126,7 +160,8 @@ impl Bot {
                 "{} needs the {} role; {who}",
                 cmd.name(),
                 needed.as_str()
-            ));
+            ))
+            .with(Verdict::Forbidden);
             if cmd.changes_state() {
                 self.audit(msg, text, &format!("refused: needs {}", needed.as_str()))
                     .await;
@@ -137,12 +172,13 @@ impl Bot {
             Ok(r) => r,
             Err(e) => {
                 match &e {
-                    BotError::User(_) => {
+                    BotError::User(_) | BotError::NotFound(_) => {
                         tracing::debug!(command = cmd.name(), error = %e, "command refused")
                     }
                     _ => tracing::error!(command = cmd.name(), error = %e, "command failed"),
                 }
                 Reply::line(format!("{} failed: {}", cmd.name(), user_error(&e)))
+                    .with(verdict_of(&e))
             }
         };
         if cmd.changes_state() {
@@ -274,7 +310,8 @@ impl Bot {
                         "run #{} is {}, not waiting for approval",
                         run.id,
                         run.state.as_str().replace('_', " ")
-                    )));
+                    ))
+                    .with(Verdict::Conflict));
                 }
                 let asked_by = run
                     .initial_clipboard
@@ -288,7 +325,7 @@ impl Bot {
                     asked_by,
                     &msg.identities,
                 ) {
-                    return Ok(Reply::line(refusal));
+                    return Ok(Reply::line(refusal).with(Verdict::Forbidden));
                 }
                 let run = self.engine.approve(run.id, &self.who(msg).label()).await?;
                 let task = run
@@ -335,6 +372,21 @@ impl Bot {
                     "{host} is now pinned to {algorithm} {fingerprint}{replaced}; SSH stages of its runs accept only that key"
                 )))
             }
+            Command::Token { action } => {
+                let by = self.who(msg).key;
+                crate::chat::tokens::command(self.engine.store(), &self.settings.roles, action, &by)
+                    .await
+                    .map(|(public, private)| Reply {
+                        public,
+                        private,
+                        ..Reply::default()
+                    })
+                    .map_err(|e| match e {
+                        crate::chat::tokens::TokenError::User(t) => BotError::User(t),
+                        crate::chat::tokens::TokenError::NotFound(t) => BotError::NotFound(t),
+                        crate::chat::tokens::TokenError::Store(e) => BotError::Store(e),
+                    })
+            }
             Command::Pipelines => Ok(Reply::lines(self.pipelines())),
             Command::Whoami => {
                 let person = self.settings.roles.person_of(&msg.identities);
@@ -371,7 +423,7 @@ impl Bot {
             },
         };
         found.ok_or_else(|| {
-            BotError::User(match r {
+            BotError::NotFound(match r {
                 RunRef::Id(id) => format!("there is no run #{id}"),
                 RunRef::Host(h) => format!("{h} has no runs"),
             })
@@ -400,7 +452,7 @@ impl Bot {
                 let run = match (self.find_run(r).await, r) {
                     (Ok(run), _) => run,
                     // Not a failure of `status`: the answer is that there is nothing yet.
-                    (Err(BotError::User(_)), RunRef::Host(host)) => {
+                    (Err(BotError::NotFound(_)), RunRef::Host(host)) => {
                         return Ok(Reply::line(format!("{host} has no runs yet")));
                     }
                     (Err(e), _) => return Err(e),
@@ -515,19 +567,26 @@ impl Bot {
             retry_of,
         };
         match self.engine.submit(new).await {
-            Ok(id) => Ok(Reply::line(format!(
-                "{} #{id} of {host} queued ({pipeline_name} pipeline, {})",
-                kind.as_str(),
-                render::count(count, "stage")
-            ))),
+            Ok(id) => Ok(Reply {
+                run: Some(id),
+                ..Reply::line(format!(
+                    "{} #{id} of {host} queued ({pipeline_name} pipeline, {})",
+                    kind.as_str(),
+                    render::count(count, "stage")
+                ))
+            }),
             Err(EngineError::Store(StoreError::HostBusy { host, run })) => {
                 let state = match self.engine.store().run(run).await? {
                     Some(r) => r.state.as_str().replace('_', " "),
                     None => "active".into(),
                 };
-                Ok(Reply::line(format!(
-                    "{host} already has run #{run} ({state}); say 'status #{run}', or 'cancel #{run}' first"
-                )))
+                Ok(Reply {
+                    run: Some(run),
+                    ..Reply::line(format!(
+                        "{host} already has run #{run} ({state}); say 'status #{run}', or 'cancel #{run}' first"
+                    ))
+                    .with(Verdict::Conflict)
+                })
             }
             Err(e) => Err(e.into()),
         }
@@ -769,6 +828,8 @@ fn help(command: Option<&str>, roles: &[Role], nick: &str) -> Reply {
 enum BotError {
     #[error("{0}")]
     User(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -779,7 +840,7 @@ enum BotError {
 /// (the detail is in the log).
 fn user_error(e: &BotError) -> String {
     match e {
-        BotError::User(text) => text.clone(),
+        BotError::User(text) | BotError::NotFound(text) => text.clone(),
         BotError::Engine(EngineError::Store(StoreError::HostBusy { host, run })) => {
             format!("{host} already has run #{run}")
         }
@@ -788,6 +849,21 @@ fn user_error(e: &BotError) -> String {
             "the database did not answer; see jarvis's log".into()
         }
         BotError::Engine(e) => e.to_string(),
+    }
+}
+
+/// The verdict of a failed command.
+fn verdict_of(e: &BotError) -> Verdict {
+    match e {
+        BotError::User(_) => Verdict::Invalid,
+        BotError::NotFound(_) | BotError::Engine(EngineError::NoSuchRun(_)) => Verdict::NotFound,
+        BotError::Engine(
+            EngineError::WrongState { .. }
+            | EngineError::Undone(_)
+            | EngineError::Store(StoreError::HostBusy { .. } | StoreError::Refused { .. }),
+        ) => Verdict::Conflict,
+        BotError::Engine(EngineError::Stopping) => Verdict::Unavailable,
+        BotError::Engine(EngineError::Store(_)) | BotError::Store(_) => Verdict::Failed,
     }
 }
 

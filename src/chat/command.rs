@@ -14,6 +14,16 @@ pub enum RunRef {
     Host(String),
 }
 
+/// What `token` does: make one for a person of `roles.people`, revoke one (`#ID`) or all of a
+/// person's, or list them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenAction {
+    Create { person: String },
+    RevokeId { id: i64 },
+    RevokePerson { person: String },
+    List,
+}
+
 /// One command of the language: its name, the role it needs, its usage and an example, and
 /// its parser.
 pub struct CommandSpec {
@@ -309,6 +319,37 @@ commands! {
             })
         },
     },
+    Token { action: TokenAction } => {
+        name: "token",
+        role: Some(Role::Admin),
+        changes_state: true,
+        usage: "token create PERSON | token revoke PERSON|#ID | token list",
+        summary: "personal API tokens for the web page and HTTP API (shown once, kept only hashed)",
+        example: "token create alice",
+        parse: |a| {
+            a.at_most(2)?;
+            let verb = a.get(0).map(|w| w.to_ascii_lowercase());
+            let action = match (verb.as_deref(), a.get(1)) {
+                (Some("list"), None) => TokenAction::List,
+                (Some("create"), Some(p)) => TokenAction::Create {
+                    person: person_arg(p).map_err(|p| a.usage(&p))?,
+                },
+                (Some("revoke"), Some(w)) => match w.strip_prefix('#') {
+                    Some(digits) => TokenAction::RevokeId {
+                        id: digits
+                            .parse()
+                            .map_err(|_| a.usage("a token id is # followed by digits"))?,
+                    },
+                    None => TokenAction::RevokePerson {
+                        person: person_arg(w).map_err(|p| a.usage(&p))?,
+                    },
+                },
+                (Some("create" | "revoke"), None) => return Err(a.usage("whose token?")),
+                _ => return Err(a.usage("say create, revoke or list")),
+            };
+            Ok(Command::Token { action })
+        },
+    },
     Pipelines => {
         name: "pipelines",
         role: Some(Role::Viewer),
@@ -446,6 +487,18 @@ pub fn run_ref(word: &str) -> Result<RunRef, String> {
         return Err("a run id is # followed by digits".into());
     }
     host_arg(Some(word)).map(RunRef::Host)
+}
+
+/// A person's name as `roles.people` has it: one word, no control characters.
+fn person_arg(word: &str) -> Result<String, String> {
+    if word.len() <= 64 && !word.chars().any(|c| c.is_control() || c == ':') {
+        Ok(word.to_string())
+    } else {
+        Err(format!(
+            "'{}' is not a person's name",
+            crate::text::one_line(word, 40)
+        ))
+    }
 }
 
 /// A host name: an RFC 1123 label (letters, digits, '-', at most 63).
@@ -592,8 +645,55 @@ mod tests {
         assert_eq!(
             audited,
             [
-                "deploy", "redeploy", "destroy", "cancel", "resume", "retry", "approve", "trust"
+                "deploy", "redeploy", "destroy", "cancel", "resume", "retry", "approve", "trust",
+                "token"
             ]
+        );
+    }
+
+    #[test]
+    fn token_commands_parse() {
+        let token = |line: &str| match parse(line) {
+            Ok(Command::Token { action }) => Ok(action),
+            Ok(other) => panic!("{line}: {other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(
+            token("token create alice"),
+            Ok(TokenAction::Create {
+                person: "alice".into()
+            })
+        );
+        assert_eq!(
+            token("token revoke #12"),
+            Ok(TokenAction::RevokeId { id: 12 })
+        );
+        assert_eq!(
+            token("token revoke alice"),
+            Ok(TokenAction::RevokePerson {
+                person: "alice".into()
+            })
+        );
+        assert_eq!(token("token list"), Ok(TokenAction::List));
+        assert!(
+            token("token create")
+                .unwrap_err()
+                .starts_with("whose token?")
+        );
+        assert!(
+            token("token steal alice")
+                .unwrap_err()
+                .starts_with("say create")
+        );
+        assert!(
+            token("token revoke #x")
+                .unwrap_err()
+                .contains("# followed by digits")
+        );
+        assert!(parse("token create alice").unwrap().changes_state());
+        assert_eq!(
+            parse("token list").unwrap().required_role(),
+            Some(Role::Admin)
         );
     }
 

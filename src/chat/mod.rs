@@ -10,6 +10,7 @@ pub mod outlet;
 pub mod pace;
 pub mod render;
 pub mod roles;
+pub mod tokens;
 
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};

@@ -51,6 +51,9 @@ pub enum Identity {
         network: String,
         jid: String,
     },
+    /// A person of `roles.people` who logged in to the HTTP API or the web page with one of
+    /// their personal API tokens. It matches that person only, never a grant of its own.
+    Web(String),
 }
 
 impl Identity {
@@ -61,6 +64,7 @@ impl Identity {
             Identity::IrcAccount { network, account } => format!("irc:{network}:{account}"),
             Identity::IrcHostmask { network, mask } => format!("irc-mask:{network}:{mask}"),
             Identity::Jid { network, jid } => format!("xmpp:{network}:{jid}"),
+            Identity::Web(person) => format!("web:{person}"),
         }
     }
 
@@ -69,6 +73,9 @@ impl Identity {
         let (kind, rest) = key.split_once(':')?;
         if kind == "console" {
             return Some(Identity::Console(rest.to_string()));
+        }
+        if kind == "web" {
+            return Some(Identity::Web(rest.to_string()));
         }
         let (network, value) = rest.split_once(':')?;
         let (network, value) = (network.to_string(), value.to_string());
@@ -101,6 +108,7 @@ impl std::fmt::Display for Identity {
                 write!(f, "IRC hostmask {mask} on {network}")
             }
             Identity::Jid { network, jid } => write!(f, "JID {jid} on {network}"),
+            Identity::Web(person) => write!(f, "web user {person}"),
         }
     }
 }
@@ -114,6 +122,7 @@ impl std::fmt::Display for Identity {
 ///       - { irc_account: alice, network: libera }
 ///       - { xmpp_jid: alice@example.com }      # network optional: a JID is global
 ///       - { console: alice }                   # the operating-system user
+///     dana: []                  # no chat identity: the web page and API only, with a token
 ///   grants:
 ///     - { person: alice, roles: [deployer, approver] }
 ///     - { irc_account: bob, network: libera, roles: [viewer] }
@@ -235,9 +244,6 @@ impl RolesConfig {
             {
                 return Err(format!("people.{person}: a person's name is one word"));
             }
-            if ids.is_empty() {
-                return Err(format!("people.{person}: list at least one identity"));
-            }
             for (i, id) in ids.iter().enumerate() {
                 let at = format!("people.{person}[{i}]");
                 let kinds = [&id.console, &id.irc_account, &id.xmpp_jid]
@@ -281,6 +287,13 @@ impl RolesConfig {
 
     /// The person any of `identities` belongs to.
     pub fn person_of(&self, identities: &[Identity]) -> Option<&str> {
+        let web = identities.iter().find_map(|id| match id {
+            Identity::Web(person) => self.people.get_key_value(person).map(|(k, _)| k.as_str()),
+            _ => None,
+        });
+        if web.is_some() {
+            return web;
+        }
         self.people
             .iter()
             .find(|(_, ids)| {
@@ -332,7 +345,7 @@ impl PersonIdentity {
                         .as_deref()
                         .is_some_and(|a| a.eq_ignore_ascii_case(account))
             }
-            Identity::IrcHostmask { .. } => false,
+            Identity::IrcHostmask { .. } | Identity::Web(_) => false,
             Identity::Jid { network, jid } => {
                 self.network_ok(network)
                     && self
@@ -406,6 +419,8 @@ impl Grant {
                         .as_deref()
                         .is_some_and(|j| j.eq_ignore_ascii_case(jid))
             }
+            // A web user's roles are their person's grants.
+            Identity::Web(_) => false,
         }
     }
 }

@@ -29,11 +29,13 @@ mod outbox;
 mod retention;
 mod transitions;
 mod trust;
+mod web;
 use lifecycle as lc;
 pub use lifecycle::{Phase, RunState, Transition};
 pub use outbox::{EventRow, NewOutbox, OutboxRow, Undeliverable};
 pub use retention::Pruned;
 pub use trust::{HostKey, PinnedKey};
+pub use web::{ApiToken, RunFilter, StageDurations, StageTiming};
 
 pub type RunId = i64;
 

@@ -1,0 +1,790 @@
+//! The web page: server-rendered HTML, no build step. A little script (`/assets/app.js`)
+//! refreshes the live part of a page when the event stream says something happened (and
+//! every 1.5 s while a run is active, since not every stage start is an event); without
+//! script the page is plain links and forms. Login with a personal token gives a session
+//! cookie (HttpOnly, SameSite=Strict, Secure under TLS); every form carries the session's
+//! CSRF token.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Form, Path, Query, State as AxumState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+
+use super::auth::{self, Caller, LOGIN_COOKIE, Refusal, SESSION_COOKIE, Via};
+use super::{Shared, State, esc};
+use crate::chat::command::Command;
+use crate::chat::render;
+use crate::chat::roles::{Identity, Role};
+use crate::store::{Run, RunFilter, RunState, StageTiming};
+
+const SCRIPT: &str = include_str!("assets/app.js");
+const STYLE: &str = include_str!("assets/app.css");
+
+pub async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
+    )
+        .into_response()
+}
+
+pub async fn style() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
+}
+
+/// A whole page around `body`.
+fn layout(title: &str, caller: Option<&Caller>, body: &str) -> String {
+    let who = match caller {
+        Some(c) if !c.anonymous() => format!(
+            "<span>logged in as <strong>{}</strong></span>\
+             <form method=\"post\" action=\"/logout\" class=\"inline\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <button type=\"submit\">Log out</button></form>",
+            esc(&c.name),
+            esc(c.csrf())
+        ),
+        _ => "<a href=\"/login\">Log in</a>".to_string(),
+    };
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{} — jarvis</title><link rel=\"stylesheet\" href=\"/assets/app.css\">\
+         <script src=\"/assets/app.js\" defer></script></head><body>\
+         <header><nav aria-label=\"main\"><a href=\"/\" class=\"brand\">jarvis</a> \
+         <a href=\"/\">Runs</a></nav><div class=\"who\">{who}</div></header>\
+         <main>{body}</main></body></html>",
+        esc(title)
+    )
+}
+
+fn page(status: StatusCode, html: String) -> Response {
+    (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
+}
+
+fn refusal_page(caller: Option<&Caller>, r: Refusal) -> Response {
+    let body = format!(
+        "<h1>Not possible</h1><p class=\"failure\" role=\"alert\">{}</p><p><a href=\"/\">Back to the runs</a></p>",
+        esc(&r.message)
+    );
+    page(r.status, layout("Not possible", caller, &body))
+}
+
+pub async fn not_found() -> Response {
+    refusal_page(
+        None,
+        Refusal::new(StatusCode::NOT_FOUND, "there is no such page"),
+    )
+}
+
+/// The caller, who must be able to view; the anonymous are sent to log in.
+async fn viewer(state: &State, headers: &HeaderMap, peer: SocketAddr) -> Result<Caller, Response> {
+    let caller = auth::caller(state, headers, peer)
+        .await
+        .map_err(|r| refusal_page(None, r))?;
+    match auth::require(state, &caller, Role::Viewer, "reading runs") {
+        Ok(()) => Ok(caller),
+        Err(_) if caller.anonymous() => Err(Redirect::to("/login").into_response()),
+        Err(r) => Err(refusal_page(Some(&caller), r)),
+    }
+}
+
+fn can(state: &State, caller: &Caller, role: Role) -> bool {
+    auth::roles_of(state, caller).iter().any(|r| r.covers(role))
+}
+
+pub async fn index(
+    AxumState(state): AxumState<Shared>,
+    ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
+    headers: HeaderMap,
+) -> Response {
+    let caller = match viewer(&state, &headers, peer).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    index_page(&state, &caller, None, StatusCode::OK).await
+}
+
+async fn index_page(
+    state: &State,
+    caller: &Caller,
+    message: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let runs = match runs_html(state).await {
+        Ok(h) => h,
+        Err(r) => return refusal_page(Some(caller), r),
+    };
+    let message = message
+        .map(|m| format!("<p class=\"failure\" role=\"alert\">{}</p>", esc(m)))
+        .unwrap_or_default();
+    let deploy = if can(state, caller, Role::Deployer) && !caller.anonymous() {
+        format!(
+            "<form method=\"post\" action=\"/deploy\" class=\"deploy\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <label for=\"design\">Design</label> \
+             <input id=\"design\" name=\"design\" required maxlength=\"400\" \
+             placeholder=\"demo, cn=loki or a gist URL\" autocomplete=\"off\"> \
+             <button type=\"submit\" id=\"deploy-button\">Deploy</button> \
+             <button type=\"submit\" formaction=\"/plan\" id=\"plan-button\">Plan first</button></form>",
+            esc(caller.csrf())
+        )
+    } else {
+        String::new()
+    };
+    let body = format!(
+        "<h1>Runs</h1>{message}{deploy}\
+         <section id=\"live\" data-live=\"/parts/runs\" aria-live=\"polite\">{runs}</section>"
+    );
+    page(status, layout("Runs", Some(caller), &body))
+}
+
+async fn runs_html(state: &State) -> Result<String, Refusal> {
+    let runs = state
+        .app
+        .engine()
+        .store()
+        .runs_filtered(&RunFilter {
+            limit: 50,
+            ..RunFilter::default()
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "page: the database failed");
+            Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database did not answer; see jarvis's log",
+            )
+        })?;
+    if runs.is_empty() {
+        return Ok("<p data-active=\"0\">No runs yet.</p>".into());
+    }
+    let active = runs.iter().any(|r| r.state.is_active());
+    let mut html = format!(
+        "<table data-active=\"{}\"><caption>The last {} runs, newest first</caption>\
+         <thead><tr><th scope=\"col\">Run</th><th scope=\"col\">Host</th>\
+         <th scope=\"col\">State</th><th scope=\"col\">Status</th></tr></thead><tbody>",
+        u8::from(active),
+        runs.len()
+    );
+    for run in &runs {
+        let live = state.app.engine().live(run.id);
+        let status = render::status_line(run, live.as_ref().and_then(|l| l.progress.as_deref()));
+        html.push_str(&format!(
+            "<tr class=\"st-{state}\"><td><a href=\"/runs/{id}\">#{id}</a> {kind}</td>\
+             <td>{host}</td><td class=\"state\">{state_text}</td><td>{status}</td></tr>",
+            state = run.state.as_str(),
+            state_text = run.state.as_str().replace('_', " "),
+            id = run.id,
+            kind = esc(run.kind.as_str()),
+            host = esc(&run.host),
+            status = esc(&status),
+        ));
+    }
+    html.push_str("</tbody></table>");
+    Ok(html)
+}
+
+pub async fn runs_part(
+    AxumState(state): AxumState<Shared>,
+    ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = viewer(&state, &headers, peer).await {
+        return r;
+    }
+    match runs_html(&state).await {
+        Ok(h) => page(StatusCode::OK, h),
+        Err(r) => page(r.status, esc(&r.message)),
+    }
+}
+
+fn no_run_page() -> Response {
+    refusal_page(
+        None,
+        Refusal::new(StatusCode::NOT_FOUND, "a run is /runs/ and a number"),
+    )
+}
+
+pub async fn run(
+    AxumState(state): AxumState<Shared>,
+    ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
+    headers: HeaderMap,
+    path: Result<Path<i64>, PathRejection>,
+) -> Response {
+    let caller = match viewer(&state, &headers, peer).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Ok(Path(id)) = path else {
+        return no_run_page();
+    };
+    run_page(&state, &caller, id, None, StatusCode::OK).await
+}
+
+async fn run_page(
+    state: &State,
+    caller: &Caller,
+    id: i64,
+    message: Option<(&str, bool)>,
+    status: StatusCode,
+) -> Response {
+    let part = match run_html(state, caller, id).await {
+        Ok(Some(h)) => h,
+        Ok(None) => {
+            return refusal_page(
+                Some(caller),
+                Refusal::new(StatusCode::NOT_FOUND, format!("there is no run #{id}")),
+            );
+        }
+        Err(r) => return refusal_page(Some(caller), r),
+    };
+    let message = match message {
+        Some((m, true)) => format!("<p class=\"notice\" role=\"status\">{}</p>", esc(m)),
+        Some((m, false)) => format!("<p class=\"failure\" role=\"alert\">{}</p>", esc(m)),
+        None => String::new(),
+    };
+    let body = format!(
+        "<h1>Run #{id}</h1>{message}<section id=\"live\" data-live=\"/parts/runs/{id}\" \
+         data-run=\"{id}\" aria-live=\"polite\">{part}</section>"
+    );
+    page(status, layout(&format!("Run #{id}"), Some(caller), &body))
+}
+
+fn seconds(us: i64) -> String {
+    let s = us.max(0) as f64 / 1e6;
+    if s < 10.0 {
+        format!("{s:.1}s")
+    } else {
+        humantime::format_duration(Duration::from_secs(s as u64)).to_string()
+    }
+}
+
+async fn run_html(state: &State, caller: &Caller, id: i64) -> Result<Option<String>, Refusal> {
+    let store = state.app.engine().store();
+    let fail = |e: crate::store::StoreError| {
+        tracing::error!(error = %e, "page: the database failed");
+        Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the database did not answer; see jarvis's log",
+        )
+    };
+    let Some(run) = store.run(id).await.map_err(fail)? else {
+        return Ok(None);
+    };
+    let timings = store.stage_timings(id).await.map_err(fail)?;
+    let log = store.log_tail(id, 50).await.map_err(fail)?;
+    let live = state.app.engine().live(run.id);
+    let status = render::status_line(&run, live.as_ref().and_then(|l| l.progress.as_deref()));
+    let mut html = format!(
+        "<div data-active=\"{}\" class=\"run st-{}\"><p class=\"status\" id=\"status\">{}</p>\
+         <p class=\"meta\">{} pipeline · design {} · asked by {}</p>",
+        u8::from(run.state.is_active()),
+        run.state.as_str(),
+        esc(&status),
+        esc(&run.pipeline),
+        esc(&run.design_ref),
+        esc(render::requester_display(&run.requester)),
+    );
+    if run.state == RunState::Failed {
+        let stage = run.failed_stage.map(|s| s + 1).unwrap_or(0);
+        let task = run
+            .failed_stage
+            .and_then(|s| run.stages.get(s))
+            .map(|s| s.task.as_str())
+            .unwrap_or("");
+        html.push_str(&format!(
+            "<p class=\"failure\" role=\"alert\" id=\"failure\">Failed at stage {stage}/{} {}: {}</p>",
+            run.stages.len(),
+            esc(task),
+            esc(run.error.as_deref().unwrap_or("no reason given"))
+        ));
+    }
+    html.push_str(&stages_html(&run, &timings, "main"));
+    if timings.iter().any(|t| t.phase != "main") {
+        html.push_str("<h2>Undo</h2>");
+        html.push_str(&stages_html(&run, &timings, "on_failure"));
+    }
+    html.push_str(&actions_html(state, caller, &run));
+    html.push_str("<h2>Log</h2><pre class=\"log\" id=\"log\">");
+    if log.is_empty() {
+        html.push_str("(no log lines yet)");
+    }
+    for (stage, line) in &log {
+        match stage {
+            Some(s) => html.push_str(&format!("[{s}] {}\n", esc(line))),
+            None => html.push_str(&format!("{}\n", esc(line))),
+        }
+    }
+    html.push_str("</pre></div>");
+    Ok(Some(html))
+}
+
+fn stages_html(run: &Run, timings: &[StageTiming], phase: &str) -> String {
+    let stages = if phase == "main" {
+        &run.stages
+    } else {
+        &run.on_failure
+    };
+    let durations: Vec<i64> = (0..stages.len())
+        .map(|i| {
+            timings
+                .iter()
+                .filter(|t| t.phase == phase && t.stage == i)
+                .map(|t| {
+                    let end = t.finished_us.unwrap_or_else(crate::store::now_us);
+                    end - t.started_us.unwrap_or(end)
+                })
+                .sum()
+        })
+        .collect();
+    let longest = durations.iter().copied().max().unwrap_or(0).max(1);
+    let mut html = String::from("<ol class=\"stages\">");
+    for (i, stage) in stages.iter().enumerate() {
+        let attempts: Vec<&StageTiming> = timings
+            .iter()
+            .filter(|t| t.phase == phase && t.stage == i)
+            .collect();
+        let state = attempts
+            .last()
+            .map(|t| t.state.as_str())
+            .unwrap_or("pending");
+        let tries = if attempts.len() > 1 {
+            format!(" ({} attempts)", attempts.len())
+        } else {
+            String::new()
+        };
+        let error = attempts
+            .last()
+            .and_then(|t| t.error.as_deref())
+            .map(|e| format!("<div class=\"reason\">{}</div>", esc(e)))
+            .unwrap_or_default();
+        let took = if attempts.is_empty() {
+            String::new()
+        } else {
+            seconds(durations[i])
+        };
+        html.push_str(&format!(
+            "<li class=\"stage st-{state}\" data-state=\"{state}\"><span class=\"task\">{} {}</span> \
+             <span class=\"state\">{}{tries}</span> <span class=\"took\">{took}</span> \
+             <meter min=\"0\" max=\"{longest}\" value=\"{}\" aria-label=\"duration of stage {}\"></meter>{error}</li>",
+            i + 1,
+            esc(&stage.task),
+            state.replace('_', " "),
+            durations[i],
+            i + 1,
+        ));
+    }
+    html.push_str("</ol>");
+    html
+}
+
+fn actions_html(state: &State, caller: &Caller, run: &Run) -> String {
+    if caller.anonymous() {
+        return String::new();
+    }
+    let mut actions: Vec<&str> = Vec::new();
+    if run.state == RunState::WaitingApproval && can(state, caller, Role::Approver) {
+        actions.push("approve");
+    }
+    if can(state, caller, Role::Deployer) {
+        if run.state.is_active() {
+            actions.push("cancel");
+        }
+        if matches!(run.state, RunState::Failed | RunState::Interrupted) {
+            actions.push("resume");
+        }
+        if !run.state.is_active() {
+            actions.push("retry");
+        }
+    }
+    let mut html = String::from("<div class=\"actions\">");
+    for a in actions {
+        html.push_str(&format!(
+            "<form method=\"post\" action=\"/runs/{}/{a}\" class=\"inline\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <button type=\"submit\" id=\"{a}-button\">{}</button></form>",
+            run.id,
+            esc(caller.csrf()),
+            capitalise(a)
+        ));
+    }
+    html.push_str("</div>");
+    html
+}
+
+fn capitalise(word: &str) -> String {
+    let mut c = word.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+pub async fn run_part(
+    AxumState(state): AxumState<Shared>,
+    ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
+    headers: HeaderMap,
+    path: Result<Path<i64>, PathRejection>,
+) -> Response {
+    let caller = match viewer(&state, &headers, peer).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Ok(Path(id)) = path else {
+        return no_run_page();
+    };
+    match run_html(&state, &caller, id).await {
+        Ok(Some(h)) => page(StatusCode::OK, h),
+        Ok(None) => page(StatusCode::NOT_FOUND, format!("there is no run #{id}")),
+        Err(r) => page(r.status, esc(&r.message)),
+    }
+}
+
+type FormFields = Result<Form<HashMap<String, String>>, FormRejection>;
+
+/// The logged-in caller of a form, with its CSRF token checked.
+async fn form_caller(
+    state: &State,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    form: &FormFields,
+) -> Result<Caller, Response> {
+    let caller = auth::caller(state, headers, peer)
+        .await
+        .map_err(|r| refusal_page(None, r))?;
+    if caller.anonymous() {
+        return Err(Redirect::to("/login").into_response());
+    }
+    let given = form
+        .as_ref()
+        .ok()
+        .and_then(|Form(f)| f.get("csrf"))
+        .map(String::as_str);
+    auth::check_csrf(&caller, given).map_err(|r| refusal_page(Some(&caller), r))?;
+    Ok(caller)
+}
+
+pub async fn deploy(
+    AxumState(state): AxumState<Shared>,
+    ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
+    headers: HeaderMap,
+    form: FormFields,
+) -> Response {
+    let caller = match form_caller(&state, &headers, peer, &form).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let design = form
+        .as_ref()
+        .ok()
+        .and_then(|Form(f)| f.get("design"))
+        .map(|d| d.trim().to_string())
+        .unwrap_or_default();
+    if design.is_empty() || design.split_whitespace().count() != 1 {
+        return index_page(
+            &state,
+            &caller,
+            Some("give one design reference, e.g. demo"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
+    let command = match crate::chat::command::parse(&format!("deploy {design}")) {
+        Ok(c) => c,
+        Err(e) => {
+            return index_page(
+                &state,
+                &caller,
+                Some(&e.to_string()),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await;
+        }
+    };
+    let (status, reply) = super::api::perform(&state, &caller, command).await;
+    match (reply.run, status.is_success()) {
+        (Some(id), true) => Redirect::to(&format!("/runs/{id}")).into_response(),
+        _ => {
+            let line = reply.public.first().cloned().unwrap_or_default();
+            index_page(&state, &caller, Some(&line), status).await
+        }
+    }
+}
+
+/// `plan REF` as the bot says it, then the button that deploys it.
+pub async fn plan(
+    AxumState(state): AxumState<Shared>,
+    ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
+    headers: HeaderMap,
+    form: FormFields,
+) -> Response {
+    let caller = match form_caller(&state, &headers, peer, &form).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let design = form
+        .as_ref()
+        .ok()
+        .and_then(|Form(f)| f.get("design"))
+        .map(|d| d.trim().to_string())
+        .unwrap_or_default();
+    let command = match crate::chat::command::parse(&format!("plan {design}")) {
+        Ok(c @ Command::Plan { .. }) => c,
+        Ok(_) | Err(_) => {
+            return index_page(
+                &state,
+                &caller,
+                Some("give one design reference, e.g. demo"),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await;
+        }
+    };
+    let (status, reply) = super::api::perform(&state, &caller, command).await;
+    if !status.is_success() {
+        let line = reply.public.first().cloned().unwrap_or_default();
+        return index_page(&state, &caller, Some(&line), status).await;
+    }
+    let lines: String = reply
+        .public
+        .iter()
+        .map(|l| format!("<li>{}</li>", esc(l)))
+        .collect();
+    let button = if can(&state, &caller, Role::Deployer) {
+        format!(
+            "<form method=\"post\" action=\"/deploy\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <input type=\"hidden\" name=\"design\" value=\"{}\">\
+             <button type=\"submit\" id=\"deploy-button\">Deploy {}</button></form>",
+            esc(caller.csrf()),
+            esc(&design),
+            esc(&design)
+        )
+    } else {
+        String::new()
+    };
+    let body = format!(
+        "<h1>Plan for {}</h1><ul class=\"plan\" id=\"plan\">{lines}</ul>{button}\
+         <p><a href=\"/\">Back to the runs</a></p>",
+        esc(&design)
+    );
+    page(StatusCode::OK, layout("Plan", Some(&caller), &body))
+}
+
+pub async fn act(
+    AxumState(state): AxumState<Shared>,
+    ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
+    headers: HeaderMap,
+    path: Result<Path<(i64, String)>, PathRejection>,
+    form: FormFields,
+) -> Response {
+    let caller = match form_caller(&state, &headers, peer, &form).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Ok(Path((id, name))) = path else {
+        return not_found().await;
+    };
+    let Some(command) = super::api::action(&name, id) else {
+        return not_found().await;
+    };
+    let retry = matches!(command, Command::Retry { .. });
+    let (status, reply) = super::api::perform(&state, &caller, command).await;
+    let line = reply.public.first().cloned().unwrap_or_default();
+    if retry && let (Some(new), true) = (reply.run, status.is_success()) {
+        return Redirect::to(&format!("/runs/{new}")).into_response();
+    }
+    run_page(
+        &state,
+        &caller,
+        id,
+        Some((&line, status.is_success())),
+        status,
+    )
+    .await
+}
+
+// ---- login ----------------------------------------------------------------------------
+
+pub async fn login_form(AxumState(state): AxumState<Shared>) -> Response {
+    login_page(&state, None, StatusCode::OK)
+}
+
+fn login_page(state: &State, message: Option<&str>, status: StatusCode) -> Response {
+    let Some(nonce) = crate::chat::tokens::random_text(24) else {
+        return refusal_page(
+            None,
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "no randomness for a form"),
+        );
+    };
+    let message = message
+        .map(|m| format!("<p class=\"failure\" role=\"alert\">{}</p>", esc(m)))
+        .unwrap_or_default();
+    let body = format!(
+        "<h1>Log in</h1>{message}<p>Log in with your personal API token (an admin makes one \
+         with <code>token create PERSON</code>).</p>\
+         <form method=\"post\" action=\"/login\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+         <label for=\"token\">Token</label> <input id=\"token\" name=\"token\" type=\"password\" \
+         required autocomplete=\"current-password\"> <button type=\"submit\" id=\"login-button\">Log in</button></form>",
+        esc(&nonce)
+    );
+    let mut response = page(status, layout("Log in", None, &body));
+    let cookie = auth::set_cookie(
+        LOGIN_COOKIE,
+        &nonce,
+        Duration::from_secs(3600),
+        state.secure,
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
+}
+
+pub async fn login(
+    AxumState(state): AxumState<Shared>,
+    headers: HeaderMap,
+    form: FormFields,
+) -> Response {
+    let Ok(Form(fields)) = form else {
+        return login_page(
+            &state,
+            Some("the form could not be read"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
+    };
+    let nonce = auth::cookie(&headers, LOGIN_COOKIE);
+    let given = fields.get("csrf");
+    let fresh = matches!((&nonce, given), (Some(n), Some(g)) if auth::constant_time_eq(n.as_bytes(), g.as_bytes()));
+    if !fresh {
+        return login_page(
+            &state,
+            Some("the login form is stale (CSRF check); try again"),
+            StatusCode::FORBIDDEN,
+        );
+    }
+    let token = fields.get("token").map(|t| t.trim()).unwrap_or("");
+    if token.is_empty() || token.len() > 200 {
+        return login_page(
+            &state,
+            Some("give your token"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
+    }
+    let person = match state
+        .app
+        .engine()
+        .store()
+        .api_token_person(&crate::chat::tokens::hash(token))
+        .await
+    {
+        Ok(Some((id, person))) => {
+            state.token_used(id);
+            person
+        }
+        Ok(None) => {
+            return login_page(
+                &state,
+                Some("that token is not known or was revoked"),
+                StatusCode::UNAUTHORIZED,
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "login: the database failed");
+            return login_page(
+                &state,
+                Some("the database did not answer; see jarvis's log"),
+                StatusCode::SERVICE_UNAVAILABLE,
+            );
+        }
+    };
+    tracing::info!(%person, "web login");
+    open_session(&state, vec![Identity::Web(person.clone())], person, false)
+}
+
+/// A new session and its cookie; then to the runs (by a redirect, or by a page that goes on
+/// by itself where the request came from elsewhere and a strict cookie would not follow a
+/// redirect).
+fn open_session(
+    state: &State,
+    identities: Vec<Identity>,
+    name: String,
+    via_page: bool,
+) -> Response {
+    let Some(id) = state.sessions.open(identities, name) else {
+        return refusal_page(
+            None,
+            Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "cannot open a session"),
+        );
+    };
+    let mut response = if via_page {
+        page(
+            StatusCode::OK,
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <meta http-equiv=\"refresh\" content=\"0;url=/\"><title>jarvis</title></head>\
+             <body><p>Logged in. <a href=\"/\">Go to the runs</a>.</p></body></html>"
+                .into(),
+        )
+    } else {
+        Redirect::to("/").into_response()
+    };
+    let cookie = auth::set_cookie(SESSION_COOKIE, &id, state.sessions.ttl(), state.secure);
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
+}
+
+/// `jarvis shell`'s one-time link: logs its user in as the console identity.
+pub async fn console_login(
+    AxumState(state): AxumState<Shared>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    let given = query.get("key").map(String::as_str).unwrap_or("");
+    let user = {
+        let Ok(mut console) = state.console.lock() else {
+            return not_found().await;
+        };
+        match console.as_ref() {
+            Some((_, key)) if auth::constant_time_eq(key.as_bytes(), given.as_bytes()) => {
+                console.take().map(|(user, _)| user)
+            }
+            _ => None,
+        }
+    };
+    match user {
+        Some(user) => open_session(&state, vec![Identity::Console(user.clone())], user, true),
+        None => refusal_page(
+            None,
+            Refusal::new(
+                StatusCode::FORBIDDEN,
+                "that login link was used already or is wrong; restart jarvis shell for a new one",
+            ),
+        ),
+    }
+}
+
+pub async fn logout(
+    AxumState(state): AxumState<Shared>,
+    ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
+    headers: HeaderMap,
+    form: FormFields,
+) -> Response {
+    let caller = match form_caller(&state, &headers, peer, &form).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if let Via::Session { id, .. } = &caller.via {
+        state.sessions.close(id);
+    }
+    let mut response = Redirect::to("/login").into_response();
+    let cookie = auth::set_cookie(SESSION_COOKIE, "", Duration::ZERO, state.secure);
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
+}

@@ -1,0 +1,270 @@
+//! What the HTTP adapter reads and keeps: personal API tokens (only their SHA-256), runs
+//! filtered and paged, stage timings, events after a cursor (for live pages), and the
+//! figures of `/metrics`.
+
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{
+    EventRow, RUN_COLUMNS, Result, Run, RunId, RunState, Store, now_ms, parse_json, run_from_row,
+};
+
+/// A personal API token as stored: never the token, only who it is for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiToken {
+    pub id: i64,
+    pub person: String,
+    pub created_at: i64,
+    pub created_by: String,
+    pub revoked_at: Option<i64>,
+    pub last_used: Option<i64>,
+}
+
+/// One attempt of one stage, with its timings, for a run's page.
+#[derive(Debug, Clone)]
+pub struct StageTiming {
+    pub phase: String,
+    pub stage: usize,
+    pub attempt: u32,
+    pub task: String,
+    pub state: String,
+    pub started_us: Option<i64>,
+    pub finished_us: Option<i64>,
+    pub exit_code: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// Which runs to list.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub host: Option<String>,
+    pub state: Option<RunState>,
+    pub pipeline: Option<String>,
+    /// Only runs with a smaller id (the page before).
+    pub before: Option<RunId>,
+    pub limit: usize,
+}
+
+/// Finished stage attempts of one task, for the duration histogram.
+#[derive(Debug, Clone)]
+pub struct StageDurations {
+    pub task: String,
+    /// Seconds, one per finished attempt.
+    pub seconds: Vec<f64>,
+}
+
+impl Store {
+    /// Stores a new token's hash for `person`; returns its id.
+    pub async fn add_api_token(&self, person: &str, hash: &[u8], by: &str) -> Result<i64> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO api_tokens (person, hash, created_at, created_by) VALUES ($1, $2, $3, $4) \
+             RETURNING id",
+        )
+        .bind(person)
+        .bind(hash)
+        .bind(now_ms())
+        .bind(by)
+        .fetch_one(&self.writer)
+        .await?;
+        Ok(id)
+    }
+
+    /// The person a token hash belongs to, if the token is known and not revoked.
+    pub async fn api_token_person(&self, hash: &[u8]) -> Result<Option<(i64, String)>> {
+        let row =
+            sqlx::query("SELECT id, person FROM api_tokens WHERE hash = $1 AND revoked_at IS NULL")
+                .bind(hash)
+                .fetch_optional(&self.reader)
+                .await?;
+        match row {
+            Some(r) => Ok(Some((r.try_get("id")?, r.try_get("person")?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Notes that a token was used now.
+    pub async fn touch_api_token(&self, id: i64) -> Result<()> {
+        sqlx::query("UPDATE api_tokens SET last_used = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// Revokes one token by id, or every live token of a person; returns how many.
+    pub async fn revoke_api_tokens(
+        &self,
+        id: Option<i64>,
+        person: Option<&str>,
+        by: &str,
+    ) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1, revoked_by = $2 WHERE revoked_at IS NULL \
+             AND (id = $3 OR person = $4)",
+        )
+        .bind(now_ms())
+        .bind(by)
+        .bind(id)
+        .bind(person)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Every token, newest first, revoked ones included.
+    pub async fn api_tokens(&self) -> Result<Vec<ApiToken>> {
+        let rows = sqlx::query(
+            "SELECT id, person, created_at, created_by, revoked_at, last_used FROM api_tokens \
+             ORDER BY id DESC",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ApiToken {
+                    id: r.try_get("id")?,
+                    person: r.try_get("person")?,
+                    created_at: r.try_get("created_at")?,
+                    created_by: r.try_get("created_by")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                    last_used: r.try_get("last_used")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Runs, newest first, by filter.
+    pub async fn runs_filtered(&self, f: &RunFilter) -> Result<Vec<Run>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE ($1 IS NULL OR host = $1) \
+             AND ($2 IS NULL OR state = $2) AND ($3 IS NULL OR pipeline = $3) \
+             AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
+        )))
+        .bind(f.host.as_deref())
+        .bind(f.state.map(RunState::as_str))
+        .bind(f.pipeline.as_deref())
+        .bind(f.before)
+        .bind(f.limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// Every stage attempt of a run with its timings, in the order they ran.
+    pub async fn stage_timings(&self, run: RunId) -> Result<Vec<StageTiming>> {
+        let rows = sqlx::query(
+            "SELECT phase, stage, attempt, task, state, \
+             COALESCE(started_us, started_at * 1000) AS s, \
+             COALESCE(finished_us, finished_at * 1000) AS f, exit_code, error \
+             FROM stage_runs WHERE run_id = $1 ORDER BY s, phase, stage, attempt",
+        )
+        .bind(run)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StageTiming {
+                    phase: r.try_get("phase")?,
+                    stage: r.try_get::<i64, _>("stage")? as usize,
+                    attempt: r.try_get::<i64, _>("attempt")? as u32,
+                    task: r.try_get("task")?,
+                    state: r.try_get("state")?,
+                    started_us: r.try_get("s")?,
+                    finished_us: r.try_get("f")?,
+                    exit_code: r.try_get("exit_code")?,
+                    error: r.try_get("error")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Stored events with an id above `after`, oldest first (routed or not).
+    pub async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<EventRow>> {
+        let rows = sqlx::query(
+            "SELECT id, run_id, at, kind, body FROM events WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let body: String = r.try_get("body")?;
+                Ok(EventRow {
+                    id: r.try_get("id")?,
+                    run_id: r.try_get("run_id")?,
+                    at: r.try_get("at")?,
+                    kind: r.try_get("kind")?,
+                    body: parse_json(&body)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The id of the newest stored event (0 when there is none).
+    pub async fn last_event_id(&self) -> Result<i64> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(id.unwrap_or(0))
+    }
+
+    /// How many runs are in each state, by pipeline.
+    pub async fn run_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT pipeline, state, COUNT(*) AS n FROM runs GROUP BY pipeline, state \
+             ORDER BY pipeline, state",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("pipeline")?, r.try_get("state")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    /// The durations of finished stage attempts, by task.
+    pub async fn stage_durations(&self) -> Result<Vec<StageDurations>> {
+        let rows = sqlx::query(
+            "SELECT task, (COALESCE(finished_us, finished_at * 1000) - \
+             COALESCE(started_us, started_at * 1000)) AS us FROM stage_runs \
+             WHERE finished_at IS NOT NULL ORDER BY task",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        let mut out: Vec<StageDurations> = Vec::new();
+        for r in &rows {
+            let task: String = r.try_get("task")?;
+            let us: Option<i64> = r.try_get("us")?;
+            let seconds = us.unwrap_or(0).max(0) as f64 / 1e6;
+            match out.last_mut() {
+                Some(last) if last.task == task => last.seconds.push(seconds),
+                _ => out.push(StageDurations {
+                    task,
+                    seconds: vec![seconds],
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stage attempts under way: worker processes running now.
+    pub async fn running_attempts(&self) -> Result<i64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM stage_runs WHERE state = 'running'")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(n)
+    }
+
+    /// Notifications not yet sent nor set aside, by network.
+    pub async fn outbox_backlog(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT network, COUNT(*) AS n FROM outbox WHERE sent_at IS NULL \
+             AND undeliverable_at IS NULL GROUP BY network ORDER BY network",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("network")?, r.try_get("n")?)))
+            .collect()
+    }
+}

@@ -1,0 +1,1019 @@
+//! The HTTP adapter end to end: the real `jarvis run` with an `http:` section on a free
+//! loopback port, driven with reqwest (the JSON API, live events, /metrics) and with a real
+//! headless Chromium through chromedriver (the web page).
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+use support::{Home, JARVIS, PATIENCE};
+
+#[path = "http/webdriver.rs"]
+mod webdriver;
+
+const CONFIG: &str = "pipelines:
+  demo:
+    providers: [local]
+    stages:
+      - { task: \"local:check\", idempotent: true }
+      - { task: \"local:step\", idempotent: true, notify: true }
+      - { task: \"local:step\", idempotent: true }
+      - { task: \"local:step\", idempotent: true }
+  gated:
+    providers: [gated]
+    stages:
+      - { task: \"local:check\", idempotent: true }
+      - { task: \"local:step\", approval: true }
+      - { task: \"local:step\", idempotent: true }
+roles:
+  people:
+    alice: [ { xmpp_jid: alice@example.com } ]
+    bob: [ { xmpp_jid: bob@example.com } ]
+    carol: [ { xmpp_jid: carol@example.com } ]
+    dana: []
+  grants:
+    - { person: alice, roles: [deployer, approver] }
+    - { person: bob, roles: [approver] }
+    - { person: carol, roles: [viewer] }
+    - { person: dana, roles: [viewer] }
+    - { console: \"*\", roles: [admin] }
+http:
+  listen: 127.0.0.1:0
+";
+
+pub fn home() -> Home {
+    let home = Home::new(CONFIG);
+    home.design(
+        "demo",
+        "instance:\n  hostname: demo\n  provider: local\ndemo:\n  step_ms: 300\n",
+    );
+    home.design(
+        "broken",
+        "instance:\n  hostname: broken\n  provider: local\ndemo:\n  step_ms: 200\n  fail_stage: 3\n",
+    );
+    home.design(
+        "walk",
+        "instance:\n  hostname: walk\n  provider: local\ndemo:\n  step_ms: 1500\n",
+    );
+    home.design(
+        "gated",
+        "instance:\n  hostname: gated\n  provider: gated\ndemo:\n  step_ms: 100\n",
+    );
+    home
+}
+
+/// `jarvis token create PERSON`: the token, printed once on stdout.
+pub fn make_token(home: &Home, person: &str) -> String {
+    let out = Command::new(JARVIS)
+        .args(["token", "create", person, "--config"])
+        .arg(home.config())
+        .output()
+        .expect("jarvis token runs");
+    assert!(
+        out.status.success(),
+        "jarvis token create {person}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(token.starts_with("jv_"), "{token}");
+    token
+}
+
+/// `jarvis run` with its HTTP server; the address is read from its log once it listens.
+pub struct Daemon {
+    child: Child,
+    pub base: String,
+    stderr: Receiver<String>,
+}
+
+impl Daemon {
+    pub fn start(home: &Home) -> Daemon {
+        let mut child = Command::new(JARVIS)
+            .arg("run")
+            .arg("--config")
+            .arg(home.config())
+            .env("JARVIS_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("jarvis starts");
+        let errout = child.stderr.take().expect("stderr is piped");
+        let (tx, stderr) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(errout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + PATIENCE;
+        let mut seen = Vec::new();
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = stderr.recv_timeout(left).unwrap_or_else(|_| {
+                panic!(
+                    "jarvis did not say it serves HTTP; it said:\n{}",
+                    seen.join("\n")
+                )
+            });
+            let plain = strip_ansi(&line);
+            if plain.contains("serving HTTP")
+                && let Some(addr) = plain
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("addr="))
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
+            {
+                break addr;
+            }
+            seen.push(line);
+        };
+        Daemon {
+            child,
+            base: format!("http://{addr}"),
+            stderr,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn stderr_text(&self) -> String {
+        let mut text = String::new();
+        while let Ok(l) = self.stderr.try_recv() {
+            text.push_str(&l);
+            text.push('\n');
+        }
+        text
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// reqwest here has rustls without a provider chosen (the workers' choice): ring, once.
+pub fn install_tls_provider() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+}
+
+fn client() -> Client {
+    install_tls_provider();
+    Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("a reqwest client")
+}
+
+/// Every answer's body, to check that no token ever leaves in one.
+struct Api {
+    daemon: Daemon,
+    http: Client,
+    bodies: Vec<String>,
+}
+
+impl Api {
+    fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let url = self.daemon.url(path);
+        let mut req = match method {
+            "GET" => self.http.get(url),
+            _ => self.http.post(url),
+        };
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().expect("jarvis answers");
+        let status = resp.status();
+        let text = resp.text().expect("a body");
+        self.bodies.push(text.clone());
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+        (status, value)
+    }
+
+    fn get(&mut self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.call("GET", path, token, None)
+    }
+
+    fn post(&mut self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.call("POST", path, Some(token), Some(body))
+    }
+
+    /// Waits until run `id` is in `state` (the run's own answer, polled).
+    fn wait_state(&mut self, id: i64, token: &str, state: &str) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let (code, run) = self.get(&format!("/api/v1/runs/{id}"), Some(token));
+            assert_eq!(code, StatusCode::OK, "{run}");
+            if run["state"] == state {
+                return run;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run #{id} never became {state}: {run}\n{}",
+                self.daemon.stderr_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn error_of(v: &Value) -> &str {
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error in {v}"))
+}
+
+#[test]
+fn api_deploys_approves_and_refuses_as_chat_does() {
+    let home = home();
+    let alice = make_token(&home, "alice");
+    let bob = make_token(&home, "bob");
+    let carol = make_token(&home, "carol");
+    let dana = make_token(&home, "dana");
+    // Only the hash is stored.
+    let data = home.path("data");
+    for t in [&alice, &bob, &carol] {
+        assert!(support::files_containing(&data, t.as_bytes()).is_empty());
+    }
+    let mut api = Api {
+        daemon: Daemon::start(&home),
+        http: client(),
+        bodies: Vec::new(),
+    };
+
+    for path in ["/healthz", "/readyz"] {
+        let health = api.http.get(api.daemon.url(path)).send().unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+    }
+
+    // Nobody, a wrong token, a malformed header.
+    let (code, body) = api.get("/api/v1/runs", None);
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    assert!(error_of(&body).contains("needs the viewer role"), "{body}");
+    let (code, body) = api.get("/api/v1/runs", Some("jv_not-a-token"));
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    assert!(
+        error_of(&body).contains("not known or was revoked"),
+        "{body}"
+    );
+    let (code, _) = api.call(
+        "POST",
+        "/api/v1/deploy",
+        None,
+        Some(json!({"design": "demo"})),
+    );
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+
+    // whoami and the pipelines.
+    let (code, me) = api.get("/api/v1/whoami", Some(&alice));
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(me["identity"], "web:alice");
+    assert_eq!(me["person"], "alice");
+    assert_eq!(me["roles"], json!(["deployer", "approver"]));
+    let (code, p) = api.get("/api/v1/pipelines", Some(&carol));
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(p["pipelines"][0]["name"], "demo");
+    // A person with no chat identity at all: the web only.
+    let (code, me) = api.get("/api/v1/whoami", Some(&dana));
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(me["roles"], json!(["viewer"]));
+    let (code, plan) = api.get("/api/v1/plan?design=demo", Some(&dana));
+    assert_eq!(code, StatusCode::OK, "{plan}");
+    assert_eq!(
+        plan["lines"][0],
+        "plan for demo (local): demo pipeline, 4 stages; nothing was run"
+    );
+    let (code, body) = api.get("/api/v1/plan?design=nosuch", Some(&dana));
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (code, _) = api.get("/api/v1/plan", Some(&dana));
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A viewer may not deploy: 403, with the role named as chat names it.
+    let (code, body) = api.post("/api/v1/deploy", &carol, json!({"design": "demo"}));
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert_eq!(
+        error_of(&body),
+        "deploy needs the deployer role; you are web user carol, with no such role"
+    );
+
+    // Bad requests: 422 with one sentence; too large: 413.
+    let (code, body) = api.post("/api/v1/deploy", &alice, json!({"design": "nosuch"}));
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(error_of(&body).starts_with("deploy failed: "), "{body}");
+    let (code, body) = api.post("/api/v1/deploy", &alice, json!({"desing": "demo"}));
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(error_of(&body).contains("unknown field 'desing'"), "{body}");
+    let (code, body) = api.post("/api/v1/deploy", &alice, json!({"design": "../etc passwd"}));
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let resp = api
+        .http
+        .post(api.daemon.url("/api/v1/deploy"))
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .body("{\"design\": \"demo\"")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let big = format!("{{\"design\": \"{}\"}}", "x".repeat(64 * 1024));
+    // Its own connection: the server closes one whose body it would not read.
+    let resp = client()
+        .post(api.daemon.url("/api/v1/deploy"))
+        .bearer_auth(&alice)
+        .body(big)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = resp.json().expect("a JSON error");
+    assert!(error_of(&body).contains("body"), "{body}");
+
+    // Deploy: 202 with the run id at once; a second one for the host: 409 naming the run.
+    let (code, body) = api.post("/api/v1/deploy", &alice, json!({"design": "demo"}));
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let id = body["run"].as_i64().expect("a run id");
+    assert_eq!(
+        body["message"],
+        format!("deploy #{id} of demo queued (demo pipeline, 4 stages)")
+    );
+    let (code, body) = api.post("/api/v1/deploy", &alice, json!({"design": "demo"}));
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["run"], id);
+    assert!(error_of(&body).starts_with(&format!("demo already has run #{id}")));
+
+    let run = api.wait_state(id, &carol, "succeeded");
+    assert!(
+        run["status"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("demo deploy #{id}: succeeded in")),
+        "{run}"
+    );
+    assert_eq!(run["stages"].as_array().unwrap().len(), 4);
+    assert_eq!(run["stages"][3]["state"], "succeeded");
+    assert!(
+        run["stages"][1]["attempts"][0]["finished_us"]
+            .as_i64()
+            .is_some()
+    );
+    assert_eq!(run["requester"], "alice");
+    assert_eq!(run["requester_identity"], "web:alice");
+
+    let (code, log) = api.get(&format!("/api/v1/runs/{id}/log?lines=5"), Some(&carol));
+    assert_eq!(code, StatusCode::OK);
+    assert!(!log["lines"].as_array().unwrap().is_empty(), "{log}");
+
+    let (code, list) = api.get("/api/v1/runs?host=demo&state=succeeded", Some(&carol));
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(list["runs"][0]["id"], id);
+    let (code, body) = api.get("/api/v1/runs?state=happy", Some(&carol));
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(error_of(&body).contains("state 'happy'"), "{body}");
+    let (code, body) = api.get("/api/v1/runs/9999", Some(&carol));
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(error_of(&body), "there is no run #9999");
+    let (code, _) = api.get("/api/v1/nothing", Some(&carol));
+    assert_eq!(code, StatusCode::NOT_FOUND);
+
+    // A finished run cannot be cancelled: 409. A viewer cannot cancel: 403.
+    let (code, body) = api.post(&format!("/api/v1/runs/{id}/cancel"), &alice, json!({}));
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+    let (code, body) = api.post(&format!("/api/v1/runs/{id}/cancel"), &carol, json!({}));
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    assert!(error_of(&body).contains("needs the deployer role"));
+    let (code, _) = api.post(&format!("/api/v1/runs/{id}/explode"), &alice, json!({}));
+    assert_eq!(code, StatusCode::NOT_FOUND);
+
+    // The gate: nobody approves their own run; another person may.
+    let (code, body) = api.post("/api/v1/deploy", &alice, json!({"design": "gated"}));
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let gated = body["run"].as_i64().unwrap();
+    api.wait_state(gated, &carol, "waiting_approval");
+    let (code, body) = api.post(&format!("/api/v1/runs/{gated}/approve"), &alice, json!({}));
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        error_of(&body).contains("another person must approve it"),
+        "{body}"
+    );
+    let (code, body) = api.post(&format!("/api/v1/runs/{gated}/approve"), &carol, json!({}));
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        error_of(&body).contains("needs the approver role"),
+        "{body}"
+    );
+    let (code, body) = api.post(&format!("/api/v1/runs/{gated}/approve"), &bob, json!({}));
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("approved gated deploy"),
+        "{body}"
+    );
+    let run = api.wait_state(gated, &carol, "succeeded");
+    assert!(
+        run["approved_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("bob (web:bob)"),
+        "{run}"
+    );
+
+    // A failure, and resume/retry on it.
+    let (code, body) = api.post("/api/v1/deploy", &alice, json!({"design": "broken"}));
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let broken = body["run"].as_i64().unwrap();
+    let run = api.wait_state(broken, &carol, "failed");
+    assert_eq!(run["failed_stage"], 3);
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap()
+            .contains("demo failure at stage 3"),
+        "{run}"
+    );
+    let (code, body) = api.post(&format!("/api/v1/runs/{broken}/retry"), &alice, json!({}));
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let retried = body["run"].as_i64().unwrap();
+    let run = api.wait_state(retried, &carol, "failed");
+    assert_eq!(run["retry_of"], broken);
+
+    // Audit rows like chat's, with the web user as identity and the client as channel.
+    let rows = home.sql(
+        "SELECT identity || '|' || IFNULL(person, '') || '|' || network || '|' || channel || '|' || command FROM audit ORDER BY id",
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r == "web:alice|alice|web|127.0.0.1|deploy demo"),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r == &format!("web:bob|bob|web|127.0.0.1|approve #{gated}")),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("web:carol|carol|web|127.0.0.1|deploy demo")),
+        "{rows:?}"
+    );
+    let refused =
+        home.sql("SELECT outcome FROM audit WHERE identity = 'web:carol' ORDER BY id LIMIT 1");
+    assert_eq!(refused, vec!["refused: needs deployer".to_string()]);
+
+    // /metrics in Prometheus text format.
+    let metrics = api
+        .http
+        .get(api.daemon.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for needle in [
+        "jarvis_runs{pipeline=\"demo\",state=\"succeeded\"} 1",
+        "jarvis_runs{pipeline=\"gated\",state=\"succeeded\"} 1",
+        "jarvis_runs{pipeline=\"demo\",state=\"failed\"} 2",
+        "# TYPE jarvis_stage_duration_seconds histogram",
+        "jarvis_stage_duration_seconds_bucket{task=\"local:step\",le=\"+Inf\"}",
+        "jarvis_stage_duration_seconds_count{task=\"local:check\"}",
+        "jarvis_workers_running 0",
+        "jarvis_outbox_undeliverable 0",
+    ] {
+        assert!(metrics.contains(needle), "no {needle} in:\n{metrics}");
+    }
+
+    // No token ever came back in an answer.
+    for body in &api.bodies {
+        for t in [&alice, &bob, &carol] {
+            assert!(!body.contains(t.as_str()), "a token leaked: {body}");
+        }
+    }
+    // Nor went to the log.
+    let log = api.daemon.stderr_text();
+    for t in [&alice, &bob, &carol] {
+        assert!(!log.contains(t.as_str()), "a token in the log");
+    }
+
+    // Revoked: refused from then on.
+    let out = Command::new(JARVIS)
+        .args(["token", "revoke", "carol", "--config"])
+        .arg(home.config())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, _) = api.get("/api/v1/runs", Some(&carol));
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+}
+
+/// Reads SSE events from `resp` until `n` have come: (id, data).
+fn read_events(resp: &mut reqwest::blocking::Response, n: usize) -> Vec<(i64, Value)> {
+    let mut events = Vec::new();
+    let mut reader = BufReader::new(resp.by_ref());
+    let (mut id, mut data) = (None, None);
+    let mut line = String::new();
+    while events.len() < n {
+        line.clear();
+        let read = reader.read_line(&mut line).expect("the stream goes on");
+        assert!(read > 0, "the event stream ended after {events:?}");
+        let l = line.trim_end();
+        if let Some(v) = l.strip_prefix("id:") {
+            id = v.trim().parse::<i64>().ok();
+        } else if let Some(v) = l.strip_prefix("data:") {
+            data = serde_json::from_str::<Value>(v.trim()).ok();
+        } else if l.is_empty()
+            && let (Some(i), Some(d)) = (id.take(), data.take())
+        {
+            events.push((i, d));
+        }
+    }
+    events
+}
+
+#[test]
+fn events_stream_live_and_resume_after_the_last_seen() {
+    let home = home();
+    let alice = make_token(&home, "alice");
+    let daemon = Daemon::start(&home);
+    let http = client();
+    let stream = |after: Option<i64>| {
+        let mut req = http
+            .get(daemon.url("/api/v1/events"))
+            .bearer_auth(&alice)
+            .timeout(PATIENCE);
+        if let Some(a) = after {
+            req = req.header("Last-Event-ID", a.to_string());
+        }
+        let resp = req.send().expect("the event stream opens");
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp
+    };
+    let mut live = stream(None);
+    let resp = http
+        .post(daemon.url("/api/v1/deploy"))
+        .bearer_auth(&alice)
+        .json(&json!({"design": "demo"}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    // run_started, stage_started (stage 2 notifies), succeeded.
+    let events = read_events(&mut live, 3);
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|(_, d)| d["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["run_started", "stage_started", "succeeded"],
+        "{events:?}"
+    );
+    assert!(
+        events[2].1["text"].as_str().unwrap().contains("succeeded"),
+        "{events:?}"
+    );
+    drop(live);
+    // Reconnected after the first: the rest, each once, in order.
+    let mut again = stream(Some(events[0].0));
+    let rest = read_events(&mut again, 2);
+    assert_eq!(rest, events[1..].to_vec());
+    // Unauthenticated: 401.
+    let resp = http.get(daemon.url("/api/v1/events")).send().unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[test]
+fn tokens_are_made_in_chat_by_admins_and_shown_once_privately() {
+    let home = home();
+    let mut sh = home.shell();
+    sh.ask(
+        "help token",
+        "token create PERSON | token revoke PERSON|#ID | token list",
+    );
+    let public = sh.ask("token create alice", "token #1 for alice made");
+    assert!(!public.contains("jv_"), "{public}");
+    let private = sh.expect("token #1 for alice: jv_");
+    let token = private.rsplit(' ').next().unwrap().to_string();
+    sh.ask(
+        "token create mallory",
+        "token failed: no person 'mallory' under roles.people",
+    );
+    sh.ask("token list", "#1 alice made");
+    sh.ask("token revoke #1", "token #1 revoked");
+    sh.ask(
+        "token revoke alice",
+        "token failed: alice has no live tokens",
+    );
+    sh.ask("token list", "no live tokens");
+    let rows = home.sql("SELECT command || ' → ' || outcome FROM audit ORDER BY id");
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("token create alice → token #1 for alice made")),
+        "{rows:?}"
+    );
+    assert!(rows.iter().all(|r| !r.contains(&token)), "{rows:?}");
+    assert!(support::files_containing(&home.path("data"), token.as_bytes()).is_empty());
+    drop(sh);
+}
+
+#[test]
+fn the_page_needs_a_login_and_forms_need_their_csrf_token() {
+    let home = home();
+    let alice = make_token(&home, "alice");
+    let daemon = Daemon::start(&home);
+    let http = client();
+    // The anonymous are sent to log in.
+    let resp = http.get(daemon.url("/")).send().unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    // The login form sets its own nonce cookie; a login without it is refused.
+    let resp = http
+        .post(daemon.url("/login"))
+        .form(&[("token", alice.as_str()), ("csrf", "x")])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let form = http.get(daemon.url("/login")).send().unwrap();
+    let nonce_cookie = form
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| v.to_str().ok().filter(|v| v.starts_with("jarvis_login=")))
+        .unwrap()
+        .to_string();
+    let nonce = nonce_cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("jarvis_login=")
+        .to_string();
+    let resp = http
+        .post(daemon.url("/login"))
+        .header("cookie", format!("jarvis_login={nonce}"))
+        .form(&[("token", alice.as_str()), ("csrf", nonce.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let session = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| v.to_str().ok().filter(|v| v.starts_with("jarvis_session=")))
+        .unwrap()
+        .to_string();
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Strict"),
+        "{session}"
+    );
+    let cookie = session.split(';').next().unwrap().to_string();
+    let page = http
+        .get(daemon.url("/"))
+        .header("cookie", &cookie)
+        .send()
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let csp = page
+        .headers()
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    let html = page.text().unwrap();
+    assert!(html.contains("id=\"deploy-button\""), "{html}");
+    assert!(!html.contains(&alice), "the token is on the page");
+    // A form without its CSRF token, or with another: refused, nothing queued.
+    for csrf in [None, Some("forged")] {
+        let mut fields = vec![("design", "demo")];
+        if let Some(c) = csrf {
+            fields.push(("csrf", c));
+        }
+        let resp = http
+            .post(daemon.url("/deploy"))
+            .header("cookie", &cookie)
+            .form(&fields)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert!(resp.text().unwrap().contains("CSRF"));
+    }
+    assert_eq!(home.sql("SELECT COUNT(*) FROM runs"), vec!["0".to_string()]);
+    // With it: the run's page.
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    let resp = http
+        .post(daemon.url("/deploy"))
+        .header("cookie", &cookie)
+        .form(&[("design", "demo"), ("csrf", csrf.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers().get("location").unwrap(), "/runs/1");
+    let rows = home.sql("SELECT identity || ' ' || command FROM audit WHERE network = 'web'");
+    assert_eq!(rows, vec!["web:alice deploy demo".to_string()]);
+}
+
+#[test]
+fn the_browser_logs_in_deploys_with_the_button_and_sees_the_run_live() {
+    let Some(driver) = webdriver::Driver::start() else {
+        return;
+    };
+    let home = home();
+    let alice = make_token(&home, "alice");
+    let bob = make_token(&home, "bob");
+    let daemon = Daemon::start(&home);
+    let artifacts = webdriver::artifacts();
+
+    let browser = driver.session();
+    browser.go(&daemon.url("/"));
+    browser.wait_text("h1", "Log in");
+    browser.type_into("#token", &alice);
+    browser.click("#login-button");
+    browser.wait_text("h1", "Runs");
+
+    // The button: the run page follows it, and the stages go on without a reload.
+    browser.type_into("#design", "walk");
+    browser.click("#deploy-button");
+    browser.wait_text("h1", "Run #1");
+    // Every status line the page shows from now on, and a mark that a reload would lose.
+    browser.eval(
+        "window.jarvisMarker = 42; \
+         var live = document.querySelector('#live'); \
+         window.jarvisSeen = [document.querySelector('#status').innerText]; \
+         new MutationObserver(function () { \
+           var s = document.querySelector('#status'); if (!s) { return; } \
+           var seen = window.jarvisSeen; \
+           if (seen[seen.length - 1] !== s.innerText) { seen.push(s.innerText); } \
+         }).observe(live, { childList: true, subtree: true, characterData: true }); \
+         return 1;",
+    );
+    browser.wait_text("#status", "running");
+    browser.screenshot(&artifacts.join("run-running.png"));
+    browser.wait_text("#status", "succeeded in");
+    browser.screenshot(&artifacts.join("run-succeeded.png"));
+    assert_eq!(
+        browser.eval("return window.jarvisMarker;"),
+        json!(42),
+        "the page was reloaded"
+    );
+    let seen = browser.eval("return window.jarvisSeen;");
+    let seen: Vec<&str> = seen
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        seen.iter()
+            .any(|s| s.contains("stage 3/4") || s.contains("stage 4/4")),
+        "the timeline did not advance live: {seen:?}"
+    );
+    assert_eq!(
+        browser.eval("return document.querySelectorAll('li.stage.st-succeeded').length;"),
+        json!(4)
+    );
+
+    // A failure shows its stage and reason; this time the plan first, then its button.
+    browser.go(&daemon.url("/"));
+    browser.type_into("#design", "broken");
+    browser.click("#plan-button");
+    browser.wait_text("#plan", "plan for broken (local): demo pipeline, 4 stages");
+    browser.click("#deploy-button");
+    browser.wait_text("h1", "Run #2");
+    browser.wait_text(
+        "#failure",
+        "Failed at stage 3/4 local:step: demo failure at stage 3",
+    );
+    browser.screenshot(&artifacts.join("run-failed.png"));
+
+    // A gated run waits; alice cannot approve her own, bob can, from his own browser.
+    browser.go(&daemon.url("/"));
+    browser.type_into("#design", "gated");
+    browser.click("#deploy-button");
+    browser.wait_text("h1", "Run #3");
+    browser.wait_text("#status", "waiting for approval");
+    browser.click("#approve-button");
+    browser.wait_text(".failure", "another person must approve it");
+
+    let second = driver.session();
+    second.go(&daemon.url("/login"));
+    second.type_into("#token", &bob);
+    second.click("#login-button");
+    second.wait_text("h1", "Runs");
+    second.go(&daemon.url("/runs/3"));
+    second.click("#approve-button");
+    second.wait_text(".notice", "approved gated deploy #3");
+    second.wait_text("#status", "succeeded in");
+    second.screenshot(&artifacts.join("run-approved.png"));
+    // alice's page saw it too, live.
+    browser.wait_text("#status", "succeeded in");
+    drop(daemon);
+}
+
+#[test]
+fn jarvis_shell_with_no_configuration_serves_the_page_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(JARVIS)
+        .arg("shell")
+        .env_remove("JARVIS_CONFIG")
+        .env("JARVIS_DATA_DIR", dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("jarvis shell starts");
+    let errout = child.stderr.take().unwrap();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(errout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let line = loop {
+        let line = rx
+            .recv_timeout(PATIENCE)
+            .expect("jarvis shell says where its page is");
+        if line.contains("web page at") {
+            break line;
+        }
+    };
+    // jarvis: web page at http://127.0.0.1:PORT/ (log in as yourself, once: http://…/login/console?key=…)
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://127.0.0.1:"))
+        .unwrap()
+        .to_string();
+    let link = line
+        .split_whitespace()
+        .find(|w| w.contains("/login/console?key="))
+        .unwrap()
+        .trim_end_matches(')')
+        .to_string();
+    let http = client();
+    assert_eq!(
+        http.get(&url).send().unwrap().status(),
+        StatusCode::SEE_OTHER
+    );
+    let resp = http.get(&link).send().unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cookie = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| v.to_str().ok().filter(|v| v.starts_with("jarvis_session=")))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    // Once only.
+    assert_eq!(
+        http.get(&link).send().unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    let page = http.get(&url).header("cookie", &cookie).send().unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().unwrap();
+    assert!(html.contains("logged in as <strong>"), "{html}");
+    assert!(html.contains("id=\"deploy-button\""), "{html}");
+    // The console user's roles (admin, in the demonstration setup) hold on the web too.
+    let me: Value = http
+        .get(format!("{url}api/v1/whoami"))
+        .header("cookie", &cookie)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(me["roles"], json!(["admin"]), "{me}");
+    drop(child.stdin.take());
+    let status = child.wait().unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn https_from_certificate_files() {
+    let home = home();
+    // A CA, and a certificate for 127.0.0.1 that it signed.
+    let p = |name: &str| home.path(name).display().to_string();
+    std::fs::write(
+        home.path("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    for args in [
+        format!(
+            "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=test-ca -keyout {} -out {}",
+            p("ca-key.pem"),
+            p("ca.pem")
+        ),
+        format!(
+            "req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost -keyout {} -out {}",
+            p("key.pem"),
+            p("leaf.csr")
+        ),
+        format!(
+            "x509 -req -in {} -CA {} -CAkey {} -CAcreateserial -days 1 -extfile {} -out {}",
+            p("leaf.csr"),
+            p("ca.pem"),
+            p("ca-key.pem"),
+            p("leaf.ext"),
+            p("cert.pem")
+        ),
+    ] {
+        let out = Command::new("openssl")
+            .args(args.split(' '))
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let config = std::fs::read_to_string(home.config()).unwrap().replace(
+        "http:\n  listen: 127.0.0.1:0\n",
+        &format!(
+            "http:\n  listen: 127.0.0.1:0\n  tls: {{ certificate: {}, key: {} }}\n",
+            home.path("cert.pem").display(),
+            home.path("key.pem").display()
+        ),
+    );
+    std::fs::write(home.config(), config).unwrap();
+    let alice = make_token(&home, "alice");
+    let daemon = Daemon::start(&home);
+    let base = daemon.base.replace("http://", "https://");
+    install_tls_provider();
+    let cert =
+        reqwest::Certificate::from_pem(&std::fs::read(home.path("ca.pem")).unwrap()).unwrap();
+    let https = Client::builder()
+        .add_root_certificate(cert)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let me: Value = https
+        .get(format!("{base}/api/v1/whoami"))
+        .bearer_auth(&alice)
+        .send()
+        .expect("an HTTPS answer")
+        .json()
+        .unwrap();
+    assert_eq!(me["person"], "alice");
+    // The session cookie is Secure under TLS.
+    let form = https.get(format!("{base}/login")).send().unwrap();
+    let cookie = form
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+    // Plain HTTP to it gets no answer.
+    assert!(client().get(daemon.url("/healthz")).send().is_err());
+}
