@@ -179,16 +179,8 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Prune { config } => {
             let (settings, _) = settings(&config)?;
-            let url = settings.database_url();
             let shown = settings.database_url_shown();
-            let store = jarvis::store::Store::open(url.expose())
-                .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "cannot open the database {shown}: {}",
-                        jarvis::secrets::redact_url_in(&e.to_string(), url.expose())
-                    )
-                })?;
+            let store = open_store(&settings).await?;
             let retention = &settings.retention;
             let p = jarvis::retention::prune_once(&store, retention).await?;
             store.close().await;
@@ -280,16 +272,7 @@ async fn token(settings: &Settings, words: &[String]) -> anyhow::Result<ExitCode
     let jarvis::chat::command::Command::Token { action } = command else {
         anyhow::bail!("say create PERSON, revoke PERSON|#ID or list");
     };
-    let url = settings.database_url();
-    let shown = settings.database_url_shown();
-    let store = jarvis::store::Store::open(url.expose())
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot open the database {shown}: {}",
-                jarvis::secrets::redact_url_in(&e.to_string(), url.expose())
-            )
-        })?;
+    let store = open_store(settings).await?;
     let by = format!("console:{}", jarvis::adapters::console::os_user());
     let outcome = jarvis::chat::tokens::command(&store, &settings.roles, &action, &by).await;
     let audit_outcome = match &outcome {
@@ -374,4 +357,16 @@ async fn wait_for_stop_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// The configured database, opened (and migrated); an error names it without its password.
+async fn open_store(settings: &Settings) -> anyhow::Result<jarvis::store::Store> {
+    let url = settings.database_url();
+    jarvis::store::Store::open(url.expose()).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the database {}: {}",
+            settings.database_url_shown(),
+            jarvis::secrets::redact_url_in(&e.to_string(), url.expose())
+        )
+    })
 }

@@ -90,34 +90,33 @@ impl Store {
     /// runs already pruned go, so nothing unrouted or unsent is lost; run numbers are never
     /// reused (the table counts with AUTOINCREMENT).
     pub async fn forget_runs(&self, before_ms: i64) -> Result<u64> {
-        let mut total = 0;
-        loop {
-            let gone = sqlx::query(
-                "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE pruned_at IS NOT NULL \
-                 AND finished_at < $1 ORDER BY id LIMIT 500)",
-            )
-            .bind(before_ms)
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
-            total += gone;
-            if gone == 0 {
-                return Ok(total);
-            }
-        }
+        self.delete_in_batches(
+            "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE pruned_at IS NOT NULL \
+             AND finished_at < $1 ORDER BY id LIMIT 500)",
+            before_ms,
+        )
+        .await
     }
 
     /// Deletes audit rows written before `before_ms`, in batches.
     pub async fn forget_audit(&self, before_ms: i64) -> Result<u64> {
+        self.delete_in_batches(
+            "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < $1 ORDER BY id LIMIT 500)",
+            before_ms,
+        )
+        .await
+    }
+
+    /// Runs a batch-limited DELETE with one time bound again until it deletes nothing, so a
+    /// large backlog never holds the writer for long.
+    async fn delete_in_batches(&self, sql: &'static str, before_ms: i64) -> Result<u64> {
         let mut total = 0;
         loop {
-            let gone = sqlx::query(
-                "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < $1 ORDER BY id LIMIT 500)",
-            )
-            .bind(before_ms)
-            .execute(&self.writer)
-            .await?
-            .rows_affected();
+            let gone = sqlx::query(sql)
+                .bind(before_ms)
+                .execute(&self.writer)
+                .await?
+                .rows_affected();
             total += gone;
             if gone == 0 {
                 return Ok(total);
