@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::{Result, RunId, Store, now_ms};
 
@@ -48,6 +49,18 @@ pub struct Undeliverable {
     pub at: i64,
 }
 
+/// An `events` row (`id, run_id, at, kind, body`), its body read by `body`.
+pub(super) fn event_from_row(r: &AnyRow, body: impl Fn(&str) -> Result<Value>) -> Result<EventRow> {
+    let text: String = r.try_get("body")?;
+    Ok(EventRow {
+        id: r.try_get("id")?,
+        run_id: r.try_get("run_id")?,
+        at: r.try_get("at")?,
+        kind: r.try_get("kind")?,
+        body: body(&text)?,
+    })
+}
+
 impl Store {
     /// The oldest events not yet routed.
     pub async fn unrouted_events(&self, limit: usize) -> Result<Vec<EventRow>> {
@@ -65,17 +78,9 @@ impl Store {
         .bind(limit as i64)
         .fetch_all(&self.writer)
         .await?;
+        // The router must not stall on one damaged body: it routes it as null.
         rows.iter()
-            .map(|r| {
-                let body: String = r.try_get("body")?;
-                Ok(EventRow {
-                    id: r.try_get("id")?,
-                    run_id: r.try_get("run_id")?,
-                    at: r.try_get("at")?,
-                    kind: r.try_get("kind")?,
-                    body: serde_json::from_str(&body).unwrap_or(Value::Null),
-                })
-            })
+            .map(|r| event_from_row(r, |b| Ok(serde_json::from_str(b).unwrap_or(Value::Null))))
             .collect()
     }
 

@@ -4,6 +4,7 @@
 
 use sqlx::{AssertSqlSafe, Row};
 
+use super::outbox::event_from_row;
 use super::{
     EventRow, RUN_COLUMNS, Result, Run, RunId, RunState, Store, now_ms, parse_json, run_from_row,
 };
@@ -187,18 +188,7 @@ impl Store {
         .bind(limit as i64)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let body: String = r.try_get("body")?;
-                Ok(EventRow {
-                    id: r.try_get("id")?,
-                    run_id: r.try_get("run_id")?,
-                    at: r.try_get("at")?,
-                    kind: r.try_get("kind")?,
-                    body: parse_json(&body)?,
-                })
-            })
-            .collect()
+        rows.iter().map(|r| event_from_row(r, parse_json)).collect()
     }
 
     /// The id of the newest stored event (0 when there is none).
