@@ -36,7 +36,8 @@ pub struct Application {
     outlets: Outlets,
     outbox_written: Arc<Notify>,
     _lock: Arc<Flock<File>>,
-    _sole_use: Arc<Option<crate::store::SoleUse>>,
+    /// On a shared database: no other process runs as this node while this lives.
+    _node: Arc<crate::store::Role>,
 }
 
 impl Application {
@@ -80,7 +81,11 @@ impl Application {
                 crate::secrets::redact_url_in(&e.to_string(), url.expose())
             )
         })?;
-        let sole_use = store.hold_sole_use(url.expose()).await.map_err(|e| {
+        let store = match store.backend() {
+            crate::store::Backend::Postgres => store.for_node(&settings.cluster.node_name()),
+            crate::store::Backend::Sqlite => store,
+        };
+        let node = store.hold_node(url.expose()).await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot use the database {}: {}",
                 settings.database_url_shown(),
@@ -121,13 +126,32 @@ impl Application {
             store.clone(),
             settings.retention.clone(),
         ));
-        tokio::spawn(notify::route_events(
+        tokio::spawn(route_in_turn(
             store.clone(),
+            url.expose().to_string(),
             engine.events_written(),
             outbox_written.clone(),
             extra,
             settings.chat.notice_rate,
         ));
+        if store.backend() == crate::store::Backend::Postgres {
+            let (engine, events, outbox) = (
+                engine.clone(),
+                engine.events_written(),
+                outbox_written.clone(),
+            );
+            tokio::spawn(crate::store::cluster::listen(
+                url.expose().to_string(),
+                Duration::from_secs(2),
+                move |news| match news {
+                    crate::store::cluster::news::WAKE => engine.wake(),
+                    crate::store::cluster::news::EVENTS => events.notify_one(),
+                    crate::store::cluster::news::OUTBOX => outbox.notify_waiters(),
+                    crate::store::cluster::news::CANCEL => engine.check_cancels(),
+                    _ => {}
+                },
+            ));
+        }
         Ok(Application {
             settings,
             engine,
@@ -136,7 +160,7 @@ impl Application {
             outlets: Outlets::default(),
             outbox_written,
             _lock: Arc::new(lock),
-            _sole_use: Arc::new(sole_use),
+            _node: Arc::new(node),
         })
     }
 
@@ -260,18 +284,104 @@ impl Application {
             tracing::warn!("no chat networks are configured");
         }
         for cfg in &settings.chat.irc {
-            let (tx, rx) = mpsc::channel(256);
-            let network = adapters::irc::IrcNetwork::start(cfg.clone(), &settings.name, tx)
-                .map_err(|e| anyhow::anyhow!(e))?;
-            self.attach(network)?;
-            self.serve(rx);
+            let speaker = match self.speaker_role(&cfg.name).await? {
+                Some(role) => role,
+                None => {
+                    let (app, cfg) = (self.clone(), cfg.clone());
+                    tokio::spawn(async move {
+                        let role = app.wait_for_speaker_role(&cfg.name).await;
+                        if let Err(e) = app.start_irc(&cfg) {
+                            tracing::error!(network = %cfg.name, error = %e, "cannot start a chat network");
+                        }
+                        app.speak_until_lost(role).await;
+                    });
+                    continue;
+                }
+            };
+            self.start_irc(cfg)?;
+            tokio::spawn(self.clone().speak_until_lost(speaker));
         }
         for account in &settings.chat.xmpp {
-            let (network, incoming) = adapters::xmpp::start(account, &settings.name).await?;
-            self.attach(network)?;
-            self.serve(incoming);
+            let speaker = match self.speaker_role(&account.name).await? {
+                Some(role) => role,
+                None => {
+                    let (app, account) = (self.clone(), account.clone());
+                    tokio::spawn(async move {
+                        let role = app.wait_for_speaker_role(&account.name).await;
+                        if let Err(e) = app.start_xmpp(&account).await {
+                            tracing::error!(network = %account.name, error = %e, "cannot start a chat network");
+                        }
+                        app.speak_until_lost(role).await;
+                    });
+                    continue;
+                }
+            };
+            self.start_xmpp(account).await?;
+            tokio::spawn(self.clone().speak_until_lost(speaker));
         }
         Ok(())
+    }
+
+    fn start_irc(&self, cfg: &crate::config::irc::IrcNetworkConfig) -> anyhow::Result<()> {
+        let (tx, rx) = mpsc::channel(256);
+        let network = adapters::irc::IrcNetwork::start(cfg.clone(), &self.settings.name, tx)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        self.attach(network)?;
+        self.serve(rx);
+        Ok(())
+    }
+
+    async fn start_xmpp(
+        &self,
+        account: &crate::config::xmpp::XmppAccountConfig,
+    ) -> anyhow::Result<()> {
+        let (network, incoming) = adapters::xmpp::start(account, &self.settings.name).await?;
+        self.attach(network)?;
+        self.serve(incoming);
+        Ok(())
+    }
+
+    /// The role of speaking on `network`: one process of a cluster holds it (always this
+    /// one on SQLite). `None` when another process holds it.
+    async fn speaker_role(&self, network: &str) -> anyhow::Result<Option<crate::store::Role>> {
+        let url = self.settings.database_url();
+        self.engine
+            .store()
+            .hold_role(url.expose(), &format!("speaker:{network}"))
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot ask the database who speaks on {network}: {e}"))
+    }
+
+    /// Waits until no other process speaks on `network`, then takes the role.
+    async fn wait_for_speaker_role(&self, network: &str) -> crate::store::Role {
+        tracing::info!(
+            network,
+            "another process speaks on this network; standing by"
+        );
+        loop {
+            match self.speaker_role(network).await {
+                Ok(Some(role)) => {
+                    tracing::info!(network, "this process now speaks on the network");
+                    return role;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot take a speaker's role"),
+            }
+            tokio::time::sleep(SPEAKER_RETRY).await;
+        }
+    }
+
+    /// Holds a speaker's role. When it is lost (the database connection that holds it
+    /// failed), another process takes the network over, so this one must stop speaking at
+    /// once: it exits, for its supervisor to start it again as a stand-by.
+    async fn speak_until_lost(self, role: crate::store::Role) {
+        role.lost().await;
+        tracing::error!(
+            role = role.name(),
+            "lost the database lock that makes this process a chat network's speaker; stopping \
+             so that exactly one process speaks"
+        );
+        std::process::exit(75);
     }
 
     /// `jarvis shell`: the bot on this terminal, until input ends and the work it started
@@ -308,6 +418,46 @@ impl Application {
     }
 }
 
+/// How often a stand-by process asks whether a chat network's speaker is gone: it takes
+/// the network over within this (plus the time to connect) of the speaker's death.
+const SPEAKER_RETRY: Duration = Duration::from_secs(2);
+
+/// Routes events into the outbox while this process holds the router's role (one process
+/// of a cluster does; always this one on SQLite); stands by while another does.
+async fn route_in_turn(
+    store: Store,
+    url: String,
+    events_written: Arc<Notify>,
+    outbox_written: Arc<Notify>,
+    extra: Vec<Target>,
+    notice_rate: notify::NoticeRate,
+) {
+    loop {
+        let role = match store.hold_role(&url, "router").await {
+            Ok(Some(role)) => role,
+            Ok(None) => {
+                tokio::time::sleep(SPEAKER_RETRY).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the router's role");
+                tokio::time::sleep(SPEAKER_RETRY).await;
+                continue;
+            }
+        };
+        tokio::select! {
+            _ = notify::route_events(
+                store.clone(),
+                events_written.clone(),
+                outbox_written.clone(),
+                extra.clone(),
+                notice_rate,
+            ) => return,
+            _ = role.lost() => tracing::warn!("lost the router's role; standing by"),
+        }
+    }
+}
+
 /// The engine's part of the settings.
 fn engine_config(
     settings: &Settings,
@@ -338,6 +488,9 @@ fn engine_config(
         kill_grace: settings.limits.kill_grace,
         masker,
         sealer,
+        lease: settings.cluster.lease,
+        sole: crate::model::Backend::of(settings.database_url().expose())
+            .is_ok_and(|b| b == crate::model::Backend::Sqlite),
     }
 }
 

@@ -16,6 +16,7 @@ use crate::chat::roles::RolesConfig;
 use crate::engine::pipeline::PipelineConfig;
 use crate::secrets::Secret;
 
+pub mod cluster;
 pub mod http;
 pub mod irc;
 pub mod network;
@@ -39,7 +40,7 @@ pub struct Settings {
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
     /// `sqlite://PATH` (default: `DATA/jarvis.db`) or `postgres://USER:PASSWORD@HOST:PORT/DB`
-    /// (one jarvis process per database, for now). A secret, since a URL may carry a
+    /// (several jarvis processes may share one: see `cluster`). A secret, since a URL may carry a
     /// password: shown only through [`Settings::database_url_shown`].
     #[serde(default)]
     pub database_url: Option<Secret>,
@@ -63,6 +64,9 @@ pub struct Settings {
     /// The HTTP server (API, web page, `/metrics`); none without this section.
     #[serde(default)]
     pub http: Option<http::HttpConfig>,
+    /// Several jarvis processes on one PostgreSQL database.
+    #[serde(default)]
+    pub cluster: cluster::ClusterConfig,
 }
 
 fn default_name() -> String {
@@ -392,6 +396,7 @@ impl Settings {
         if let Some(http) = &self.http {
             http.check()?;
         }
+        self.cluster.check()?;
         for (i, target) in self.chat.notify.iter().enumerate() {
             if target.split_whitespace().count() != 2 {
                 return Err(format!(

@@ -29,6 +29,7 @@ const SOURCES: &[&str] = &[
     "src/secrets.rs",
     "src/retention.rs",
     "src/config/http.rs",
+    "src/config/cluster.rs",
 ];
 
 const REGENERATE: &str = "JARVIS_BLESS=1 cargo test --test config_reference";

@@ -110,7 +110,7 @@ fn runs_live_in_postgres_and_survive_a_restart() {
 }
 
 #[test]
-fn a_second_jarvis_on_the_same_database_is_refused_with_one_line() {
+fn a_second_jarvis_with_a_node_name_in_use_is_refused_with_one_line() {
     let Some(server) = Server::start("postgres").unwrap() else {
         return;
     };
@@ -123,7 +123,8 @@ fn a_second_jarvis_on_the_same_database_is_refused_with_one_line() {
     let mut sh = first.shell();
     sh.ask("whoami", "you are");
 
-    // Another data folder, the same database: it would run the first one's runs.
+    // Another data folder, the same database, the same node name (both default to the
+    // machine's host name): each would take the other's runs for its own.
     let second = Home::on(&config(), Some(pg));
     let out = Command::new(JARVIS)
         .args(["shell", "--config"])
@@ -135,7 +136,7 @@ fn a_second_jarvis_on_the_same_database_is_refused_with_one_line() {
     assert!(!out.status.success(), "the second jarvis started: {said}");
     let line = said
         .lines()
-        .find(|l| l.contains("another jarvis already runs on this database"))
+        .find(|l| l.contains("another jarvis already runs as node"))
         .unwrap_or_else(|| panic!("no reason given: {said}"));
     assert!(
         line.contains("postgres://"),

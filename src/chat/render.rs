@@ -122,8 +122,15 @@ pub fn status_line(run: &Run, live_progress: Option<&str>) -> String {
         ),
         RunState::Running => {
             let since = run.stage_started_at.unwrap_or(run.created_at);
+            // On a cluster, which process runs it.
+            let node = run
+                .lease_owner
+                .as_deref()
+                .filter(|node| *node != crate::store::cluster::SOLE_NODE)
+                .map(|node| format!(" on {node}"))
+                .unwrap_or_default();
             format!(
-                "{name}: {undo}stage {}/{n} {task}, running {}{progress}",
+                "{name}: {undo}stage {}/{n} {task}, running {}{node}{progress}",
                 i + 1,
                 duration((now_ms() - since).max(0) as u64)
             )

@@ -3,6 +3,7 @@
 //! of it. It knows nothing of chat, designs or what any worker does.
 
 pub mod events;
+mod lease;
 pub mod pipeline;
 pub mod recovery;
 mod resolve;
@@ -58,6 +59,11 @@ pub struct EngineConfig {
     /// Seals what workers hand back on their secret channel; without it a worker that makes a
     /// secret fails (it could not be kept safely).
     pub sealer: Option<Arc<Sealer>>,
+    /// How long this node's hold on a run lasts without renewal (see `lease`).
+    pub lease: Duration,
+    /// This process is the only one on its database (SQLite): at start it recovers every
+    /// run left running, whoever's lease it carries.
+    pub sole: bool,
 }
 
 /// What `status` shows of a stage under way, kept in memory.
@@ -106,6 +112,8 @@ struct Inner {
     events_written: Arc<Notify>,
     /// Rung whenever a run reached an end or stopped to wait.
     settled: Notify,
+    /// Rung when another node may have asked to cancel a run this one drives.
+    cancels: Notify,
     active: Mutex<HashMap<RunId, ActiveRun>>,
     permits: Arc<Semaphore>,
     /// A graceful stop began: no new stage starts.
@@ -125,6 +133,7 @@ impl Engine {
                 wake: Notify::new(),
                 events_written: Arc::new(Notify::new()),
                 settled: Notify::new(),
+                cancels: Notify::new(),
                 active: Mutex::new(HashMap::new()),
                 permits,
                 shutdown: CancellationToken::new(),
@@ -145,12 +154,20 @@ impl Engine {
     /// Makes the state of a previous process safe to continue from (see `recovery`), then
     /// starts the scheduler.
     pub async fn start(&self) -> Result<(), EngineError> {
+        self.inner.store.register_node().await?;
         recovery::recover(self).await?;
         let engine = self.clone();
         tokio::spawn(async move { engine.schedule().await });
+        let engine = self.clone();
+        tokio::spawn(async move { engine.keep_leases().await });
         self.inner.wake.notify_one();
         self.inner.events_written.notify_one();
         Ok(())
+    }
+
+    /// Looks for queued runs to claim: a run was queued or a lease freed somewhere.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
     }
 
     /// Stops starting new stages; running workers are left to the recovery of the next start.
@@ -240,6 +257,16 @@ impl Engine {
                     state: run.state.as_str(),
                     action: "cancelled",
                 });
+            }
+            // Running on another node: its runner stops it, as if asked there.
+            if run.state == RunState::Running
+                && run
+                    .lease_owner
+                    .as_deref()
+                    .is_some_and(|owner| owner != self.inner.store.node())
+                && self.inner.store.request_cancel(id, by).await?
+            {
+                return Ok(());
             }
             let body = EventBody::for_run(&run)
                 .duration_ms(run_duration(&run))

@@ -46,7 +46,43 @@ pub(super) async fn recover(engine: &Engine) -> Result<(), EngineError> {
     let _ = std::fs::remove_dir_all(super::work_root(&data_dir));
 
     let store = engine.store();
+    // Runs this node had claimed and not started: anyone's again.
+    store.release_queued().await?;
+    let sole = engine.inner.config.sole;
+    let expired = store.expired_runs().await?;
     for run in store.runs_in_state(RunState::Running).await? {
+        // On a shared database a run another living node holds is its business; runs of
+        // this node's last process, of no node, or of a node whose lease ran out are ours.
+        if !sole
+            && run
+                .lease_owner
+                .as_deref()
+                .is_some_and(|owner| owner != store.node())
+            && !expired.contains(&run.id)
+        {
+            continue;
+        }
+        take_over(engine, run.id, sole).await?;
+    }
+    Ok(())
+}
+
+/// Recovers one run left running by a process that is gone (this node's last one, or
+/// another node whose lease ran out): the stage it had in flight is ended as interrupted;
+/// then the run is queued again (that stage is idempotent, or none was in flight) or marked
+/// `interrupted` and announced. False when another node took it first.
+pub(super) async fn take_over(engine: &Engine, id: i64, force: bool) -> Result<bool, EngineError> {
+    let store = engine.store();
+    if !store.seize(id, engine.inner.config.lease, force).await? {
+        return Ok(false);
+    }
+    let Some(run) = store.run(id).await? else {
+        return Ok(false);
+    };
+    if run.state != RunState::Running {
+        return Ok(false);
+    }
+    {
         let stages = run.phase_stages();
         let in_flight = store
             .stage_runs(run.id)
@@ -106,7 +142,8 @@ pub(super) async fn recover(engine: &Engine) -> Result<(), EngineError> {
             _ => store.set_state(run.id, &lifecycle::REQUEUE, &[]).await?,
         }
     }
-    Ok(())
+    engine.after_events();
+    Ok(true)
 }
 
 /// Kills every process recorded in a marker's process group, and every process whose

@@ -8,45 +8,63 @@ use super::*;
 impl Engine {
     pub(super) async fn schedule(self) {
         loop {
-            match self.inner.store.queued_ids().await {
+            // This process drives at most `max_workers` runs; the cluster as a whole too
+            // (the claim counts every node's).
+            let limit = self.inner.config.max_workers.max(1);
+            let room = limit.saturating_sub(self.lock_active().len());
+            match self
+                .inner
+                .store
+                .claim_runs(room, limit, self.inner.config.lease)
+                .await
+            {
                 Ok(ids) => {
                     for id in ids {
-                        let token = {
-                            let mut active = self.lock_active();
-                            if active.contains_key(&id) {
-                                continue;
-                            }
-                            // A run's cancel is its own: a graceful stop of jarvis cancels nothing.
-                            let cancel = CancellationToken::new();
-                            active.insert(
-                                id,
-                                ActiveRun {
-                                    cancel: cancel.clone(),
-                                    cancelled_by: Arc::new(Mutex::new(None)),
-                                    live: Arc::new(Mutex::new(Live::default())),
-                                },
-                            );
-                            cancel
-                        };
-                        let engine = self.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = engine.drive(id, token).await {
-                                tracing::error!(run = id, error = %e, "run stopped on an internal error");
-                            }
-                            engine.lock_active().remove(&id);
-                            engine.inner.settled.notify_waiters();
-                            // A run that ended may have freed its host for another.
-                            engine.inner.wake.notify_one();
-                        });
+                        self.spawn_drive(id);
                     }
                 }
-                Err(e) => tracing::error!(error = %e, "cannot read the queue"),
+                Err(e) => tracing::error!(error = %e, "cannot claim queued runs"),
             }
             tokio::select! {
                 _ = self.inner.wake.notified() => {}
                 _ = self.inner.shutdown.cancelled() => return,
             }
         }
+    }
+
+    /// Drives a run this node holds, in a task of its own.
+    fn spawn_drive(&self, id: RunId) {
+        let token = {
+            let mut active = self.lock_active();
+            if active.contains_key(&id) {
+                return;
+            }
+            // A run's cancel is its own: a graceful stop of jarvis cancels nothing.
+            let cancel = CancellationToken::new();
+            active.insert(
+                id,
+                ActiveRun {
+                    cancel: cancel.clone(),
+                    cancelled_by: Arc::new(Mutex::new(None)),
+                    live: Arc::new(Mutex::new(Live::default())),
+                },
+            );
+            cancel
+        };
+        let engine = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = engine.drive(id, token).await {
+                tracing::error!(run = id, error = %e, "run stopped on an internal error");
+            }
+            // A run left queued (a stop, a refused start) is free for any node to claim.
+            if let Err(e) = engine.inner.store.release(id).await {
+                tracing::warn!(run = id, error = %e, "cannot let go of a run");
+            }
+            engine.lock_active().remove(&id);
+            engine.inner.settled.notify_waiters();
+            // A run that ended may have freed its host, or a place, for another.
+            engine.inner.wake.notify_one();
+        });
     }
 
     /// Pushes one run through its stages until it ends or has to wait.

@@ -15,14 +15,14 @@ use serde_json::Value;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{
-    Any, AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Connection, Executor, Row,
-    Transaction,
+    Any, AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Executor, Row, Transaction,
 };
 
 use crate::clipboard::Clipboard;
 use crate::model::{RunKind, Stage};
 
 mod batch;
+pub mod cluster;
 mod journal;
 pub mod lifecycle;
 mod outbox;
@@ -30,6 +30,7 @@ mod retention;
 mod transitions;
 mod trust;
 mod web;
+pub use cluster::{NodeRow, Role};
 use lifecycle as lc;
 pub use lifecycle::{Phase, RunState, Transition};
 pub use outbox::{EventRow, NewOutbox, OutboxRow, Undeliverable};
@@ -76,6 +77,8 @@ pub struct Run {
     pub started_at: Option<i64>,
     pub stage_started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The node whose runner holds the run (on a cluster: which process runs it).
+    pub lease_owner: Option<String>,
 }
 
 impl Run {
@@ -181,17 +184,11 @@ pub struct Store {
     /// The stage transitions and log lines of many runs, committed together.
     batch: batch::Batcher,
     backend: Backend,
+    /// The node this process is in a cluster (see `cluster`): the name its leases carry.
+    node: std::sync::Arc<str>,
 }
 
 pub use crate::model::Backend;
-
-/// The PostgreSQL advisory lock a daemon holds while it runs ("jarvis" in ASCII, then 1).
-const SOLE_USE_LOCK: i64 = 0x6a61_7276_6973_0001;
-
-/// Held while a daemon runs on a PostgreSQL database: the connection that keeps its lock.
-pub struct SoleUse {
-    _conn: std::sync::Mutex<AnyConnection>,
-}
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -199,7 +196,7 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 const RUN_COLUMNS: &str = "id, host, kind, pipeline, stages, on_failure, design_ref, requester, \
     origin, state, phase, next_stage, attempt, approved_stage, approved_by, initial_clipboard, \
     clipboard, undo_clipboard, failed_stage, error, progress, retry_of, created_at, started_at, \
-    stage_started_at, finished_at";
+    stage_started_at, finished_at, lease_owner";
 
 impl Store {
     /// Opens (creating if needed) the database at `url` and applies the migrations.
@@ -281,37 +278,13 @@ impl Store {
             reader,
             batch,
             backend,
+            node: std::sync::Arc::from(cluster::SOLE_NODE),
         })
     }
 
     /// The database this store is on.
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    /// Makes sure this process is the only jarvis daemon on the database, for as long as the
-    /// returned guard lives. SQLite is guarded by the data folder's lock; on PostgreSQL a
-    /// session advisory lock on a connection of its own does it, until several processes can
-    /// share one database safely. Err names why not; `jarvis migrate` and `prune` need no guard.
-    pub async fn hold_sole_use(&self, url: &str) -> Result<Option<SoleUse>> {
-        if self.backend != Backend::Postgres {
-            return Ok(None);
-        }
-        let mut conn = <AnyConnection as Connection>::connect(url).await?;
-        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(SOLE_USE_LOCK)
-            .fetch_one(&mut conn)
-            .await?;
-        if !held {
-            return Err(StoreError::Unavailable(
-                "another jarvis already runs on this database (several jarvis processes on one \
-                 PostgreSQL are not supported yet)"
-                    .into(),
-            ));
-        }
-        Ok(Some(SoleUse {
-            _conn: std::sync::Mutex::new(conn),
-        }))
     }
 
     /// Applies the migrations only (`jarvis migrate`); returns how many this call applied
@@ -425,6 +398,7 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        cluster::notify_in(&mut tx, cluster::news::WAKE).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -600,6 +574,9 @@ async fn active_for_host(tx: &mut AnyConnection, host: &str) -> Result<Option<Ru
 }
 
 async fn insert_events(tx: &mut AnyConnection, events: &[NewEvent]) -> Result<()> {
+    if !events.is_empty() {
+        cluster::notify_in(tx, cluster::news::EVENTS).await?;
+    }
     for e in events {
         sqlx::query("INSERT INTO events (run_id, at, kind, body) VALUES ($1, $2, $3, $4)")
             .bind(e.run_id)
@@ -658,5 +635,6 @@ fn run_from_row(r: &AnyRow) -> Result<Run> {
         started_at: r.try_get("started_at")?,
         stage_started_at: r.try_get("stage_started_at")?,
         finished_at: r.try_get("finished_at")?,
+        lease_owner: r.try_get("lease_owner")?,
     })
 }

@@ -111,11 +111,18 @@ impl Store {
             .await?;
         }
         for id in event_ids {
-            sqlx::query("UPDATE events SET routed = 1 WHERE id = $1")
+            let done = sqlx::query("UPDATE events SET routed = 1 WHERE id = $1 AND routed = 0")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            if done.rows_affected() != 1 {
+                // Another process's router got there first (a hand-over of the router's
+                // role): its messages stand, ours would be the same ones twice.
+                tx.rollback().await?;
+                return Ok(());
+            }
         }
+        super::cluster::notify_in(&mut tx, super::cluster::news::OUTBOX).await?;
         tx.commit().await?;
         Ok(())
     }

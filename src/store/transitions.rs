@@ -5,6 +5,10 @@
 
 use super::*;
 
+/// A runner moves a run only while it holds it (or while nobody does: a run driven without
+/// the cluster's claims, as the store's own tests do). `$7` is the node.
+const HELD_HERE: &str = "(lease_owner IS NULL OR lease_owner = $7)";
+
 impl Store {
     /// A stage attempt begins. Written before the worker is spawned, so that a crash can
     /// never hide that a stage may have run.
@@ -19,10 +23,11 @@ impl Store {
     ) -> Result<()> {
         let task = task.to_string();
         let events = events.to_vec();
+        let node = self.node.clone();
         self.batch
             .run(Box::new(move |conn| {
                 Box::pin(async move {
-                    start_stage_in(conn, run, phase, stage, attempt, &task).await?;
+                    start_stage_in(conn, &node, run, phase, stage, attempt, &task).await?;
                     insert_events(conn, &events).await
                 })
             }))
@@ -47,6 +52,7 @@ impl Store {
         let progress = progress.map(str::to_string);
         let then = then.map(|n| (n.stage, n.attempt, n.task.to_string()));
         let events = events.to_vec();
+        let node = self.node.clone();
         self.batch
             .run(Box::new(move |conn| {
                 Box::pin(async move {
@@ -57,7 +63,7 @@ impl Store {
                     let t = &lc::FINISH_STAGE;
                     let done = sqlx::query(AssertSqlSafe(format!(
                         "UPDATE runs SET next_stage = $1, attempt = 0, {column} = $2, progress = $3 \
-                         WHERE id = $4 AND phase = $5 AND next_stage = $6 AND {}",
+                         WHERE id = $4 AND phase = $5 AND next_stage = $6 AND {} AND {HELD_HERE}",
                         t.guard()
                     )))
                     .bind((stage + 1) as i64)
@@ -66,6 +72,7 @@ impl Store {
                     .bind(run)
                     .bind(phase.as_str())
                     .bind(stage as i64)
+                    .bind(node.as_ref())
                     .execute(&mut *conn)
                     .await?;
                     expect_one(conn, run, t, done.rows_affected()).await?;
@@ -84,7 +91,8 @@ impl Store {
                     .execute(&mut *conn)
                     .await?;
                     if let Some((next, next_attempt, task)) = &then {
-                        start_stage_in(conn, run, phase, *next, *next_attempt, task).await?;
+                        start_stage_in(conn, &node, run, phase, *next, *next_attempt, task)
+                            .await?;
                     }
                     insert_events(conn, &events).await
                 })
@@ -144,7 +152,8 @@ impl Store {
         } else {
             (
                 &lc::FAIL,
-                "UPDATE runs SET state = 'failed', failed_stage = $1, error = $2, finished_at = $3 \
+                "UPDATE runs SET state = 'failed', failed_stage = $1, error = $2, finished_at = $3, \
+                 lease_owner = NULL, lease_until = NULL, cancel_by = NULL \
                  WHERE id = $4 AND phase = 'main' AND",
             )
         };
@@ -156,6 +165,9 @@ impl Store {
         }
         let done = query.bind(run).execute(&mut *tx).await?;
         expect_one(&mut tx, run, t, done.rows_affected()).await?;
+        if !undo {
+            cluster::notify_in(&mut tx, cluster::news::WAKE).await?;
+        }
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())
@@ -196,8 +208,8 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.begin().await?;
         let done = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE runs SET state = $1, finished_at = $2, error = COALESCE($3, error) \
-             WHERE id = $4 AND {}",
+            "UPDATE runs SET state = $1, finished_at = $2, error = COALESCE($3, error), \
+             lease_owner = NULL, lease_until = NULL, cancel_by = NULL WHERE id = $4 AND {}",
             t.guard()
         )))
         .bind(t.to.as_str())
@@ -215,6 +227,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        cluster::notify_in(&mut tx, cluster::news::WAKE).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())
@@ -224,7 +237,8 @@ impl Store {
     pub async fn set_state(&self, run: RunId, t: &Transition, events: &[NewEvent]) -> Result<()> {
         let mut tx = self.begin().await?;
         let done = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE runs SET state = $1 WHERE id = $2 AND {}",
+            "UPDATE runs SET state = $1, lease_owner = NULL, lease_until = NULL, cancel_by = NULL \
+             WHERE id = $2 AND {}",
             t.guard()
         )))
         .bind(t.to.as_str())
@@ -232,6 +246,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         expect_one(&mut tx, run, t, done.rows_affected()).await?;
+        cluster::notify_in(&mut tx, cluster::news::WAKE).await?;
         insert_events(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())
@@ -242,7 +257,8 @@ impl Store {
         let mut tx = self.begin().await?;
         let t = &lc::APPROVE;
         let done = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE runs SET state = 'queued', approved_stage = $1, approved_by = $2 \
+            "UPDATE runs SET state = 'queued', approved_stage = $1, approved_by = $2, \
+             lease_owner = NULL, lease_until = NULL, cancel_by = NULL \
              WHERE id = $3 AND next_stage = $4 AND {}",
             t.guard()
         )))
@@ -253,6 +269,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         expect_one(&mut tx, run, t, done.rows_affected()).await?;
+        cluster::notify_in(&mut tx, cluster::news::WAKE).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -290,7 +307,8 @@ impl Store {
             "UPDATE runs SET state = 'queued', phase = $1, next_stage = $2, attempt = $3, \
              error = CASE WHEN $4 THEN error END, \
              failed_stage = CASE WHEN $5 THEN failed_stage END, \
-             undo_clipboard = CASE WHEN $6 THEN undo_clipboard END, finished_at = NULL \
+             undo_clipboard = CASE WHEN $6 THEN undo_clipboard END, finished_at = NULL, \
+             lease_owner = NULL, lease_until = NULL, cancel_by = NULL \
              WHERE id = $7 AND state = $8 AND phase = $9 AND {}",
             t.guard()
         )))
@@ -306,6 +324,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         expect_one(&mut tx, run.id, t, done.rows_affected()).await?;
+        cluster::notify_in(&mut tx, cluster::news::WAKE).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -329,8 +348,10 @@ impl Store {
 
 /// Starts stage `stage` of `run` inside a transaction: the run must be at that stage, in a
 /// state the table lets start, and the attempt is written before any worker is spawned.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn start_stage_in(
     tx: &mut AnyConnection,
+    node: &str,
     run: RunId,
     phase: Phase,
     stage: usize,
@@ -342,7 +363,7 @@ pub(super) async fn start_stage_in(
     let done = sqlx::query(AssertSqlSafe(format!(
         "UPDATE runs SET state = 'running', attempt = $1, stage_started_at = $2, \
          progress = NULL, started_at = COALESCE(started_at, $3) \
-         WHERE id = $4 AND phase = $5 AND next_stage = $6 AND {}",
+         WHERE id = $4 AND phase = $5 AND next_stage = $6 AND {} AND {HELD_HERE}",
         t.guard()
     )))
     .bind(attempt as i64)
@@ -351,6 +372,7 @@ pub(super) async fn start_stage_in(
     .bind(run)
     .bind(phase.as_str())
     .bind(stage as i64)
+    .bind(node)
     .execute(&mut *tx)
     .await?;
     expect_one(tx, run, t, done.rows_affected()).await?;

@@ -68,7 +68,9 @@ fn step(mut clipboard: Mapping) -> TaskResult {
             .append(true)
             .open(&path)
             .map_err(|e| Failure::fatal(format!("cannot open the trace file: {e}")))?;
-        writeln!(file, "{run_id} {stage} {attempt}")
+        // One write per line: several workers (of several processes) append at once, and
+        // `writeln!` may write a line in pieces that would interleave.
+        file.write_all(format!("{run_id} {stage} {attempt}\n").as_bytes())
             .map_err(|e| Failure::fatal(format!("cannot write the trace file: {e}")))?;
     }
 
