@@ -33,6 +33,8 @@ fn engine(settings: &jarvis::config::Settings, store: Store) -> Engine {
             kill_grace: Duration::from_secs(5),
             masker: Masker::new(vec![], vec![]),
             sealer: None,
+            lease: settings.cluster.lease,
+            sole: true,
         },
     )
 }
