@@ -13,6 +13,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
+mod support;
+
 const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A chat client on the test server, logged in to an account or not.
@@ -854,4 +856,101 @@ async fn a_crowd_of_unknown_senders_gets_paced_whois_and_jarvis_stays() {
     let log = jarvis.log();
     assert!(!log.contains("disconnected"), "{log}");
     assert!(!log.contains("Excess Flood"), "{log}");
+}
+
+/// Three `jarvis run` processes on one PostgreSQL, one IRC network: one process speaks on
+/// it, the others stand by. The speaker is killed (`kill -9`) during a run: another process
+/// takes the network over, and every notification of the run reaches the channel exactly
+/// once, as alice (a real client on the testbed InspIRCd) reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_speaker_killed_mid_run_is_replaced_and_no_notification_is_lost_or_doubled() {
+    let Some(server) = start_server() else { return };
+    let Some(postgres) = Server::start("postgres").unwrap() else {
+        return;
+    };
+    let pg = support::Postgres::fresh(&postgres);
+    let port = server.get("IRC_PORT").to_string();
+    let alice_pw = server.get("IRC_ALICE_PASSWORD").to_string();
+    let ws = workspace(1500);
+    let mut alice = Client::connect(&port, "alice", Some(("alice", &alice_pw))).await;
+    alice.join("#ops").await;
+    let base = config(ws.path(), &port, "", "");
+    let env = [("JARVIS_IRC_PASSWORD", server.get("IRC_JARVIS_PASSWORD"))];
+    let node = |name: &str| {
+        let dir = ws.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = base.replacen(
+            &format!("data_dir: {}", ws.path().join("data").display()),
+            &format!(
+                "data_dir: {}\ndatabase_url: {}\ncluster:\n  node: {name}\n  lease: 2s",
+                dir.join("data").display(),
+                pg.url
+            ),
+            1,
+        );
+        Jarvis::start(&dir, &config, &env)
+    };
+    let first = node("n1");
+    wait_jarvis_joined(&mut alice, &first).await;
+    let second = node("n2");
+    let third = node("n3");
+    for standby in [&second, &third] {
+        eventually("a stand-by process", || {
+            standby.log().contains("standing by")
+        })
+        .await;
+    }
+
+    alice.say("#ops", "jarvis: deploy demo").await;
+    alice.reply_with("deploy #1 of demo queued").await;
+    alice.reply_with("stage 2/4").await;
+    // Mid-stage, with no notification on its way: a kill between a line's write and the
+    // commit that marks it sent would send that one line again (never lose it) — the one
+    // window at-least-once delivery keeps.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut first = first;
+    let _ = first.child.kill();
+    let _ = first.child.wait();
+    let killed = std::time::Instant::now();
+    let back = alice
+        .wait_for(DEADLINE, &mut |l: &str| {
+            from(l, "jarvis") && l.contains(" JOIN ")
+        })
+        .await;
+    assert!(
+        back.is_some(),
+        "no process took the network over; logs:\n{}\n{}",
+        second.log(),
+        third.log()
+    );
+    eprintln!(
+        "the network was taken over {} ms after its speaker was killed",
+        killed.elapsed().as_millis()
+    );
+    let done = alice.reply_with("succeeded in").await;
+    assert!(done.contains("demo deploy #1"), "{done}");
+    // Anything repeated would come before the answer to a later question.
+    alice.say("#ops", "jarvis: whoami").await;
+    alice.reply_with("alice: you are").await;
+
+    // What alice read of the run is what the outbox holds for #ops, each line once.
+    let mut read: Vec<String> = alice
+        .seen
+        .iter()
+        .filter_map(|l| jarvis_text(l))
+        .filter(|t| t.contains("deploy #1") && !t.contains("of demo queued"))
+        .map(str::to_string)
+        .collect();
+    let mut sent: Vec<String> = pg
+        .sql("SELECT text FROM outbox WHERE network = 'testnet' AND target = 'room:#ops' ORDER BY id")
+        .into_iter()
+        .filter(|t| t.contains("deploy #1"))
+        .collect();
+    read.sort();
+    sent.sort();
+    assert_eq!(read, sent, "alice read:\n{:#?}", alice.seen);
+    assert!(sent.iter().any(|t| t.contains("succeeded in")), "{sent:#?}");
+    let unsent =
+        pg.sql("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND undeliverable_at IS NULL");
+    assert_eq!(unsent, vec!["0".to_string()]);
 }
