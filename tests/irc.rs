@@ -904,6 +904,13 @@ async fn the_speaker_killed_mid_run_is_replaced_and_no_notification_is_lost_or_d
     alice.say("#ops", "jarvis: deploy demo").await;
     alice.reply_with("deploy #1 of demo queued").await;
     alice.reply_with("stage 2/4").await;
+    // `status` says which process runs it.
+    alice.say("#ops", "jarvis: status demo").await;
+    let status = alice.reply_with("alice: demo deploy #1").await;
+    assert!(
+        status.contains("running") && (status.contains(" on n")),
+        "{status}"
+    );
     // Mid-stage, with no notification on its way: a kill between a line's write and the
     // commit that marks it sent would send that one line again (never lose it) — the one
     // window at-least-once delivery keeps.
