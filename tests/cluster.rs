@@ -299,3 +299,71 @@ fn three_processes_lose_nothing_when_any_of_them_is_killed() {
         RUNS * STAGES
     );
 }
+
+/// `cancel` said on one node stops the stage another node runs: the runner there sees the
+/// request (by NOTIFY, or at its next lease renewal) and the run ends cancelled, by whom.
+#[test]
+fn cancel_said_on_one_node_stops_a_run_another_node_runs() {
+    let Some(server) = Server::start("postgres").unwrap() else {
+        return;
+    };
+    let cluster = Cluster::new(Postgres::fresh(&server));
+    for i in 1..=3 {
+        std::fs::write(
+            cluster.path("designs").join(format!("c{i}.yaml")),
+            format!("instance:\n  hostname: c{i}\n  provider: local\n"),
+        )
+        .unwrap();
+    }
+    let config = |name: &str, workers: usize| {
+        let text = format!(
+            "data_dir: {data}\n\
+             designs:\n  folder: {designs}\n\
+             database_url: {url}\n\
+             cluster:\n  node: {name}\n  lease: 2s\n\
+             limits:\n  workers: {workers}\n\
+             workers:\n  folders: [{workers_dir}]\n  modules:\n    slowstep: {{ env: {{ STEP_SECONDS: '120' }} }}\n\
+             pipelines:\n  slow:\n    providers: [local]\n    stages:\n      - {{ task: \"slowstep:a\" }}\n\
+             roles:\n  grants:\n    - {{ console: \"*\", roles: [admin] }}\n",
+            data = cluster.path(name).join("data").display(),
+            designs = cluster.path("designs").display(),
+            url = cluster.pg.url,
+            workers_dir = support::test_workers().display(),
+        );
+        let path = cluster.path(&format!("{name}.yaml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let b = config("b", 8);
+    let _b = Node {
+        name: "b".into(),
+        log: cluster.path("b.log"),
+        child: spawn(&b, &cluster.path("b.log")),
+        config: b,
+        starts: 1,
+    };
+    // `a` may hold one run at most while the cluster holds none: `b` takes the others.
+    let mut a = Shell::start(&config("a", 1));
+    for i in 1..=3 {
+        a.ask(&format!("deploy c{i}"), "queued");
+    }
+    wait_for("three running runs", Duration::from_secs(60), || {
+        cluster.count("SELECT COUNT(*) FROM runs WHERE state = 'running'") == 3
+    });
+    let on_b = cluster.sql("SELECT id FROM runs WHERE lease_owner = 'b' ORDER BY id LIMIT 1");
+    let id = on_b.first().expect("b runs a run").trim().to_string();
+    a.say(&format!("status #{id}"));
+    let status = a.expect(&format!("deploy #{id}:"));
+    assert!(
+        status.contains("running") && status.contains(" on b"),
+        "{status}"
+    );
+    a.ask(&format!("cancel #{id}"), "cancelling");
+    let ended = a.expect("cancelled by");
+    assert!(ended.contains(&format!("#{id}")), "{ended}");
+    assert_eq!(
+        cluster.sql(&format!("SELECT state FROM runs WHERE id = {id}")),
+        vec!["cancelled"]
+    );
+    a.kill9();
+}

@@ -945,7 +945,12 @@ async fn the_speaker_killed_mid_run_is_replaced_and_no_notification_is_lost_or_d
         .seen
         .iter()
         .filter_map(|l| jarvis_text(l))
-        .filter(|t| t.contains("deploy #1") && !t.contains("of demo queued"))
+        // Answers to alice's commands are not notifications.
+        .filter(|t| {
+            t.contains("deploy #1")
+                && !t.contains("of demo queued")
+                && !t.starts_with("alice: demo deploy #1:")
+        })
         .map(str::to_string)
         .collect();
     let mut sent: Vec<String> = pg

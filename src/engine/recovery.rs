@@ -107,6 +107,25 @@ pub(super) async fn take_over(engine: &Engine, id: i64, force: bool) -> Result<b
                 )
                 .await?;
         }
+        // Someone asked its dead node to cancel it: it ends as they asked, not re-run.
+        if let Some(by) = store.cancel_request(run.id).await? {
+            let mut body = EventBody::for_run(&run)
+                .duration_ms(super::run_duration(&run))
+                .text(format!("cancelled by {by}"));
+            if let Some(stage) = stages.get(run.next_stage) {
+                body = body.stage(run.next_stage, &stage.task);
+            }
+            store
+                .finish_run(
+                    run.id,
+                    &lifecycle::CANCEL_RUNNING,
+                    None,
+                    &[body.into_event(kind::CANCELLED)],
+                )
+                .await?;
+            engine.after_events();
+            return Ok(true);
+        }
         let stage = stages.get(run.next_stage);
         match (in_flight, stage) {
             (Some(_), Some(stage)) if !stage.idempotent => {

@@ -354,6 +354,17 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Who asked to cancel `run`, if anyone did while it ran.
+    pub async fn cancel_request(&self, run: RunId) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT cancel_by FROM runs WHERE id = $1")
+                .bind(run)
+                .fetch_optional(&self.reader)
+                .await?
+                .flatten(),
+        )
+    }
+
     /// The runs this node holds that someone asked to cancel, with who asked.
     pub async fn cancel_requests(&self) -> Result<Vec<(RunId, String)>> {
         let rows: Vec<(i64, String)> = sqlx::query_as(
