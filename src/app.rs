@@ -104,6 +104,20 @@ impl Application {
             .await
             .context("cannot recover the runs of the last start")?;
         let settings = Arc::new(settings);
+        // Checked by the configuration's own check; one that fails here is left out, said.
+        let schedules: Vec<crate::triggers::schedule::Schedule> = settings
+            .schedules
+            .iter()
+            .filter_map(
+                |(name, c)| match crate::triggers::schedule::Schedule::new(name, c) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::error!(schedule = %name, error = %e, "schedule left out");
+                        None
+                    }
+                },
+            )
+            .collect();
         let designs = Arc::new(jarvis_design::DesignSources::new(settings.designs.clone()));
         let bot_config = BotConfig {
             name: settings.name.clone(),
@@ -112,6 +126,11 @@ impl Application {
             default_timeout: settings.limits.default_timeout,
             channel_lines: settings.limits.channel_lines,
             ldap_designs: settings.designs.ldap.is_some(),
+            actions: settings.actions.clone(),
+            schedules: schedules
+                .iter()
+                .map(|s| (s.name.clone(), s.describe()))
+                .collect(),
         };
         let bot = Arc::new(Bot::new(Arc::new(bot_config), engine.clone(), designs));
         let outbox_written = Arc::new(Notify::new());
@@ -122,6 +141,12 @@ impl Application {
             .filter_map(|t| t.split_once(' '))
             .map(|(network, name)| notify_target(network, name.trim()))
             .collect();
+        tokio::spawn(crate::triggers::schedule::run_forever(
+            bot.clone(),
+            store.clone(),
+            schedules,
+            Arc::new(crate::triggers::schedule::SystemClock),
+        ));
         tokio::spawn(crate::retention::prune_forever(
             store.clone(),
             settings.retention.clone(),

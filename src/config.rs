@@ -11,10 +11,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::chat::actions::ActionConfig;
 use crate::chat::notify::{DeliveryConfig, NoticeRate};
 use crate::chat::roles::RolesConfig;
 use crate::engine::pipeline::PipelineConfig;
 use crate::secrets::Secret;
+use crate::triggers::config::{HookConfig, ScheduleConfig};
 
 pub mod cluster;
 pub mod http;
@@ -67,6 +69,16 @@ pub struct Settings {
     /// Several jarvis processes on one PostgreSQL database.
     #[serde(default)]
     pub cluster: cluster::ClusterConfig,
+    /// Webhooks at `POST /hooks/NAME` (needs `http:`): signed deliveries from GitHub,
+    /// Gitea/Forgejo or GitLab, and the commands their triggers run.
+    #[serde(default)]
+    pub hooks: BTreeMap<String, HookConfig>,
+    /// Cron schedules, each with a command to run.
+    #[serde(default)]
+    pub schedules: BTreeMap<String, ScheduleConfig>,
+    /// Named actions for `run ACTION on HOST`, each with the role that may run it.
+    #[serde(default)]
+    pub actions: BTreeMap<String, ActionConfig>,
 }
 
 fn default_name() -> String {
@@ -397,12 +409,86 @@ impl Settings {
             http.check()?;
         }
         self.cluster.check()?;
+        self.check_triggers()?;
         for (i, target) in self.chat.notify.iter().enumerate() {
             if target.split_whitespace().count() != 2 {
                 return Err(format!(
                     "chat.notify[{i}]: write 'NETWORK TARGET', e.g. 'libera #ops'"
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// `hooks`, `schedules` and `actions`, and the grants that name actions.
+    fn check_triggers(&self) -> Result<(), String> {
+        let word = |name: &str| crate::chat::actions::valid_name(name);
+        let person = |at: &str, p: &str| {
+            if self.roles.people.contains_key(p) {
+                Ok(())
+            } else {
+                Err(format!("{at}.person: no person '{p}' under roles.people"))
+            }
+        };
+        for (name, action) in &self.actions {
+            if !word(name) {
+                return Err(format!(
+                    "actions.{name}: an action's name is one word (letters, digits, '-', '_')"
+                ));
+            }
+            action.check().map_err(|e| format!("actions.{name}.{e}"))?;
+        }
+        for (i, grant) in self.roles.grants.iter().enumerate() {
+            if let Some(a) = grant
+                .actions
+                .iter()
+                .find(|a| !self.actions.contains_key(*a))
+            {
+                return Err(format!(
+                    "roles.grants[{i}].actions: no action '{a}' under actions"
+                ));
+            }
+        }
+        if !self.hooks.is_empty() && self.http.is_none() {
+            return Err(
+                "hooks: webhooks are served by the HTTP server; add an http: section".into(),
+            );
+        }
+        for (name, hook) in &self.hooks {
+            let at = format!("hooks.{name}");
+            if !word(name) {
+                return Err(format!(
+                    "{at}: a hook's name is one word (letters, digits, '-', '_')"
+                ));
+            }
+            person(&at, &hook.person)?;
+            if hook.secret.expose().len() < 8 {
+                return Err(format!(
+                    "{at}.secret: at least 8 characters (write it as ${{VARIABLE}}, from the environment)"
+                ));
+            }
+            crate::triggers::check_announce(&hook.announce).map_err(|e| format!("{at}.{e}"))?;
+            if hook.max_body == 0 {
+                return Err(format!("{at}.max_body: must be positive"));
+            }
+            if hook.triggers.is_empty() {
+                return Err(format!("{at}.triggers: give at least one trigger"));
+            }
+            for (i, t) in hook.triggers.iter().enumerate() {
+                crate::triggers::command_for(&t.run, t.environment.as_deref())
+                    .map_err(|e| format!("{at}.triggers[{i}].run: {e}"))?;
+            }
+        }
+        for (name, schedule) in &self.schedules {
+            let at = format!("schedules.{name}");
+            if !word(name) {
+                return Err(format!(
+                    "{at}: a schedule's name is one word (letters, digits, '-', '_')"
+                ));
+            }
+            person(&at, &schedule.person)?;
+            crate::triggers::schedule::Schedule::new(name, schedule)
+                .map_err(|e| format!("{at}.{e}"))?;
         }
         Ok(())
     }
@@ -462,6 +548,7 @@ impl Settings {
                 .filter_map(|l| l.password.as_ref())
                 .map(|p| p.expose().to_string()),
         );
+        values.extend(self.hooks.values().map(|h| h.secret.expose().to_string()));
         values.retain(|v| v.len() >= 4);
         values
     }

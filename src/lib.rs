@@ -14,3 +14,4 @@ pub mod seal;
 pub mod secrets;
 pub mod store;
 pub mod text;
+pub mod triggers;

@@ -13,6 +13,8 @@ pub enum RunKind {
     Deploy,
     Redeploy,
     Destroy,
+    /// A named action of the configuration (`run ACTION on HOST`); no pipeline serves it.
+    Action,
 }
 
 impl RunKind {
@@ -21,6 +23,7 @@ impl RunKind {
             RunKind::Deploy => "deploy",
             RunKind::Redeploy => "redeploy",
             RunKind::Destroy => "destroy",
+            RunKind::Action => "action",
         }
     }
 
@@ -29,6 +32,7 @@ impl RunKind {
             "deploy" => Some(RunKind::Deploy),
             "redeploy" => Some(RunKind::Redeploy),
             "destroy" => Some(RunKind::Destroy),
+            "action" => Some(RunKind::Action),
             _ => None,
         }
     }

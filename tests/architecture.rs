@@ -5,10 +5,13 @@
 //!
 //! ```text
 //! main, lib, app, reach              (wiring: may name anything)
-//!   http                             → app, config, chat, engine, store, leaves (an adapter
+//!   http                             → app, config, chat, engine, store, triggers, leaves (an adapter
 //!                                      whose API also reads runs, stages and events)
 //!   adapters::{irc, xmpp, console}   → config (their own settings), chat, leaves
-//!   config                           → chat, engine, retention (it composes their settings)
+//!   config                           → chat, engine, retention, triggers (it composes their
+//!                                      settings)
+//!   triggers                         → chat, engine, store (webhooks and schedules run
+//!                                      commands through the bot)
 //!   chat                             → engine, store, leaves
 //!   retention                        → store, leaves
 //!   engine                           → store, leaves
@@ -29,9 +32,10 @@ fn allowed(module: &str) -> Option<&'static [&'static str]> {
     Some(match module {
         "main" | "lib" | "app" | "reach" => return None,
         "adapters" | "adapters::console" => &["chat"],
-        "http" => &["app", "config", "chat", "engine", "store"],
+        "http" => &["app", "config", "chat", "engine", "store", "triggers"],
         "adapters::irc" | "adapters::xmpp" => &["config", "chat"],
-        "config" => &["chat", "engine", "retention"],
+        "config" => &["chat", "engine", "retention", "triggers"],
+        "triggers" => &["chat", "engine", "store"],
         "chat" => &["engine", "store"],
         "retention" => &["store"],
         "engine" => &["store"],

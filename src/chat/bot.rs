@@ -6,14 +6,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
 use serde_json::json;
 
+use super::actions::ActionConfig;
 use super::command::{self, COMMANDS, Command, ParseError, RunRef};
 use super::render;
 use super::roles::{self, Identity, Role, RolesConfig};
 use super::{Incoming, Origin, TargetKind};
 use crate::clipboard::Clipboard;
-use crate::engine::pipeline::{self, RunKind};
+use crate::engine::events::{EventBody, kind as event_kind};
+use crate::engine::pipeline::{self, RunKind, Stage};
 use crate::engine::{Engine, EngineError};
 use crate::store::{AuditEntry, NewRun, Run, StoreError};
 
@@ -81,6 +84,43 @@ pub struct BotConfig {
     pub channel_lines: usize,
     /// Whether designs come from LDAP (a host with no run yet is then `cn=HOST`).
     pub ldap_designs: bool,
+    /// The named actions of `run ACTION on HOST`.
+    pub actions: BTreeMap<String, ActionConfig>,
+    /// The configured schedules, name → what `schedules` says of them ("0 3 * * *
+    /// Europe/Berlin: redeploy web1"); their firings are in the store.
+    pub schedules: BTreeMap<String, String>,
+}
+
+/// What started a run other than a person's command: a webhook delivery or a schedule. It
+/// is kept in the run's clipboard (`jarvis.trigger`) and told in the run's announcement
+/// ("deploy #51 of web1 for acme/site@3f2a1c0 by push").
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Trigger {
+    /// `push`, `tag`, `release`, `schedule NAME`.
+    pub by: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// The branch or tag (`refs/heads/main`, `refs/tags/v1.2`).
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+impl Trigger {
+    /// `deploy #51 of web1 for acme/site@3f2a1c0 by push`
+    pub fn announcement(&self, kind: &str, id: i64, host: &str) -> String {
+        let mut line = format!("{kind} #{id} of {host}");
+        if let Some(repository) = &self.repository {
+            line.push_str(&format!(" for {repository}"));
+            if let Some(commit) = &self.commit {
+                line.push('@');
+                line.extend(commit.chars().take(7));
+            }
+        }
+        line.push_str(&format!(" by {}", self.by));
+        line
+    }
 }
 
 pub struct Bot {
@@ -111,7 +151,7 @@ impl Bot {
         let direct = msg.reply_to.kind == TargetKind::Direct;
         let text = command::addressed(&msg.text, &self.settings.name, direct)?;
         let reply = match command::parse(text) {
-            Ok(cmd) => self.run_command(msg, &cmd, text).await,
+            Ok(cmd) => self.run_command(msg, &cmd, text, None).await,
             // A lone `!` in a room is noise (or meant for another bot): say nothing, as other
             // bots do. Addressed by name with nothing after it, jarvis answers.
             Err(ParseError::Empty) if !direct && msg.text.trim_start().starts_with('!') => {
@@ -141,10 +181,29 @@ impl Bot {
     /// Carries out a command already parsed (the HTTP adapter's entry point): the same role
     /// checks, refusals and audit rows as a chat line `text` that says it.
     pub async fn perform(&self, msg: &Incoming, cmd: &Command, text: &str) -> Reply {
-        self.run_command(msg, cmd, text).await
+        self.run_command(msg, cmd, text, None).await
     }
 
-    async fn run_command(&self, msg: &Incoming, cmd: &Command, text: &str) -> Reply {
+    /// Carries out a command that a webhook or a schedule gives, as the person it acts as
+    /// (in `msg`): the same checks and audit rows, and the run it queues records `trigger`
+    /// and is announced with it.
+    pub async fn perform_triggered(
+        &self,
+        msg: &Incoming,
+        cmd: &Command,
+        text: &str,
+        trigger: &Trigger,
+    ) -> Reply {
+        self.run_command(msg, cmd, text, Some(trigger)).await
+    }
+
+    async fn run_command(
+        &self,
+        msg: &Incoming,
+        cmd: &Command,
+        text: &str,
+        trigger: Option<&Trigger>,
+    ) -> Reply {
         let roles = self.settings.roles.roles_of(&msg.identities);
         if let Some(needed) = cmd.required_role()
             && !roles.iter().any(|r| r.covers(needed))
@@ -168,7 +227,7 @@ impl Bot {
             }
             return reply;
         }
-        let reply = match self.execute(msg, cmd, &roles).await {
+        let reply = match self.execute(msg, cmd, &roles, trigger).await {
             Ok(r) => r,
             Err(e) => {
                 match &e {
@@ -220,13 +279,25 @@ impl Bot {
         msg: &Incoming,
         cmd: &Command,
         roles: &[Role],
+        trigger: Option<&Trigger>,
     ) -> Result<Reply, BotError> {
         match cmd {
             Command::Deploy { reference } => {
-                self.queue(msg, RunKind::Deploy, reference, None).await
+                self.queue(msg, RunKind::Deploy, reference, None, trigger)
+                    .await
             }
-            Command::Redeploy { host } => self.queue_for_host(msg, RunKind::Redeploy, host).await,
-            Command::Destroy { host } => self.queue_for_host(msg, RunKind::Destroy, host).await,
+            Command::Redeploy { host } => {
+                self.queue_for_host(msg, RunKind::Redeploy, host, trigger)
+                    .await
+            }
+            Command::Destroy { host } => {
+                self.queue_for_host(msg, RunKind::Destroy, host, trigger)
+                    .await
+            }
+            Command::Run { action, host } => {
+                self.run_action(msg, action, host, roles, trigger).await
+            }
+            Command::Schedules => self.schedules().await,
             Command::Plan { reference } => self.plan(reference).await,
             Command::Status { run } => {
                 let mut reply = self.status(run.as_ref()).await?;
@@ -510,6 +581,7 @@ impl Bot {
         kind: RunKind,
         reference: &str,
         retry_of: Option<i64>,
+        trigger: Option<&Trigger>,
     ) -> Result<Reply, BotError> {
         let (design, pipeline_name) = self.design_and_pipeline(kind, reference).await?;
         let clipboard = initial_clipboard(
@@ -519,6 +591,7 @@ impl Bot {
             &pipeline_name,
             &self.who(msg),
             reference,
+            trigger,
         );
         self.submit(
             msg,
@@ -528,6 +601,7 @@ impl Bot {
             reference,
             clipboard,
             retry_of,
+            trigger,
         )
         .await
     }
@@ -542,13 +616,18 @@ impl Bot {
         reference: &str,
         clipboard: Clipboard,
         retry_of: Option<i64>,
+        trigger: Option<&Trigger>,
     ) -> Result<Reply, BotError> {
-        let Some(config) = self.settings.pipelines.get(pipeline_name) else {
+        let Some((stages, on_failure)) = self.frozen_stages(kind, pipeline_name) else {
+            let what = if kind == RunKind::Action {
+                "action"
+            } else {
+                "pipeline"
+            };
             return Err(BotError::User(format!(
-                "pipeline '{pipeline_name}' is no longer configured"
+                "{what} '{pipeline_name}' is no longer configured"
             )));
         };
-        let (stages, on_failure) = config.frozen_stages(self.settings.default_timeout);
         let count = stages.len();
         let origin = Origin {
             target: msg.reply_to.clone(),
@@ -566,15 +645,22 @@ impl Bot {
             clipboard,
             retry_of,
         };
+        let origin = new.origin.clone();
         match self.engine.submit(new).await {
-            Ok(id) => Ok(Reply {
-                run: Some(id),
-                ..Reply::line(format!(
-                    "{} #{id} of {host} queued ({pipeline_name} pipeline, {})",
-                    kind.as_str(),
-                    render::count(count, "stage")
-                ))
-            }),
+            Ok(id) => {
+                if let Some(trigger) = trigger {
+                    let text = trigger.announcement(kind.as_str(), id, host);
+                    self.announce(id, host, &origin, text).await;
+                }
+                Ok(Reply {
+                    run: Some(id),
+                    ..Reply::line(format!(
+                        "{} #{id} of {host} queued ({pipeline_name} pipeline, {})",
+                        kind.as_str(),
+                        render::count(count, "stage")
+                    ))
+                })
+            }
             Err(EngineError::Store(StoreError::HostBusy { host, run })) => {
                 let state = match self.engine.store().run(run).await? {
                     Some(r) => r.state.as_str().replace('_', " "),
@@ -599,13 +685,194 @@ impl Bot {
         msg: &Incoming,
         kind: RunKind,
         host: &str,
+        trigger: Option<&Trigger>,
     ) -> Result<Reply, BotError> {
-        let reference = match self.engine.store().last_run_for_host(host).await? {
+        let reference = self.design_of_host(host).await?;
+        self.queue(msg, kind, &reference, None, trigger).await
+    }
+
+    /// The design a known host was last deployed from, else its LDAP entry when LDAP is
+    /// configured, else a design of that name.
+    async fn design_of_host(&self, host: &str) -> Result<String, BotError> {
+        Ok(match self.engine.store().last_run_for_host(host).await? {
             Some(run) => run.design_ref,
             None if self.settings.ldap_designs => format!("cn={host}"),
             None => host.to_string(),
+        })
+    }
+
+    /// The stages a run of `kind` freezes: the named pipeline's, or the named action's.
+    fn frozen_stages(&self, kind: RunKind, name: &str) -> Option<(Vec<Stage>, Vec<Stage>)> {
+        let timeout = self.settings.default_timeout;
+        if kind == RunKind::Action {
+            self.settings
+                .actions
+                .get(name)
+                .map(|a| a.frozen_stages(timeout))
+        } else {
+            self.settings
+                .pipelines
+                .get(name)
+                .map(|p| p.frozen_stages(timeout))
+        }
+    }
+
+    /// Tells the channel of `origin` (an encoded [`Origin`]) about run `run`, from a webhook
+    /// or a schedule: what queued it ("deploy #51 of web1 for acme/site@3f2a1c0 by push"),
+    /// or why a firing queued nothing ("schedule nightly skipped: web1 already has run #12").
+    pub async fn announce(&self, run: i64, host: &str, origin: &str, text: String) {
+        let body = EventBody {
+            run,
+            host: host.to_string(),
+            origin: origin.to_string(),
+            ..EventBody::default()
+        }
+        .text(text);
+        let store = self.engine.store();
+        match store
+            .add_events(&[body.into_event(event_kind::TRIGGERED)])
+            .await
+        {
+            Ok(()) => self.engine.events_written().notify_one(),
+            Err(e) => tracing::error!(run, error = %e, "cannot store a trigger's announcement"),
+        }
+    }
+
+    /// `run ACTION on HOST`: the action's stages on the host's design, if the asker holds
+    /// the action's role or a grant of it; waits up to the action's `wait` and answers with
+    /// the last lines of the run's log.
+    async fn run_action(
+        &self,
+        msg: &Incoming,
+        name: &str,
+        host: &str,
+        roles: &[Role],
+        trigger: Option<&Trigger>,
+    ) -> Result<Reply, BotError> {
+        let Some(action) = self.settings.actions.get(name) else {
+            let known: Vec<&str> = self.settings.actions.keys().map(String::as_str).collect();
+            return Err(BotError::NotFound(if known.is_empty() {
+                format!("there is no action '{name}'; none are configured")
+            } else {
+                format!(
+                    "there is no action '{name}'; say one of {}",
+                    known.join(", ")
+                )
+            }));
         };
-        self.queue(msg, kind, &reference, None).await
+        let granted = roles.iter().any(|r| r.covers(action.role))
+            || self.settings.roles.may_run_action(&msg.identities, name);
+        if !granted {
+            let who = match (roles::principal(&msg.identities), &msg.identity_note) {
+                (_, Some(note)) => note.clone(),
+                (Some(id), None) => format!("you are {id}, with neither"),
+                (None, None) => {
+                    "I cannot tell who you are — log in to your services account".into()
+                }
+            };
+            return Ok(Reply::line(format!(
+                "run {name} needs the {} role or a grant of action {name}; {who}",
+                action.role.as_str()
+            ))
+            .with(Verdict::Forbidden));
+        }
+        let reference = self.design_of_host(host).await?;
+        let design = self
+            .designs
+            .load(&reference)
+            .await
+            .map_err(|e| BotError::User(e.to_string()))?;
+        if design.hostname != host {
+            return Err(BotError::User(format!(
+                "the design {} is for {}, not {host}",
+                crate::text::one_line(&reference, 100),
+                design.hostname
+            )));
+        }
+        let clipboard = initial_clipboard(
+            &design.document,
+            host,
+            RunKind::Action,
+            name,
+            &self.who(msg),
+            &reference,
+            trigger,
+        );
+        let queued = self
+            .submit(
+                msg,
+                RunKind::Action,
+                host,
+                name,
+                &reference,
+                clipboard,
+                None,
+                trigger,
+            )
+            .await?;
+        let Some(id) = queued.run.filter(|_| queued.verdict == Verdict::Done) else {
+            return Ok(queued);
+        };
+        let store = self.engine.store();
+        let run = self.engine.wait_for_end(id, action.wait).await?;
+        let title = format!("{name} #{id} on {host}");
+        let first = match run.state {
+            crate::store::RunState::Succeeded => format!(
+                "{title} succeeded in {}",
+                crate::text::duration(crate::engine::run_duration(&run))
+            ),
+            crate::store::RunState::Failed => format!(
+                "{title} FAILED: {}",
+                crate::text::one_line(run.error.as_deref().unwrap_or("no reason given"), 200)
+            ),
+            state => format!(
+                "{title} is {} after {}; say 'status #{id}' or 'log #{id}'",
+                state.as_str().replace('_', " "),
+                crate::text::duration(action.wait.as_millis() as u64)
+            ),
+        };
+        let mut lines = vec![first];
+        lines.extend(
+            store
+                .log_tail(id, action.lines)
+                .await?
+                .into_iter()
+                .map(|(_, line)| line),
+        );
+        Ok(Reply {
+            run: Some(id),
+            ..Reply::lines(lines)
+        })
+    }
+
+    /// `schedules`: each configured schedule with its next and last firing.
+    async fn schedules(&self) -> Result<Reply, BotError> {
+        if self.settings.schedules.is_empty() {
+            return Ok(Reply::line("no schedules are configured"));
+        }
+        let rows = self.engine.store().schedules().await?;
+        let lines = self
+            .settings
+            .schedules
+            .iter()
+            .map(|(name, what)| {
+                let row = rows.iter().find(|r| &r.name == name);
+                let next = row
+                    .map(|r| render::utc_time(r.next_at))
+                    .unwrap_or_else(|| "not planned yet".into());
+                let last = match row.and_then(|r| r.last_at.map(|at| (at, &r.last_outcome))) {
+                    Some((at, Some(outcome))) => format!(
+                        "{} ({})",
+                        render::utc_time(at),
+                        crate::text::one_line(outcome, 120)
+                    ),
+                    Some((at, None)) => render::utc_time(at),
+                    None => "never".into(),
+                };
+                format!("{name} — {what}; next {next}, last {last}")
+            })
+            .collect();
+        Ok(Reply::lines(lines))
     }
 
     async fn retry(&self, msg: &Incoming, r: &RunRef) -> Result<Reply, BotError> {
@@ -626,6 +893,7 @@ impl Bot {
             &old.pipeline,
             &self.who(msg),
             &old.design_ref,
+            None,
         );
         let mut reply = self
             .submit(
@@ -636,6 +904,7 @@ impl Bot {
                 &old.design_ref,
                 clipboard,
                 Some(old.id),
+                None,
             )
             .await?;
         if let Some(first) = reply.public.first_mut() {
@@ -778,6 +1047,7 @@ fn initial_clipboard(
     pipeline: &str,
     requester: &Who,
     reference: &str,
+    trigger: Option<&Trigger>,
 ) -> Clipboard {
     let mut clipboard = document.clone();
     let mut jarvis = json!({
@@ -789,6 +1059,9 @@ fn initial_clipboard(
     });
     if let (Some(person), Some(map)) = (&requester.person, jarvis.as_object_mut()) {
         map.insert("person".into(), json!(person));
+    }
+    if let (Some(trigger), Some(map)) = (trigger, jarvis.as_object_mut()) {
+        map.insert("trigger".into(), json!(trigger));
     }
     clipboard.insert("jarvis".into(), jarvis);
     clipboard
@@ -944,7 +1217,15 @@ grants:
             person: Some("alice".into()),
         };
         assert_eq!(who.label(), "alice (xmpp:jabber:alice@example.com)");
-        let clipboard = initial_clipboard(&Clipboard::new(), "h", RunKind::Deploy, "p", &who, "h");
+        let clipboard = initial_clipboard(
+            &Clipboard::new(),
+            "h",
+            RunKind::Deploy,
+            "p",
+            &who,
+            "h",
+            None,
+        );
         assert_eq!(clipboard["jarvis"]["person"], "alice");
         assert_eq!(clipboard["jarvis"]["requester"], XMPP_ALICE);
         let nobody = Who {

@@ -350,6 +350,44 @@ commands! {
             Ok(Command::Token { action })
         },
     },
+    Run { action: String, host: String } => {
+        name: "run",
+        // Each action names its own role, and grants may name actions: the bot checks.
+        role: None,
+        changes_state: true,
+        usage: "run ACTION on HOST",
+        summary: "run a configured action on a known host (the action's role or a grant of it); its last output lines come back",
+        example: "run reload on loki",
+        parse: |a| {
+            a.at_most(3)?;
+            let action = a.required(0, "which action?")?;
+            if !super::actions::valid_name(action) {
+                return Err(a.usage(&format!(
+                    "'{}' is not an action's name",
+                    crate::text::one_line(action, 40)
+                )));
+            }
+            if !a.get(1).is_some_and(|w| w.eq_ignore_ascii_case("on")) {
+                return Err(a.usage("say on which host"));
+            }
+            Ok(Command::Run {
+                action: action.to_ascii_lowercase(),
+                host: a.host(2)?,
+            })
+        },
+    },
+    Schedules => {
+        name: "schedules",
+        role: Some(Role::Viewer),
+        changes_state: false,
+        usage: "schedules",
+        summary: "the configured schedules with their next and last firing",
+        example: "schedules",
+        parse: |a| {
+            a.at_most(0)?;
+            Ok(Command::Schedules)
+        },
+    },
     Pipelines => {
         name: "pipelines",
         role: Some(Role::Viewer),
@@ -646,7 +684,7 @@ mod tests {
             audited,
             [
                 "deploy", "redeploy", "destroy", "cancel", "resume", "retry", "approve", "trust",
-                "token"
+                "token", "run"
             ]
         );
     }
@@ -695,6 +733,22 @@ mod tests {
             parse("token list").unwrap().required_role(),
             Some(Role::Admin)
         );
+    }
+
+    #[test]
+    fn run_names_an_action_and_a_host() {
+        assert_eq!(
+            parse("run reload on Web1"),
+            Ok(Command::Run {
+                action: "reload".into(),
+                host: "web1".into()
+            })
+        );
+        let err = |line: &str| parse(line).unwrap_err().to_string();
+        assert!(err("run reload web1").starts_with("say on which host"));
+        assert!(err("run reload on").starts_with("which host?"));
+        assert!(err("run ../x on web1").contains("not an action's name"));
+        assert!(err("run").starts_with("which action?"));
     }
 
     proptest! {

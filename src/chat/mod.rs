@@ -3,6 +3,7 @@
 //! and push [`Incoming`] messages; everything here is the same for all of them, and nothing
 //! here knows a protocol.
 
+pub mod actions;
 pub mod bot;
 pub mod command;
 pub mod notify;

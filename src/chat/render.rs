@@ -5,6 +5,14 @@ use crate::engine::events::{EventBody, kind};
 use crate::store::{Phase, Run, RunState, now_ms};
 use crate::text::duration;
 
+/// `2026-12-01 03:00:00 UTC`, for a unix-ms instant.
+pub fn utc_time(ms: i64) -> String {
+    match chrono::DateTime::from_timestamp_millis(ms) {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        None => format!("{ms} ms"),
+    }
+}
+
 /// `loki deploy #42`
 pub fn run_name(host: &str, kind: &str, id: i64) -> String {
     format!("{host} {kind} #{id}")
@@ -65,6 +73,8 @@ pub fn event_text(event_kind: &str, e: &EventBody) -> Option<String> {
             Some(by) => format!("{name} cancelled by {by} after {}", took()),
             None => format!("{name} cancelled after {}", took()),
         },
+        // "deploy #51 of web1 for acme/site@3f2a1c by push", as the trigger wrote it.
+        kind::TRIGGERED => text,
         _ => return None,
     })
 }

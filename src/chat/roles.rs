@@ -54,6 +54,12 @@ pub enum Identity {
     /// A person of `roles.people` who logged in to the HTTP API or the web page with one of
     /// their personal API tokens. It matches that person only, never a grant of its own.
     Web(String),
+    /// A webhook or a schedule of the configuration (`hook.NAME`, `schedule.NAME`) acting
+    /// as the person it names. Like [`Identity::Web`], it matches that person only.
+    Trigger {
+        source: String,
+        person: String,
+    },
 }
 
 impl Identity {
@@ -65,6 +71,7 @@ impl Identity {
             Identity::IrcHostmask { network, mask } => format!("irc-mask:{network}:{mask}"),
             Identity::Jid { network, jid } => format!("xmpp:{network}:{jid}"),
             Identity::Web(person) => format!("web:{person}"),
+            Identity::Trigger { source, person } => format!("trigger:{source}:{person}"),
         }
     }
 
@@ -80,6 +87,10 @@ impl Identity {
         let (network, value) = rest.split_once(':')?;
         let (network, value) = (network.to_string(), value.to_string());
         match kind {
+            "trigger" => Some(Identity::Trigger {
+                source: network,
+                person: value,
+            }),
             "irc" => Some(Identity::IrcAccount {
                 network,
                 account: value,
@@ -109,6 +120,7 @@ impl std::fmt::Display for Identity {
             }
             Identity::Jid { network, jid } => write!(f, "JID {jid} on {network}"),
             Identity::Web(person) => write!(f, "web user {person}"),
+            Identity::Trigger { source, person } => write!(f, "{source} acting as {person}"),
         }
     }
 }
@@ -164,7 +176,12 @@ pub struct PersonIdentity {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
+    #[serde(default)]
     pub roles: Vec<Role>,
+    /// Named actions (`actions:`) this grant may run with `run ACTION on HOST`, whatever
+    /// role each action asks for — and nothing more: a grant of actions alone gives no role.
+    #[serde(default)]
+    pub actions: Vec<String>,
     /// A name from `people`: the grant holds for every identity of that person.
     #[serde(default)]
     pub person: Option<String>,
@@ -227,8 +244,10 @@ impl RolesConfig {
                     "grants[{i}]: the irc_account grant for '{account}' needs a network (an account name means nothing across networks)"
                 ));
             }
-            if g.roles.is_empty() {
-                return Err(format!("grants[{i}].roles: grant at least one role"));
+            if g.roles.is_empty() && g.actions.is_empty() {
+                return Err(format!(
+                    "grants[{i}].roles: grant at least one role or action"
+                ));
             }
         }
         Ok(())
@@ -288,7 +307,9 @@ impl RolesConfig {
     /// The person any of `identities` belongs to.
     pub fn person_of(&self, identities: &[Identity]) -> Option<&str> {
         let web = identities.iter().find_map(|id| match id {
-            Identity::Web(person) => self.people.get_key_value(person).map(|(k, _)| k.as_str()),
+            Identity::Web(person) | Identity::Trigger { person, .. } => {
+                self.people.get_key_value(person).map(|(k, _)| k.as_str())
+            }
             _ => None,
         });
         if web.is_some() {
@@ -305,19 +326,30 @@ impl RolesConfig {
 
     /// Every role granted to any of `identities`, or to the person they belong to.
     pub fn roles_of(&self, identities: &[Identity]) -> Vec<Role> {
-        let person = self.person_of(identities);
         let mut roles: Vec<Role> = self
-            .grants
-            .iter()
-            .filter(|g| match &g.person {
-                Some(p) => person == Some(p.as_str()),
-                None => identities.iter().any(|id| g.matches(id)),
-            })
+            .grants_of(identities)
             .flat_map(|g| g.roles.iter().copied())
             .collect();
         roles.sort();
         roles.dedup();
         roles
+    }
+}
+
+impl RolesConfig {
+    /// The grants that hold for any of `identities`, or for the person they belong to.
+    fn grants_of<'a>(&'a self, identities: &'a [Identity]) -> impl Iterator<Item = &'a Grant> {
+        let person = self.person_of(identities);
+        self.grants.iter().filter(move |g| match &g.person {
+            Some(p) => person == Some(p.as_str()),
+            None => identities.iter().any(|id| g.matches(id)),
+        })
+    }
+
+    /// Whether a grant names action `action` for any of `identities` (or their person).
+    pub fn may_run_action(&self, identities: &[Identity], action: &str) -> bool {
+        self.grants_of(identities)
+            .any(|g| g.actions.iter().any(|a| a == action))
     }
 }
 
@@ -345,7 +377,7 @@ impl PersonIdentity {
                         .as_deref()
                         .is_some_and(|a| a.eq_ignore_ascii_case(account))
             }
-            Identity::IrcHostmask { .. } | Identity::Web(_) => false,
+            Identity::IrcHostmask { .. } | Identity::Web(_) | Identity::Trigger { .. } => false,
             Identity::Jid { network, jid } => {
                 self.network_ok(network)
                     && self
@@ -420,13 +452,14 @@ impl Grant {
                         .is_some_and(|j| j.eq_ignore_ascii_case(jid))
             }
             // A web user's roles are their person's grants.
-            Identity::Web(_) => false,
+            Identity::Web(_) | Identity::Trigger { .. } => false,
         }
     }
 }
 
 /// `*` and `?` patterns, as IRC hostmasks use them.
-fn glob_match(pattern: &str, text: &str) -> bool {
+/// Whether `text` matches `pattern`, where `*` is any run of characters and `?` any one.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
     let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
     while ti < t.len() {

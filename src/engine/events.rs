@@ -19,6 +19,9 @@ pub mod kind {
     pub const INTERRUPTED: &str = "interrupted";
     pub const RERUN_AFTER_RESTART: &str = "rerun_after_restart";
     pub const CANCELLED: &str = "cancelled";
+    /// Written by a webhook or schedule with the run it queued: what started it (not by
+    /// the engine, which knows no triggers).
+    pub const TRIGGERED: &str = "triggered";
 }
 
 /// Everything a notification about a run may say, so the chat side needs no lookup.

@@ -342,6 +342,25 @@ impl Engine {
             .ok_or(EngineError::NoSuchRun(id))
     }
 
+    /// Waits until run `id` is neither queued nor running, or `limit` has passed; the run
+    /// as it stands then.
+    pub async fn wait_for_end(&self, id: RunId, limit: Duration) -> Result<Run, EngineError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let settled = self.inner.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            let run = self.run(id).await?;
+            if !matches!(run.state, RunState::Queued | RunState::Running) {
+                return Ok(run);
+            }
+            tokio::select! {
+                _ = &mut settled => {}
+                _ = tokio::time::sleep_until(deadline) => return Ok(run),
+            }
+        }
+    }
+
     /// How many runs are queued, running or waiting for approval in this process's view.
     pub async fn busy_runs(&self) -> Result<usize, EngineError> {
         Ok(self.inner.store.count_active().await?)

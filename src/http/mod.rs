@@ -7,6 +7,7 @@
 
 mod api;
 mod auth;
+mod hooks;
 mod metrics;
 mod page;
 mod tls;
@@ -188,6 +189,8 @@ fn router(state: Shared) -> Router {
         .route("/redeploy", post(api::redeploy))
         .route("/destroy", post(api::destroy))
         .route("/events", get(api::events))
+        .route("/schedules", get(hooks::schedules))
+        .route("/actions/{name}", post(hooks::run_action))
         .fallback(api::not_found);
     Router::new()
         .nest("/api/v1", api)
@@ -201,6 +204,8 @@ fn router(state: Shared) -> Router {
         .route("/runs/{id}/{action}", post(page::act))
         .route("/parts/runs", get(page::runs_part))
         .route("/parts/runs/{id}", get(page::run_part))
+        .route("/schedules", get(hooks::page))
+        .route("/hooks/{name}", post(hooks::deliver))
         .route("/assets/app.js", get(page::script))
         .route("/assets/app.css", get(page::style))
         .route("/metrics", get(metrics::metrics))

@@ -28,6 +28,7 @@ pub mod lifecycle;
 mod outbox;
 mod retention;
 mod transitions;
+mod triggers;
 mod trust;
 mod web;
 pub use cluster::{NodeRow, Role};
@@ -35,6 +36,7 @@ use lifecycle as lc;
 pub use lifecycle::{Phase, RunState, Transition};
 pub use outbox::{EventRow, NewOutbox, OutboxRow, Undeliverable};
 pub use retention::Pruned;
+pub use triggers::ScheduleRow;
 pub use trust::{HostKey, PinnedKey};
 pub use web::{ApiToken, RunFilter, StageDurations, StageTiming};
 

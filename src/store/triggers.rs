@@ -1,0 +1,97 @@
+//! What webhooks and schedules keep: the delivery ids a hook has seen, and each schedule's
+//! next and last firing. A firing is claimed with one conditional UPDATE on the instant the
+//! claimer saw, so it is taken once, whichever process (or restart) tries.
+
+use sqlx::Row;
+
+use super::{Result, Store, now_ms};
+
+/// A schedule as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleRow {
+    pub name: String,
+    /// The cron expression and time zone `next_at` was computed from.
+    pub spec: String,
+    /// Unix ms of the next firing.
+    pub next_at: i64,
+    /// Unix ms of the last firing claimed, and what came of it.
+    pub last_at: Option<i64>,
+    pub last_outcome: Option<String>,
+}
+
+impl Store {
+    /// Notes that hook `hook` received delivery `delivery`; false when it had before.
+    pub async fn first_delivery(&self, hook: &str, delivery: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO hook_deliveries (hook, delivery, received_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (hook, delivery) DO NOTHING",
+        )
+        .bind(hook)
+        .bind(delivery)
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Every stored schedule.
+    pub async fn schedules(&self) -> Result<Vec<ScheduleRow>> {
+        let rows = sqlx::query(
+            "SELECT name, spec, next_at, last_at, last_outcome FROM schedules ORDER BY name",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ScheduleRow {
+                    name: r.try_get("name")?,
+                    spec: r.try_get("spec")?,
+                    next_at: r.try_get("next_at")?,
+                    last_at: r.try_get("last_at")?,
+                    last_outcome: r.try_get("last_outcome")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Sets a schedule's next firing for (a changed) `spec`, keeping its last firing. A
+    /// schedule that is new, or whose spec changed, starts from `next_at` without firing
+    /// for what the old spec would have done.
+    pub async fn plan_schedule(&self, name: &str, spec: &str, next_at: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO schedules (name, spec, next_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, next_at = excluded.next_at",
+        )
+        .bind(name)
+        .bind(spec)
+        .bind(next_at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    /// Claims the firing of `name` at `due` (as read) and moves its next firing to `next`:
+    /// true for the one caller whose UPDATE found `next_at = due`, false for every other.
+    pub async fn claim_firing(&self, name: &str, due: i64, next: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE schedules SET next_at = $1, last_at = $2, last_outcome = NULL \
+             WHERE name = $3 AND next_at = $2",
+        )
+        .bind(next)
+        .bind(due)
+        .bind(name)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// What came of a schedule's last firing (a run queued, a skip and why).
+    pub async fn note_firing(&self, name: &str, outcome: &str) -> Result<()> {
+        sqlx::query("UPDATE schedules SET last_outcome = $1 WHERE name = $2")
+            .bind(outcome)
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+}
