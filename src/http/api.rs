@@ -244,6 +244,8 @@ pub(crate) fn run_summary(state: &State, run: &Run) -> Value {
         "error": run.error,
         "approved_by": run.approved_by,
         "retry_of": run.retry_of,
+        // What started it, for runs a webhook or a schedule queued.
+        "trigger": run.initial_clipboard.get("jarvis").and_then(|j| j.get("trigger")),
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
