@@ -13,7 +13,9 @@ pub enum RunKind {
     Deploy,
     Redeploy,
     Destroy,
-    /// A named action of the configuration (`run ACTION on HOST`); no pipeline serves it.
+    /// A named action of the configuration (`run ACTION on HOST`); no pipeline serves it,
+    /// so a pipeline's `command:` cannot say it.
+    #[serde(skip)]
     Action,
 }
 

@@ -506,3 +506,71 @@ fn chat_runs_actions_and_lists_schedules() {
     shell.ask("help run", "run ACTION on HOST");
     shell.finish();
 }
+
+#[test]
+fn a_schedule_fires_in_the_daemon_and_skips_a_busy_host() {
+    // Every second (croner's optional seconds field): the first firing queues a run that
+    // takes a while; the firings meanwhile find the host busy and say so.
+    let home = Home::new(
+        "pipelines:
+  site:
+    providers: [local]
+    stages:
+      - { task: \"local:step\", idempotent: true }
+roles:
+  people:
+    ci: []
+  grants:
+    - { person: ci, roles: [deployer] }
+schedules:
+  tick:
+    cron: \"* * * * * *\"
+    run: deploy slow
+    person: ci
+",
+    );
+    home.design(
+        "slow",
+        "instance:\n  hostname: slow\n  provider: local\ndemo:\n  step_ms: 10000\n",
+    );
+    let mut child = jarvis()
+        .arg("run")
+        .arg("--config")
+        .arg(home.config())
+        .env("JARVIS_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("jarvis starts");
+    // Started (the database migrated) once it says it has no chat networks.
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
+    let started = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("no chat networks"));
+    assert!(started, "jarvis did not start");
+    std::thread::spawn(move || lines.for_each(drop));
+    wait_until("a firing queues a run", || {
+        home.sql("SELECT count(*) FROM runs") == ["1"]
+    });
+    wait_until("a firing for the busy host is skipped", || {
+        home.sql("SELECT last_outcome FROM schedules WHERE name = 'tick'")
+            .iter()
+            .any(|o| o.starts_with("skipped: slow already has run #1"))
+    });
+    let told = home.sql("SELECT body FROM events WHERE kind = 'triggered'");
+    assert!(
+        told.iter()
+            .any(|b| b.contains("deploy #1 of slow by schedule tick")),
+        "{told:?}"
+    );
+    assert!(
+        told.iter()
+            .any(|b| b.contains("schedule tick skipped: slow already has run #1")),
+        "{told:?}"
+    );
+    assert_eq!(home.sql("SELECT count(*) FROM runs"), ["1"]);
+    let _ = child.kill();
+    let _ = child.wait();
+}

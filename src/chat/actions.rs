@@ -30,8 +30,8 @@ pub struct ActionConfig {
     pub description: Option<String>,
     /// The role that may run it (and every role that covers it). People granted the action
     /// by name under `roles.grants[].actions` may run it whatever their roles. Default admin.
-    #[serde(default = "default_role")]
-    pub role: Role,
+    #[serde(default)]
+    pub role: Option<Role>,
     /// The stages, as a pipeline's (`task`, `with`, `timeout`, `retries`, …).
     pub stages: Vec<StageConfig>,
     /// How many of the run's last log lines come back to whoever asked. Default 10.
@@ -46,10 +46,6 @@ pub struct ActionConfig {
     pub wait: Duration,
 }
 
-fn default_role() -> Role {
-    Role::Admin
-}
-
 fn default_lines() -> usize {
     10
 }
@@ -59,6 +55,11 @@ fn default_wait() -> Duration {
 }
 
 impl ActionConfig {
+    /// The role that may run it: `role`, or admin.
+    pub fn role(&self) -> Role {
+        self.role.unwrap_or(Role::Admin)
+    }
+
     /// What the types cannot say; a problem starts with its path below the action.
     pub fn check(&self) -> Result<(), String> {
         self.as_pipeline().check()?;

@@ -760,7 +760,7 @@ impl Bot {
                 )
             }));
         };
-        let granted = roles.iter().any(|r| r.covers(action.role))
+        let granted = roles.iter().any(|r| r.covers(action.role()))
             || self.settings.roles.may_run_action(&msg.identities, name);
         if !granted {
             let who = match (roles::principal(&msg.identities), &msg.identity_note) {
@@ -772,7 +772,7 @@ impl Bot {
             };
             return Ok(Reply::line(format!(
                 "run {name} needs the {} role or a grant of action {name}; {who}",
-                action.role.as_str()
+                action.role().as_str()
             ))
             .with(Verdict::Forbidden));
         }

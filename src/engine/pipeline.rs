@@ -108,12 +108,6 @@ impl Stage {
 
 impl PipelineConfig {
     pub fn check(&self) -> Result<(), String> {
-        if self.command == RunKind::Action {
-            return Err(
-                "command: 'action' is no pipeline's command; configure named actions under actions:"
-                    .into(),
-            );
-        }
         if self.stages.is_empty() {
             return Err("stages: a pipeline needs at least one stage".into());
         }

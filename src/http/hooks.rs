@@ -367,7 +367,7 @@ pub async fn page(
                 "<li><code>run {} on HOST</code> — {} (role {})</li>",
                 esc(name),
                 esc(a.description.as_deref().unwrap_or("")),
-                a.role.as_str()
+                a.role().as_str()
             ));
         }
         body.push_str("</ul>");

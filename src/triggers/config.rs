@@ -13,7 +13,7 @@ use crate::secrets::Secret;
 ///     forge: github                         # github, gitea (also Forgejo) or gitlab
 ///     secret: ${SITE_HOOK_SECRET}           # from the environment, never written here
 ///     person: ci                            # a person of roles.people: its grants apply
-///     announce: libera #ops                 # where the runs it queues are announced
+///     announce: "libera #ops"               # where the runs it queues are announced
 ///     triggers:
 ///       - { repository: acme/site, event: push, pattern: main, run: "deploy cn=web1" }
 ///       - { repository: acme/site, event: tag, pattern: "v*", run: "redeploy web1" }
@@ -119,7 +119,7 @@ fn any() -> String {
 ///     run: "redeploy web1"
 ///     person: ci
 ///     catch_up: once                         # after downtime: fire once (once) or not (none)
-///     announce: libera #ops
+///     announce: "libera #ops"
 /// ```
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
