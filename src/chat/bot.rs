@@ -825,10 +825,16 @@ impl Bot {
                 "{title} FAILED: {}",
                 crate::text::one_line(run.error.as_deref().unwrap_or("no reason given"), 200)
             ),
+            state @ (crate::store::RunState::Queued | crate::store::RunState::Running) => {
+                format!(
+                    "{title} is still {} after {}; say 'status #{id}' or 'log #{id}'",
+                    state.as_str(),
+                    crate::text::duration(action.wait.as_millis() as u64)
+                )
+            }
             state => format!(
-                "{title} is {} after {}; say 'status #{id}' or 'log #{id}'",
-                state.as_str().replace('_', " "),
-                crate::text::duration(action.wait.as_millis() as u64)
+                "{title} is {}; say 'status #{id}' or 'log #{id}'",
+                state.as_str().replace('_', " ")
             ),
         };
         let mut lines = vec![first];

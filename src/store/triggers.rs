@@ -6,6 +6,9 @@ use sqlx::Row;
 
 use super::{Result, Store, now_ms};
 
+/// How long a webhook's delivery ids are kept.
+pub const DELIVERY_MEMORY: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
 /// A schedule as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleRow {
@@ -20,8 +23,14 @@ pub struct ScheduleRow {
 }
 
 impl Store {
-    /// Notes that hook `hook` received delivery `delivery`; false when it had before.
+    /// Notes that hook `hook` received delivery `delivery`; false when it had before. Ids
+    /// older than [`DELIVERY_MEMORY`] are forgotten (forges redeliver within hours).
     pub async fn first_delivery(&self, hook: &str, delivery: &str) -> Result<bool> {
+        sqlx::query("DELETE FROM hook_deliveries WHERE hook = $1 AND received_at < $2")
+            .bind(hook)
+            .bind(now_ms() - DELIVERY_MEMORY.as_millis() as i64)
+            .execute(&self.writer)
+            .await?;
         let done = sqlx::query(
             "INSERT INTO hook_deliveries (hook, delivery, received_at) VALUES ($1, $2, $3) \
              ON CONFLICT (hook, delivery) DO NOTHING",
