@@ -492,6 +492,15 @@ fn a_named_action_runs_for_its_grant_and_no_one_else() {
     wait_until("the schedule is planned", || {
         home.sql("SELECT count(*) FROM schedules") == ["1"]
     });
+    let page = client()
+        .get(d.url("/schedules"))
+        .bearer_auth(&bob)
+        .send()
+        .expect("the page answers");
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().unwrap_or_default();
+    assert!(html.contains("<td>nightly</td>"), "{html}");
+    assert!(html.contains("<code>run reload on HOST</code>"), "{html}");
 }
 
 #[test]
@@ -571,6 +580,10 @@ schedules:
         "{told:?}"
     );
     assert_eq!(home.sql("SELECT count(*) FROM runs"), ["1"]);
+    // With no `announce`, its runs record no origin: nothing waits in the outbox for a
+    // network that does not exist.
+    assert_eq!(home.sql("SELECT count(*) FROM outbox"), ["0"]);
+    assert_eq!(home.sql("SELECT origin FROM runs"), [""]);
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -641,7 +641,13 @@ impl Bot {
             on_failure,
             design_ref: reference.to_string(),
             requester: requester_key(msg),
-            origin: origin.encode(),
+            // A webhook or schedule with nowhere to announce asks from no network: its runs
+            // record no origin, and their notifications go to `chat.notify` only.
+            origin: if msg.reply_to.network.is_empty() {
+                String::new()
+            } else {
+                origin.encode()
+            },
             clipboard,
             retry_of,
         };

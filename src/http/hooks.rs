@@ -144,7 +144,7 @@ async fn handle(
             }
         };
         let reply = crate::triggers::fire(
-            &state.app.bot().clone(),
+            state.app.bot(),
             &source,
             &hook.person,
             &target,

@@ -13,10 +13,6 @@ use crate::chat::command::{self, Command};
 use crate::chat::roles::Identity;
 use crate::chat::{Incoming, Target};
 
-/// The chat network name of triggers with nowhere to announce: like the web's, delivered
-/// to nobody (the page shows the runs).
-const QUIET_NETWORK: &str = "web";
-
 /// The command a trigger's `run` names, for its `environment`. Only commands that queue
 /// runs are taken. This is where an environment joins the command once environments exist
 /// (issue #18, item 3): until then a trigger that names one is refused by check-config.
@@ -40,7 +36,9 @@ pub fn command_for(run: &str, environment: Option<&str>) -> Result<Command, Stri
     }
 }
 
-/// Where a trigger's runs are announced: `NETWORK TARGET`, or nowhere.
+/// Where a trigger's runs are announced: `NETWORK TARGET`, or nowhere — a target on no
+/// network, whose runs record no origin, so that their notifications go to `chat.notify`
+/// only.
 pub fn announce_target(announce: Option<&str>, source: &str) -> Target {
     match announce.and_then(|a| a.split_once(' ')) {
         Some((network, name)) => {
@@ -53,8 +51,20 @@ pub fn announce_target(announce: Option<&str>, source: &str) -> Target {
                 Target::direct(network, name)
             }
         }
-        None => Target::direct(QUIET_NETWORK, source),
+        None => Target::direct("", source),
     }
+}
+
+/// The origin a run of `target` records (none for a target on no network).
+pub fn origin_of(target: &Target, nick: &str) -> String {
+    if target.network.is_empty() {
+        return String::new();
+    }
+    crate::chat::Origin {
+        target: target.clone(),
+        nick: nick.to_string(),
+    }
+    .encode()
 }
 
 /// A configured `announce`: `NETWORK TARGET`.

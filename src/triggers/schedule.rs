@@ -183,11 +183,8 @@ pub async fn carry_out(bot: &Bot, store: &Store, s: &Schedule, firing: &Firing) 
                 | Command::Run { host, .. } => host.clone(),
                 _ => String::new(),
             };
-            let origin = crate::chat::Origin {
-                target: s.target.clone(),
-                nick: source.clone(),
-            };
-            bot.announce(busy, &host, &origin.encode(), note).await;
+            let origin = super::origin_of(&s.target, &source);
+            bot.announce(busy, &host, &origin, note).await;
             format!("skipped: {first}")
         }
         _ => format!("refused: {first}"),
