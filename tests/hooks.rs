@@ -289,6 +289,17 @@ fn github_deliveries_are_verified_deduplicated_and_queue_their_deploy() {
     assert_eq!(json["trigger"]["repository"], "acme/site");
     assert_eq!(json["trigger"]["ref"], "refs/heads/main");
     assert_eq!(json["trigger"]["commit"], commit);
+    let page = client()
+        .get(d.url(&format!("/runs/{run}")))
+        .bearer_auth(&alice)
+        .send()
+        .expect("the run's page answers")
+        .text()
+        .unwrap_or_default();
+    assert!(
+        page.contains("by push of acme/site refs/heads/main @ 3f2a1c0d9e8b"),
+        "{page}"
+    );
     let announced = home.sql(&format!(
         "SELECT body FROM events WHERE run_id = {run} AND kind = 'triggered'"
     ));

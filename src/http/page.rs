@@ -293,6 +293,31 @@ async fn run_html(state: &State, caller: &Caller, id: i64) -> Result<Option<Stri
         esc(&run.design_ref),
         esc(render::requester_display(&run.requester)),
     );
+    // What started a run a webhook or schedule queued: "by push of acme/site main @ 3f2a1c0".
+    if let Some(t) = run
+        .initial_clipboard
+        .get("jarvis")
+        .and_then(|j| j.get("trigger"))
+    {
+        let field = |k: &str| t.get(k).and_then(|v| v.as_str()).unwrap_or("");
+        let mut line = format!("by {}", field("by"));
+        if !field("repository").is_empty() {
+            line.push_str(&format!(" of {}", field("repository")));
+        }
+        if !field("ref").is_empty() {
+            line.push_str(&format!(" {}", field("ref")));
+        }
+        if !field("commit").is_empty() {
+            line.push_str(&format!(
+                " @ {}",
+                field("commit").chars().take(12).collect::<String>()
+            ));
+        }
+        html.push_str(&format!(
+            "<p class=\"meta\" id=\"trigger\">{}</p>",
+            esc(&line)
+        ));
+    }
     if run.state == RunState::Failed {
         let stage = run.failed_stage.map(|s| s + 1).unwrap_or(0);
         let task = run
