@@ -1,4 +1,4 @@
--- Webhooks and schedules (sqlite's 0008). A webhook delivery id seen before queues nothing
+-- Webhooks and schedules (sqlite's 0009). A webhook delivery id seen before queues nothing
 -- again, also after a restart. A schedule's next firing is kept, so that a restart neither
 -- loses nor repeats one: a process claims the firing at `next_at` with one conditional
 -- UPDATE (`WHERE next_at = <the instant it saw>`), which only one process can win.
