@@ -354,9 +354,12 @@ impl Engine {
             if !matches!(run.state, RunState::Queued | RunState::Running) {
                 return Ok(run);
             }
+            // `settled` rings for runs this node drives; a run another node of a cluster took
+            // is looked at again each second.
             tokio::select! {
                 _ = &mut settled => {}
-                _ = tokio::time::sleep_until(deadline) => return Ok(run),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep_until(deadline) => return self.run(id).await,
             }
         }
     }
