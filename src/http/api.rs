@@ -352,20 +352,31 @@ pub(crate) async fn perform(
 
 /// The chat line that says `command`, for the audit log.
 fn command_text(command: &Command) -> String {
-    let run = |r: &RunRef| match r {
-        RunRef::Id(id) => format!("#{id}"),
-        RunRef::Host(h) => h.clone(),
-    };
+    let run = |r: &RunRef| r.to_string();
     match command {
-        Command::Deploy { reference } => format!("deploy {reference}"),
-        Command::Redeploy { host } => format!("redeploy {host}"),
-        Command::Destroy { host } => format!("destroy {host}"),
+        Command::Deploy {
+            target,
+            environment,
+        } => format!("deploy {target}{}", to_environment(environment)),
+        Command::Redeploy {
+            target,
+            environment,
+        } => format!("redeploy {target}{}", to_environment(environment)),
+        Command::Destroy { target } => format!("destroy {target}"),
+        Command::Promote { host, environment } => format!("promote {host} to {environment}"),
         Command::Cancel { run: r } => format!("cancel {}", run(r)),
         Command::Resume { run: r } => format!("resume {}", run(r)),
         Command::Retry { run: r } => format!("retry {}", run(r)),
         Command::Approve { run: r } => format!("approve {}", run(r)),
         other => other.name().to_string(),
     }
+}
+
+fn to_environment(environment: &Option<String>) -> String {
+    environment
+        .as_deref()
+        .map(|e| format!(" to {e}"))
+        .unwrap_or_default()
 }
 
 fn answer(status: StatusCode, reply: Reply) -> Response {

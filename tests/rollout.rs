@@ -1,0 +1,245 @@
+//! Environments and rollouts through the real jarvis (issue 18): a design goes to production
+//! only once the same content succeeded on staging, and a rollout over six local hosts in
+//! batches of two stops at the batch that failed, resumes once the design is fixed, and
+//! loses nothing to a `kill -9`.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Home, Shell};
+
+const GRANTS: &str = "roles:\n  grants:\n    - { console: \"*\", roles: [admin] }\n";
+
+fn pipelines(trace: &str, promote: &str) -> String {
+    format!(
+        "workers:
+  modules:
+    local:
+      env: {{ LOCAL_TRACE: {trace} }}
+pipelines:
+  local-deploy:
+    command: deploy
+    providers: [local]
+{promote}    stages:
+      - {{ task: \"local:step\", idempotent: true }}
+      - {{ task: \"local:step\", idempotent: true }}
+  local-redeploy:
+    command: redeploy
+    providers: [local]
+{promote}    stages:
+      - {{ task: \"local:step\", idempotent: true }}
+      - {{ task: \"local:step\", idempotent: true }}
+"
+    )
+}
+
+fn home(promote: &str, extra: &str) -> Home {
+    let home = Home::new("");
+    let trace = home.path("trace");
+    let config = std::fs::read_to_string(home.config()).unwrap()
+        + &pipelines(&trace.display().to_string(), promote)
+        + extra
+        + GRANTS;
+    std::fs::write(home.config(), config).unwrap();
+    home
+}
+
+/// Says `command` until the line that starts with `prefix` contains `needle`; returns it.
+fn until(shell: &mut Shell, command: &str, prefix: &str, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + support::PATIENCE;
+    loop {
+        shell.say(command);
+        let line = shell.expect_where(|l| l.starts_with(prefix), prefix);
+        if line.contains(needle) {
+            return line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "'{command}' never said {needle:?}; last: {line}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn site(version: u32, fail: bool) -> String {
+    format!(
+        "instance:\n  hostname: site\n  provider: local\n  environment: staging\n\
+         app:\n  version: {version}\ndemo:\n  step_ms: 100\n{}",
+        if fail { "  fail_stage: 2\n" } else { "" }
+    )
+}
+
+#[test]
+fn production_waits_for_the_same_design_to_succeed_on_staging() {
+    let home = home(
+        "    promote_within: 1h\n",
+        "environments:
+  order:
+    - { name: staging }
+    - { name: production }
+    - { name: vault, approval: true }
+",
+    );
+    home.design("site", &site(1, true));
+    let mut shell = home.shell();
+
+    // Nothing on staging yet.
+    let refused = shell.ask("deploy site to production", "deploy failed");
+    assert!(
+        refused.contains("production needs site's design")
+            && refused.contains("succeeded on staging within 1h")
+            && refused.contains("it has no run there yet"),
+        "{refused}"
+    );
+
+    // Staging fails: production is refused, naming that run.
+    shell.ask("deploy site", "deploy #1 of site queued");
+    shell.expect("site deploy #1 FAILED");
+    let refused = shell.ask("promote site to production", "promote failed");
+    assert!(
+        refused.contains("the last run there: site deploy #1, failed"),
+        "{refused}"
+    );
+
+    // The design is fixed: that is other content, still refused until staging ran it.
+    home.design("site", &site(1, false));
+    let refused = shell.ask("promote site to production", "promote failed");
+    assert!(
+        refused.contains("site deploy #1, failed") && refused.contains("with other content"),
+        "{refused}"
+    );
+    shell.ask("deploy site", "deploy #2 of site queued");
+    shell.expect("site deploy #2 succeeded");
+    shell.ask(
+        "promote site to production",
+        "promoting site to production: deploy #3 of site queued",
+    );
+    shell.expect("site deploy #3 succeeded");
+    assert_eq!(
+        home.sql("SELECT id, environment FROM runs ORDER BY id"),
+        ["1|staging", "2|staging", "3|production"]
+    );
+    assert_eq!(
+        home.sql(
+            "SELECT COUNT(DISTINCT design_digest) FROM runs WHERE id IN (2, 3) \
+             AND design_digest IS NOT NULL"
+        ),
+        ["1"]
+    );
+
+    // A changed design is refused again, naming the run that had other content.
+    home.design("site", &site(2, false));
+    let refused = shell.ask("promote site to production", "promote failed");
+    assert!(
+        refused.contains("site deploy #2, succeeded") && refused.contains("with other content"),
+        "{refused}"
+    );
+
+    // An environment that wants approval holds the run before its first stage.
+    home.design("site", &site(1, false));
+    shell.ask("promote site to vault", "deploy #4 of site queued");
+    until(&mut shell, "status #4", "site deploy #4", "approval");
+    shell.ask("cancel #4", "cancelling");
+    shell.finish();
+}
+
+fn web(n: usize, fail: bool) -> String {
+    format!(
+        "instance:\n  hostname: web{n}\n  provider: local\n  role: web\ndemo:\n  step_ms: 150\n{}",
+        if fail { "  fail_stage: 1\n" } else { "" }
+    )
+}
+
+#[test]
+fn a_rollout_stops_at_the_failed_batch_resumes_and_survives_kill_9() {
+    let home = home(
+        "",
+        "groups:
+  web:
+    designs: { field: instance.role, value: web }
+    max_parallel: 2
+    max_failures: 1
+",
+    );
+    for n in 1..=6 {
+        home.design(&format!("web{n}"), &web(n, n == 4));
+    }
+    home.design(
+        "other",
+        "instance:\n  hostname: other\n  provider: local\n  role: db\n",
+    );
+    let mut shell = home.shell();
+    shell.ask(
+        "deploy group:web",
+        "rollout #1 of group web started: deploy 6 hosts, 2 at a time",
+    );
+
+    // web4 fails in the second batch: the rollout stops at once, web3 still finishes, and
+    // nothing of the third batch starts.
+    let stopped = until(
+        &mut shell,
+        "status rollout #1",
+        "rollout #1",
+        "0 running, 1 failed; STOPPED",
+    );
+    assert!(
+        stopped.contains("3/6 done, 0 running, 1 failed")
+            && stopped.contains("web4 deploy #")
+            && stopped.contains("local:step")
+            && stopped.contains("demo failure at stage 1"),
+        "{stopped}"
+    );
+    let hosts = home.sql("SELECT host FROM runs ORDER BY host");
+    assert_eq!(hosts, ["web1", "web2", "web3", "web4"]);
+    let started = shell.ask("deploy group:web", "group web already has rollout #1");
+    assert!(started.contains("stopped"), "{started}");
+
+    // Fixed, resumed; killed while the third batch runs.
+    home.design("web4", &web(4, false));
+    shell.ask(
+        "resume rollout #1",
+        "resuming rollout #1 of web; again: web4",
+    );
+    support::wait_until("the third batch to start", || {
+        !home
+            .sql("SELECT id FROM runs WHERE host IN ('web5', 'web6') AND state = 'running'")
+            .is_empty()
+    });
+    shell.kill9();
+
+    let mut shell = Shell::start(&home.config());
+    let finished = until(&mut shell, "status group:web", "rollout #1", "finished");
+    assert!(
+        finished.contains("6/6 done, 0 running, 0 failed"),
+        "{finished}"
+    );
+    shell.say("status rollout #1");
+    shell.expect("rollout #1");
+    let hosts = shell.expect("web1 done");
+    assert!(
+        hosts.contains("web4 done") && hosts.contains("web6 done"),
+        "{hosts}"
+    );
+
+    // Every host succeeded exactly once; only web4 ran twice; the rest of the folder was
+    // never part of it.
+    assert_eq!(
+        home.sql(
+            "SELECT host, COUNT(*), SUM(CASE WHEN state = 'succeeded' THEN 1 ELSE 0 END) \
+             FROM runs WHERE rollout_id = 1 GROUP BY host ORDER BY host"
+        ),
+        [
+            "web1|1|1", "web2|1|1", "web3|1|1", "web4|2|1", "web5|1|1", "web6|1|1"
+        ]
+    );
+    assert!(
+        home.sql("SELECT id FROM runs WHERE host = 'other'")
+            .is_empty()
+    );
+    assert_eq!(
+        home.sql("SELECT state FROM rollouts WHERE id = 1"),
+        ["succeeded"]
+    );
+    shell.finish();
+}
