@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-mod rollout;
+pub mod rollout;
 
 use super::command::{self, COMMANDS, Command, ParseError, RunRef, Target};
 use super::environments::{self, EnvironmentsConfig};

@@ -35,7 +35,9 @@ fn one() -> usize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FieldMatch {
+    /// A dotted path into the design, e.g. `instance.role`.
     pub field: String,
+    /// The value (case-insensitive) it holds, as text or in a list.
     pub value: String,
 }
 
@@ -43,7 +45,9 @@ pub struct FieldMatch {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LdapMatch {
+    /// The attribute's name, e.g. `businessCategory`.
     pub attribute: String,
+    /// The value it holds; escaped before it goes into the search filter.
     pub value: String,
 }
 

@@ -379,7 +379,7 @@ fn to_environment(environment: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
-fn answer(status: StatusCode, reply: Reply) -> Response {
+pub(super) fn answer(status: StatusCode, reply: Reply) -> Response {
     let message = reply.public.first().cloned().unwrap_or_default();
     if status.is_success() {
         (
@@ -397,7 +397,10 @@ fn answer(status: StatusCode, reply: Reply) -> Response {
 }
 
 /// A JSON body of one object with string fields only.
-fn fields(body: Result<Bytes, BytesRejection>, names: &[&str]) -> Result<Vec<String>, ApiError> {
+pub(super) fn fields(
+    body: Result<Bytes, BytesRejection>,
+    names: &[&str],
+) -> Result<Vec<String>, ApiError> {
     let body = body.map_err(|e| {
         err(
             e.status(),
@@ -449,7 +452,7 @@ fn fields(body: Result<Bytes, BytesRejection>, names: &[&str]) -> Result<Vec<Str
 }
 
 /// Parses `line` with the chat language's own parser, so the API takes what chat takes.
-fn parse(line: &str) -> Result<Command, ApiError> {
+pub(super) fn parse(line: &str) -> Result<Command, ApiError> {
     crate::chat::command::parse(line)
         .map_err(|e| err(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
 }

@@ -18,7 +18,7 @@ use crate::store::{NewRollout, Rollout, RolloutHost, RolloutState, RunState};
 
 /// Where one host of a rollout stands.
 #[derive(Debug, Clone, PartialEq)]
-enum HostState {
+pub enum HostState {
     /// Not queued yet.
     Pending,
     /// Its run is queued, running, waiting for approval or interrupted.
@@ -28,7 +28,20 @@ enum HostState {
     Failed(String),
 }
 
-fn host_state(h: &RolloutHost) -> HostState {
+impl HostState {
+    /// One word: pending, running, done, failed.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            HostState::Pending => "pending",
+            HostState::Active(_) => "running",
+            HostState::Done(_) => "done",
+            HostState::Failed(_) => "failed",
+        }
+    }
+}
+
+/// Where a host of a rollout stands, from its current child run (or its refusal).
+pub fn host_state(h: &RolloutHost) -> HostState {
     if let Some(run) = &h.run {
         return match run.state {
             RunState::Succeeded => HostState::Done(run.id),
@@ -87,7 +100,7 @@ fn tally(hosts: &[RolloutHost]) -> Tally {
 }
 
 /// `rollout #7 web: 6/10 done, 2 running, 0 failed` (and how it ended or why it stopped).
-fn rollout_line(r: &Rollout, hosts: &[RolloutHost]) -> String {
+pub fn rollout_line(r: &Rollout, hosts: &[RolloutHost]) -> String {
     let t = tally(hosts);
     let env = r
         .environment
