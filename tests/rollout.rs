@@ -7,7 +7,8 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Home, Shell};
+use jarvis_testbed::Server;
+use support::{Home, Postgres, Shell};
 
 const GRANTS: &str = "roles:\n  grants:\n    - { console: \"*\", roles: [admin] }\n";
 
@@ -34,8 +35,8 @@ pipelines:
     )
 }
 
-fn home(promote: &str, extra: &str) -> Home {
-    let home = Home::new("");
+fn home(promote: &str, extra: &str, postgres: Option<Postgres>) -> Home {
+    let home = Home::on("", postgres);
     let trace = home.path("trace");
     let config = std::fs::read_to_string(home.config()).unwrap()
         + &pipelines(&trace.display().to_string(), promote)
@@ -72,6 +73,18 @@ fn site(version: u32, fail: bool) -> String {
 
 #[test]
 fn production_waits_for_the_same_design_to_succeed_on_staging() {
+    promotion(None);
+}
+
+#[test]
+fn production_waits_for_staging_on_postgres() {
+    let Some(server) = Server::start("postgres").unwrap() else {
+        return;
+    };
+    promotion(Some(Postgres::fresh(&server)));
+}
+
+fn promotion(postgres: Option<Postgres>) {
     let home = home(
         "    promote_within: 1h\n",
         "environments:
@@ -80,6 +93,7 @@ fn production_waits_for_the_same_design_to_succeed_on_staging() {
     - { name: production }
     - { name: vault, approval: true }
 ",
+        postgres,
     );
     home.design("site", &site(1, true));
     let mut shell = home.shell();
@@ -153,6 +167,18 @@ fn web(n: usize, fail: bool) -> String {
 
 #[test]
 fn a_rollout_stops_at_the_failed_batch_resumes_and_survives_kill_9() {
+    rollout(None);
+}
+
+#[test]
+fn a_rollout_on_postgres_stops_resumes_and_survives_kill_9() {
+    let Some(server) = Server::start("postgres").unwrap() else {
+        return;
+    };
+    rollout(Some(Postgres::fresh(&server)));
+}
+
+fn rollout(postgres: Option<Postgres>) {
     let home = home(
         "",
         "groups:
@@ -161,6 +187,7 @@ fn a_rollout_stops_at_the_failed_batch_resumes_and_survives_kill_9() {
     max_parallel: 2
     max_failures: 1
 ",
+        postgres,
     );
     for n in 1..=6 {
         home.design(&format!("web{n}"), &web(n, n == 4));
@@ -192,6 +219,12 @@ fn a_rollout_stops_at_the_failed_batch_resumes_and_survives_kill_9() {
     );
     let hosts = home.sql("SELECT host FROM runs ORDER BY host");
     assert_eq!(hosts, ["web1", "web2", "web3", "web4"]);
+    // The stop is announced where the rollout was asked for, as a run's end is.
+    support::wait_until("the stop's notification", || {
+        home.sql("SELECT text FROM outbox WHERE text LIKE 'rollout #1 web%'")
+            .iter()
+            .any(|t| t.contains("STOPPED") && t.contains("web4 deploy #"))
+    });
     let started = shell.ask("deploy group:web", "group web already has rollout #1");
     assert!(started.contains("stopped"), "{started}");
 
@@ -240,6 +273,10 @@ fn a_rollout_stops_at_the_failed_batch_resumes_and_survives_kill_9() {
     assert_eq!(
         home.sql("SELECT state FROM rollouts WHERE id = 1"),
         ["succeeded"]
+    );
+    assert_eq!(
+        home.sql("SELECT kind FROM events WHERE kind LIKE 'rollout%' ORDER BY id"),
+        ["rollout_stopped", "rollout_finished"]
     );
     shell.finish();
 }

@@ -6,7 +6,9 @@
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
-use super::{RUN_COLUMNS, Result, Run, Store, StoreError, now_ms, run_from_row};
+use super::{
+    NewEvent, RUN_COLUMNS, Result, Run, Store, StoreError, insert_events, now_ms, run_from_row,
+};
 use crate::model::RunKind;
 
 /// Where a rollout stands. `Running` queues batches; `Stopped` (too many failures) queues
@@ -229,14 +231,16 @@ impl Store {
             .collect()
     }
 
-    /// Moves a rollout from one of `from` to `to`, with the reason; false when it was in none
-    /// of `from` (someone else moved it first).
+    /// Moves a rollout from one of `from` to `to`, with the reason and the events that tell
+    /// of it, in one transaction; false when it was in none of `from` (someone else moved it
+    /// first), and then no event is written.
     pub async fn move_rollout(
         &self,
         id: i64,
         from: &[RolloutState],
         to: RolloutState,
         reason: Option<&str>,
+        events: &[NewEvent],
     ) -> Result<bool> {
         let states = from
             .iter()
@@ -244,6 +248,7 @@ impl Store {
             .collect::<Vec<_>>()
             .join(", ");
         let finished = (!to.is_open()).then(now_ms);
+        let mut tx = self.begin().await?;
         let done = sqlx::query(AssertSqlSafe(format!(
             "UPDATE rollouts SET state = $1, reason = $2, finished_at = $3 \
              WHERE id = $4 AND state IN ({states})"
@@ -252,9 +257,14 @@ impl Store {
         .bind(reason)
         .bind(finished)
         .bind(id)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Records why a host of a rollout could not be queued (or clears it).

@@ -13,8 +13,9 @@ use super::{Asker, Bot, BotError, Placing, Reply, Verdict, Who};
 use crate::chat::Incoming;
 use crate::chat::command::RunRef;
 use crate::chat::render;
+use crate::engine::events::{EventBody, kind};
 use crate::engine::pipeline::RunKind;
-use crate::store::{NewRollout, Rollout, RolloutHost, RolloutState, RunState};
+use crate::store::{NewEvent, NewRollout, Rollout, RolloutHost, RolloutState, Run, RunState};
 
 /// Where one host of a rollout stands.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,6 +128,23 @@ pub fn rollout_line(r: &Rollout, hosts: &[RolloutHost]) -> String {
             r.id
         ),
     }
+}
+
+/// The event that tells of a rollout's end or stop, with one of its runs (events belong to
+/// runs) but the rollout's requester and place; none when it queued no run at all.
+fn rollout_event(
+    r: &Rollout,
+    subject: Option<&Run>,
+    what: &'static str,
+    line: String,
+) -> Vec<NewEvent> {
+    let Some(run) = subject else {
+        return Vec::new();
+    };
+    let mut body = EventBody::for_run(run).text(line);
+    body.requester = r.requester.clone();
+    body.origin = r.origin.clone();
+    vec![body.into_event(what)]
 }
 
 impl Bot {
@@ -318,6 +336,7 @@ impl Bot {
                 &[RolloutState::Running, RolloutState::Stopped],
                 RolloutState::Cancelled,
                 Some(&format!("cancelled by {}", self.who(msg).label())),
+                &[],
             )
             .await?;
         if !moved {
@@ -442,31 +461,69 @@ impl Bot {
                 r.max_failures,
                 t.failed.join("; ")
             );
-            store
+            let stopped = Rollout {
+                state: RolloutState::Stopped,
+                reason: Some(reason.clone()),
+                ..r.clone()
+            };
+            // Told with the run that failed (an event belongs to a run).
+            let subject = hosts
+                .iter()
+                .filter(|h| matches!(host_state(h), HostState::Failed(_)))
+                .find_map(|h| h.run.as_ref());
+            let events = rollout_event(
+                &stopped,
+                subject,
+                kind::ROLLOUT_STOPPED,
+                rollout_line(&stopped, &hosts),
+            );
+            let moved = store
                 .move_rollout(
                     r.id,
                     &[RolloutState::Running],
                     RolloutState::Stopped,
                     Some(&reason),
+                    &events,
                 )
                 .await?;
+            if moved {
+                self.engine.events_written().notify_one();
+            }
             tracing::info!(rollout = r.id, %reason, "rollout stopped");
             return Ok(());
         }
-        let finished =
+        let over =
             |h: &RolloutHost| matches!(host_state(h), HostState::Done(_) | HostState::Failed(_));
         let Some(batch) = hosts
             .chunks(r.max_parallel.max(1))
-            .find(|batch| !batch.iter().all(finished))
+            .find(|batch| !batch.iter().all(over))
         else {
-            store
+            let finished = Rollout {
+                state: RolloutState::Succeeded,
+                ..r.clone()
+            };
+            let last = hosts
+                .iter()
+                .filter_map(|h| h.run.as_ref())
+                .max_by_key(|run| run.id);
+            let events = rollout_event(
+                &finished,
+                last,
+                kind::ROLLOUT_FINISHED,
+                rollout_line(&finished, &hosts),
+            );
+            let moved = store
                 .move_rollout(
                     r.id,
                     &[RolloutState::Running],
                     RolloutState::Succeeded,
                     None,
+                    &events,
                 )
                 .await?;
+            if moved {
+                self.engine.events_written().notify_one();
+            }
             tracing::info!(rollout = r.id, "rollout finished");
             return Ok(());
         };
