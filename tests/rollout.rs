@@ -280,3 +280,92 @@ fn rollout(postgres: Option<Postgres>) {
     );
     shell.finish();
 }
+
+/// A group from LDAP, its filter escaped, and a host's environment from its LDAP entry.
+#[test]
+fn a_group_and_an_environment_from_ldap() {
+    let Some(slapd) = Server::start("slapd").unwrap() else {
+        return;
+    };
+    let ldif = "dn: cn=loki,ou=Hosts,dc=example,dc=com\nchangetype: modify\nadd: o\no: local\n";
+    let mut child = std::process::Command::new("ldapmodify")
+        .args([
+            "-x",
+            "-H",
+            slapd.get("LDAP_URL"),
+            "-D",
+            slapd.get("LDAP_BIND_DN"),
+            "-w",
+            slapd.get("LDAP_PASSWORD"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), ldif.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "ldapmodify");
+
+    let home = home(
+        "",
+        "environments:
+  order: [{ name: staging }, { name: production }]
+groups:
+  prod: { ldap: { attribute: description, value: production } }
+  star: { ldap: { attribute: description, value: \"*\" } }
+",
+        None,
+    );
+    let text = std::fs::read_to_string(home.config()).unwrap().replacen(
+        "designs:\n",
+        &format!(
+            "designs:\n  ldap:\n    url: {}\n    bind_dn: {}\n    password: {}\n    base: ou=Hosts,dc=example,dc=com\n    attributes:\n      cn: instance.hostname\n      o: instance.provider\n      description: instance.environment\n",
+            slapd.get("LDAP_URL"),
+            slapd.get("LDAP_BIND_DN"),
+            slapd.get("LDAP_PASSWORD")
+        ),
+        1,
+    );
+    std::fs::write(home.config(), text).unwrap();
+    let mut shell = home.shell();
+    shell.ask(
+        "deploy group:prod",
+        "rollout #1 of group prod started: deploy 1 host",
+    );
+    until(&mut shell, "status rollout #1", "rollout #1", "finished");
+    // `*` is a value, not a wildcard: it matches no entry.
+    shell.ask("deploy group:star", "group 'star' has no hosts");
+    shell.finish();
+    assert_eq!(
+        home.sql("SELECT host, environment, design_ref, state FROM runs"),
+        ["loki|production|cn=loki|succeeded"]
+    );
+}
+
+#[test]
+fn check_config_names_the_key_of_a_bad_group_or_environment() {
+    for (extra, needle) in [
+        (
+            "groups:\n  web: { hosts: [a], designs: { field: instance.role, value: web } }\n",
+            "groups.web.hosts: give exactly one of hosts, designs or ldap",
+        ),
+        (
+            "groups:\n  web: { hosts: [a], max_parallel: 0 }\n",
+            "groups.web.max_parallel: must be at least 1",
+        ),
+        (
+            "environments:\n  order: [{ name: staging }, { name: Staging }]\n",
+            "environments.order[1].name",
+        ),
+    ] {
+        let home = Home::new(&format!("{extra}{GRANTS}"));
+        let (ok, text) = support::check_config(&home.config());
+        assert!(!ok && text.contains(needle), "{needle}: {text}");
+        assert!(text.contains("jarvis.yaml:"), "names the place: {text}");
+    }
+    let home = home("    promote_within: 1h\n", "", None);
+    let (ok, text) = support::check_config(&home.config());
+    assert!(
+        !ok && text.contains("promote_within: needs at least two environments"),
+        "{text}"
+    );
+}

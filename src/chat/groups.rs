@@ -58,7 +58,7 @@ impl GroupConfig {
             + usize::from(self.designs.is_some())
             + usize::from(self.ldap.is_some());
         if sources != 1 {
-            return Err("give exactly one of hosts, designs or ldap".into());
+            return Err("hosts: give exactly one of hosts, designs or ldap".into());
         }
         if self.max_parallel == 0 {
             return Err("max_parallel: must be at least 1".into());
