@@ -26,6 +26,9 @@ CREATE TABLE rollouts (
     finished_at  INTEGER
 );
 CREATE INDEX rollouts_by_state ON rollouts (state, id);
+-- One open rollout per group, also between racing commands (and, later, processes).
+CREATE UNIQUE INDEX rollouts_one_open_per_group ON rollouts (grp)
+    WHERE state IN ('running', 'stopped');
 
 CREATE TABLE rollout_hosts (
     rollout_id INTEGER NOT NULL REFERENCES rollouts (id) ON DELETE CASCADE,

@@ -115,9 +115,22 @@ fn rollout_from_row(r: &AnyRow) -> Result<Rollout> {
     })
 }
 
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
+}
+
 impl Store {
-    /// Stores a new rollout, running, with its hosts.
-    pub async fn insert_rollout(&self, new: &NewRollout) -> Result<i64> {
+    /// Stores a new rollout, running, with its hosts; `None` when its group already has an
+    /// open one (the unique index decides, also between racing commands).
+    pub async fn insert_rollout(&self, new: &NewRollout) -> Result<Option<i64>> {
+        match self.try_insert_rollout(new).await {
+            Err(StoreError::Database(e)) if is_unique_violation(&e) => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
+    async fn try_insert_rollout(&self, new: &NewRollout) -> Result<i64> {
         let mut tx = self.begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO rollouts (grp, kind, environment, max_parallel, max_failures, state, \
@@ -286,10 +299,18 @@ impl Store {
     /// Continues a stopped rollout: the hosts in `retry` (position, newest run id) start
     /// afresh, and it runs again. False when it was not stopped.
     pub async fn resume_rollout(&self, id: i64, retry: &[(usize, i64)]) -> Result<bool> {
+        match self.try_resume_rollout(id, retry).await {
+            // Its group has another open rollout meanwhile.
+            Err(StoreError::Database(e)) if is_unique_violation(&e) => Ok(false),
+            other => other,
+        }
+    }
+
+    async fn try_resume_rollout(&self, id: i64, retry: &[(usize, i64)]) -> Result<bool> {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
-            "UPDATE rollouts SET state = 'running', reason = NULL \
-             WHERE id = $1 AND state = 'stopped'",
+            "UPDATE rollouts SET state = 'running', reason = NULL, finished_at = NULL \
+             WHERE id = $1 AND state IN ('stopped', 'cancelled')",
         )
         .bind(id)
         .execute(&mut *tx)

@@ -130,6 +130,47 @@ pub fn rollout_line(r: &Rollout, hosts: &[RolloutHost]) -> String {
     }
 }
 
+/// What one look at a running rollout decides.
+#[derive(Debug, PartialEq)]
+enum Next {
+    /// `max_failures` hosts failed: stop (what runs finishes; nothing more starts).
+    Stop,
+    /// Every host is done or failed (fewer than `max_failures`).
+    Finish,
+    /// Queue these hosts (indices): the pending ones of the first batch not over. Empty
+    /// while that batch's runs are under way.
+    Queue(Vec<usize>),
+}
+
+/// The rule of a rollout, pure: batches of `max_parallel` in order, each starting once every
+/// host of the batches before is done or failed; a stop at `max_failures` failed hosts.
+fn decide(states: &[HostState], max_parallel: usize, max_failures: usize) -> Next {
+    let failed = states
+        .iter()
+        .filter(|s| matches!(s, HostState::Failed(_)))
+        .count();
+    if failed >= max_failures.max(1) {
+        return Next::Stop;
+    }
+    let over = |s: &HostState| matches!(s, HostState::Done(_) | HostState::Failed(_));
+    let size = max_parallel.max(1);
+    match states
+        .chunks(size)
+        .enumerate()
+        .find(|(_, batch)| !batch.iter().all(over))
+    {
+        None => Next::Finish,
+        Some((b, batch)) => Next::Queue(
+            batch
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| **s == HostState::Pending)
+                .map(|(i, _)| b * size + i)
+                .collect(),
+        ),
+    }
+}
+
 /// The event that tells of a rollout's end or stop, with one of its runs (events belong to
 /// runs) but the rollout's requester and place; none when it queued no run at all.
 fn rollout_event(
@@ -209,7 +250,12 @@ impl Bot {
             origin: asker.origin.clone(),
             hosts,
         };
-        let id = self.engine.store().insert_rollout(&new).await?;
+        let Some(id) = self.engine.store().insert_rollout(&new).await? else {
+            return Ok(Reply::line(format!(
+                "group {group} already has an open rollout; say 'status group:{group}'"
+            ))
+            .with(Verdict::Conflict));
+        };
         self.rollouts.notify_one();
         let env = environment.map(|e| format!(" to {e}")).unwrap_or_default();
         Ok(Reply::line(format!(
@@ -392,8 +438,8 @@ impl Bot {
             .collect();
         if !store.resume_rollout(rollout.id, &retry).await? {
             return Ok(Reply::line(format!(
-                "rollout #{} changed meanwhile; say 'status rollout #{}'",
-                rollout.id, rollout.id
+                "rollout #{} changed meanwhile, or group {} has another open rollout; say 'status group:{}'",
+                rollout.id, rollout.group, rollout.group
             ))
             .with(Verdict::Conflict));
         }
@@ -454,7 +500,9 @@ impl Bot {
         let store = self.engine.store();
         let hosts = store.rollout_hosts(r.id).await?;
         let t = tally(&hosts);
-        if t.failed.len() >= r.max_failures {
+        let states: Vec<HostState> = hosts.iter().map(host_state).collect();
+        let next = decide(&states, r.max_parallel, r.max_failures);
+        if next == Next::Stop {
             let reason = format!(
                 "{} failed (of {} allowed): {}",
                 render::count(t.failed.len(), "host"),
@@ -492,12 +540,7 @@ impl Bot {
             tracing::info!(rollout = r.id, %reason, "rollout stopped");
             return Ok(());
         }
-        let over =
-            |h: &RolloutHost| matches!(host_state(h), HostState::Done(_) | HostState::Failed(_));
-        let Some(batch) = hosts
-            .chunks(r.max_parallel.max(1))
-            .find(|batch| !batch.iter().all(over))
-        else {
+        let Next::Queue(due) = next else {
             let finished = Rollout {
                 state: RolloutState::Succeeded,
                 ..r.clone()
@@ -534,10 +577,7 @@ impl Bot {
             },
             origin: r.origin.clone(),
         };
-        for h in batch {
-            if host_state(h) != HostState::Pending {
-                continue;
-            }
+        for h in due.iter().filter_map(|&i| hosts.get(i)) {
             // Cancelled or stopped meanwhile (by a command): queue nothing more.
             if store.rollout(r.id).await?.map(|now| now.state) != Some(RolloutState::Running) {
                 return Ok(());
@@ -557,5 +597,53 @@ impl Bot {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use HostState::{Active, Done, Failed, Pending};
+
+    fn failed() -> HostState {
+        Failed("web4 deploy #4 failed".into())
+    }
+
+    #[test]
+    fn batches_go_in_order_and_wait_for_the_one_before() {
+        let six = vec![Pending; 6];
+        assert_eq!(decide(&six, 2, 1), Next::Queue(vec![0, 1]));
+        let first_running = [Active(1), Done(2), Pending, Pending, Pending, Pending];
+        assert_eq!(decide(&first_running, 2, 1), Next::Queue(vec![]));
+        let first_done = [Done(1), Done(2), Pending, Pending, Pending, Pending];
+        assert_eq!(decide(&first_done, 2, 1), Next::Queue(vec![2, 3]));
+        // After a restart, a batch half queued gets its other host.
+        let half = [Done(1), Done(2), Active(3), Pending, Pending, Pending];
+        assert_eq!(decide(&half, 2, 1), Next::Queue(vec![3]));
+        let odd = [Done(1), Done(2), Done(3)];
+        assert_eq!(decide(&odd, 2, 1), Next::Finish);
+        assert_eq!(
+            decide(&[Pending, Pending, Pending], 2, 1),
+            Next::Queue(vec![0, 1])
+        );
+        assert_eq!(
+            decide(&[Done(1), Done(2), Pending], 2, 1),
+            Next::Queue(vec![2])
+        );
+    }
+
+    #[test]
+    fn failures_stop_it_at_max_failures_and_are_tolerated_below() {
+        let one_failed = [Done(1), Done(2), Active(3), failed(), Pending, Pending];
+        assert_eq!(decide(&one_failed, 2, 1), Next::Stop);
+        // With two allowed, the failed host counts as over: the batch ends when web3 does.
+        assert_eq!(decide(&one_failed, 2, 2), Next::Queue(vec![]));
+        let tolerated = [Done(1), Done(2), Done(3), failed(), Pending, Pending];
+        assert_eq!(decide(&tolerated, 2, 2), Next::Queue(vec![4, 5]));
+        let end = [Done(1), failed(), Done(3)];
+        assert_eq!(decide(&end, 1, 2), Next::Finish);
+        assert_eq!(decide(&[failed(), failed()], 5, 2), Next::Stop);
+        // Zero is taken as one: a rollout always stops at its first failure at the latest.
+        assert_eq!(decide(&[failed(), Pending], 1, 0), Next::Stop);
     }
 }
