@@ -1084,6 +1084,23 @@ http:
     );
     let (_, list) = api.get("/api/v1/rollouts", Some(&alice));
     assert_eq!(list["rollouts"][0]["id"], 1, "{list}");
+    // The page shows it, and a staging run's page offers the promotion.
+    let page = |path: &str| {
+        api.http
+            .get(api.daemon.url(path))
+            .bearer_auth(&alice)
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default()
+    };
+    let rollouts = page("/rollouts");
+    assert!(
+        rollouts.contains("Rollout #1 of pair") && rollouts.contains("2/2 done"),
+        "{rollouts}"
+    );
+    let first = rollout["hosts"][0]["run"].as_i64().expect("a1's run");
+    let run_page = page(&format!("/runs/{first}"));
+    assert!(run_page.contains("Promote a1 to production"), "{run_page}");
     let (code, body) = api.post("/api/v1/rollouts/1/resume", &alice, json!({}));
     assert_eq!(code, StatusCode::CONFLICT, "{body}");
 
