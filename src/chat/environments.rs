@@ -107,6 +107,10 @@ impl EnvironmentsConfig {
         asked: Option<&str>,
         document: &Clipboard,
     ) -> Result<Option<String>, String> {
+        // Without environments configured, a design's field is just data.
+        if self.order.is_empty() && asked.is_none() {
+            return Ok(None);
+        }
         let chosen = asked
             .map(str::to_string)
             .or_else(|| self.of_design(document));
@@ -291,6 +295,12 @@ mod tests {
             Some("staging")
         );
         assert!(envs.previous("staging").is_none());
+        assert_eq!(EnvironmentsConfig::default().choose(None, &d), Ok(None));
+        assert!(
+            EnvironmentsConfig::default()
+                .choose(Some("staging"), &d)
+                .is_err()
+        );
         let twice: EnvironmentsConfig =
             serde_saphyr::from_str("order: [{ name: a }, { name: a }]").unwrap();
         assert!(twice.check().unwrap_err().contains("order[1].name"));
