@@ -2,9 +2,10 @@
 -- digest of its design's content, so a promotion can ask whether the same content succeeded
 -- on the previous environment; a child run of a rollout records its rollout, in the same
 -- insert that queues it, so a crash can never leave a child that its rollout does not know.
-ALTER TABLE runs ADD COLUMN environment TEXT;
-ALTER TABLE runs ADD COLUMN design_digest TEXT;
-ALTER TABLE runs ADD COLUMN rollout_id BIGINT;
+-- Safe online: nullable columns, indexes and new tables only.
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS environment TEXT;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS design_digest TEXT;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS rollout_id BIGINT;
 CREATE INDEX runs_by_environment ON runs (environment, design_digest, id);
 CREATE INDEX runs_by_rollout ON runs (rollout_id, host, id) WHERE rollout_id IS NOT NULL;
 
