@@ -99,6 +99,7 @@ fn new_run(settings: &jarvis::config::Settings, host: &str) -> NewRun {
         origin: String::new(),
         clipboard,
         retry_of: None,
+        placement: Default::default(),
     }
 }
 

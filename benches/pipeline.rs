@@ -53,6 +53,7 @@ fn new_run(settings: &jarvis::config::Settings, host: &str, clipboard: Clipboard
         origin: String::new(),
         clipboard,
         retry_of: None,
+        placement: Default::default(),
     }
 }
 

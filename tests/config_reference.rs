@@ -30,6 +30,8 @@ const SOURCES: &[&str] = &[
     "src/retention.rs",
     "src/config/http.rs",
     "src/config/cluster.rs",
+    "src/chat/environments.rs",
+    "src/chat/groups.rs",
 ];
 
 const REGENERATE: &str = "JARVIS_BLESS=1 cargo test --test config_reference";

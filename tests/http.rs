@@ -1017,3 +1017,110 @@ fn https_from_certificate_files() {
     // Plain HTTP to it gets no answer.
     assert!(client().get(daemon.url("/healthz")).send().is_err());
 }
+
+#[test]
+fn api_rolls_over_a_group_and_promotes_a_host() {
+    let home = Home::new(
+        "pipelines:
+  local:
+    providers: [local]
+    promote_within: 1h
+    stages:
+      - { task: \"local:step\", idempotent: true }
+environments:
+  order: [{ name: staging }, { name: production }]
+groups:
+  pair: { hosts: [a1, a2], max_parallel: 1 }
+roles:
+  people:
+    alice: [ { xmpp_jid: alice@example.com } ]
+  grants:
+    - { person: alice, roles: [deployer] }
+http:
+  listen: 127.0.0.1:0
+",
+    );
+    for host in ["a1", "a2"] {
+        home.design(
+            host,
+            &format!(
+                "instance:\n  hostname: {host}\n  provider: local\n  environment: staging\ndemo:\n  step_ms: 50\n"
+            ),
+        );
+    }
+    let alice = make_token(&home, "alice");
+    let mut api = Api {
+        daemon: Daemon::start(&home),
+        http: client(),
+        bodies: Vec::new(),
+    };
+    let (code, body) = api.post("/api/v1/deploy", &alice, json!({ "design": "group:pair" }));
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("rollout #1 of group pair started"),
+        "{body}"
+    );
+    let deadline = Instant::now() + PATIENCE;
+    let rollout = loop {
+        let (code, r) = api.get("/api/v1/rollouts/1", Some(&alice));
+        assert_eq!(code, StatusCode::OK, "{r}");
+        if r["state"] == "succeeded" {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the rollout never ended: {r}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(rollout["hosts"][0]["host"], "a1");
+    assert_eq!(rollout["hosts"][1]["state"], "done");
+    assert!(
+        rollout["status"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("2/2 done, 0 running, 0 failed"),
+        "{rollout}"
+    );
+    let (_, list) = api.get("/api/v1/rollouts", Some(&alice));
+    assert_eq!(list["rollouts"][0]["id"], 1, "{list}");
+    // The page shows it, and a staging run's page offers the promotion.
+    let page = |path: &str| {
+        api.http
+            .get(api.daemon.url(path))
+            .bearer_auth(&alice)
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default()
+    };
+    let rollouts = page("/rollouts");
+    assert!(
+        rollouts.contains("Rollout #1 of pair") && rollouts.contains("2/2 done"),
+        "{rollouts}"
+    );
+    let first = rollout["hosts"][0]["run"].as_i64().expect("a1's run");
+    let run_page = page(&format!("/runs/{first}"));
+    assert!(run_page.contains("Promote a1 to production"), "{run_page}");
+    let (code, body) = api.post("/api/v1/rollouts/1/resume", &alice, json!({}));
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+
+    // Both succeeded on staging: a1 may go to production; an unknown environment is refused.
+    let (code, body) = api.post(
+        "/api/v1/promote",
+        &alice,
+        json!({ "host": "a1", "environment": "production" }),
+    );
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let run = body["run"].as_i64().expect("a run id");
+    api.wait_state(run, &alice, "succeeded");
+    let (code, body) = api.post(
+        "/api/v1/promote",
+        &alice,
+        json!({ "host": "a2", "environment": "qa" }),
+    );
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        error_of(&body).contains("not a configured environment"),
+        "{body}"
+    );
+}

@@ -25,6 +25,7 @@ fn new_run(host: &str) -> NewRun {
         origin: "web".into(),
         clipboard: clipboard.as_object().cloned().unwrap_or_default(),
         retry_of: None,
+        placement: Default::default(),
     }
 }
 

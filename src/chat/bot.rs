@@ -8,14 +8,18 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::command::{self, COMMANDS, Command, ParseError, RunRef};
+pub mod rollout;
+
+use super::command::{self, COMMANDS, Command, ParseError, RunRef, Target};
+use super::environments::{self, EnvironmentsConfig};
+use super::groups::GroupConfig;
 use super::render;
 use super::roles::{self, Identity, Role, RolesConfig};
 use super::{Incoming, Origin, TargetKind};
 use crate::clipboard::Clipboard;
 use crate::engine::pipeline::{self, RunKind};
 use crate::engine::{Engine, EngineError};
-use crate::store::{AuditEntry, NewRun, Run, StoreError};
+use crate::store::{AuditEntry, NewRun, Placement, Run, StoreError};
 
 /// An answer: lines for where the message was said, and lines for the sender alone; what
 /// came of the command, for adapters that answer with a status (HTTP); and the run it
@@ -81,12 +85,18 @@ pub struct BotConfig {
     pub channel_lines: usize,
     /// Whether designs come from LDAP (a host with no run yet is then `cn=HOST`).
     pub ldap_designs: bool,
+    /// The environments in promotion order.
+    pub environments: EnvironmentsConfig,
+    /// The host groups that rollouts go over.
+    pub groups: BTreeMap<String, GroupConfig>,
 }
 
 pub struct Bot {
     settings: Arc<BotConfig>,
     engine: Engine,
     designs: Arc<jarvis_design::DesignSources>,
+    /// Rung when a rollout was started, cancelled or resumed.
+    rollouts: tokio::sync::Notify,
 }
 
 impl Bot {
@@ -99,6 +109,7 @@ impl Bot {
             settings,
             engine,
             designs,
+            rollouts: tokio::sync::Notify::new(),
         }
     }
 
@@ -172,7 +183,7 @@ impl Bot {
             Ok(r) => r,
             Err(e) => {
                 match &e {
-                    BotError::User(_) | BotError::NotFound(_) => {
+                    BotError::User(_) | BotError::NotFound(_) | BotError::Promotion(_) => {
                         tracing::debug!(command = cmd.name(), error = %e, "command refused")
                     }
                     _ => tracing::error!(command = cmd.name(), error = %e, "command failed"),
@@ -186,6 +197,18 @@ impl Bot {
             self.audit(msg, text, &outcome).await;
         }
         reply
+    }
+
+    /// Who asks, and where answers about what they queue go.
+    fn asker(&self, msg: &Incoming) -> Asker {
+        Asker {
+            who: self.who(msg),
+            origin: Origin {
+                target: msg.reply_to.clone(),
+                nick: msg.nick.clone(),
+            }
+            .encode(),
+        }
     }
 
     /// Who sent `msg`: the verified identity that speaks for them and the person it is.
@@ -222,14 +245,63 @@ impl Bot {
         roles: &[Role],
     ) -> Result<Reply, BotError> {
         match cmd {
-            Command::Deploy { reference } => {
-                self.queue(msg, RunKind::Deploy, reference, None).await
+            Command::Deploy {
+                target: Target::Single(reference),
+                environment,
+            } => {
+                let asker = self.asker(msg);
+                let at = Placing::new(environment.as_deref(), None);
+                self.queue(&asker, RunKind::Deploy, reference, None, &at)
+                    .await
             }
-            Command::Redeploy { host } => self.queue_for_host(msg, RunKind::Redeploy, host).await,
-            Command::Destroy { host } => self.queue_for_host(msg, RunKind::Destroy, host).await,
+            Command::Redeploy {
+                target: Target::Single(host),
+                environment,
+            } => {
+                let at = Placing::new(environment.as_deref(), None);
+                self.queue_for_host(&self.asker(msg), RunKind::Redeploy, host, &at)
+                    .await
+            }
+            Command::Destroy {
+                target: Target::Single(host),
+            } => {
+                let at = Placing::new(None, None);
+                self.queue_for_host(&self.asker(msg), RunKind::Destroy, host, &at)
+                    .await
+            }
+            Command::Deploy {
+                target: Target::Group(group),
+                environment,
+            } => {
+                self.start_rollout(msg, RunKind::Deploy, group, environment.as_deref())
+                    .await
+            }
+            Command::Redeploy {
+                target: Target::Group(group),
+                environment,
+            } => {
+                self.start_rollout(msg, RunKind::Redeploy, group, environment.as_deref())
+                    .await
+            }
+            Command::Destroy {
+                target: Target::Group(group),
+            } => self.start_rollout(msg, RunKind::Destroy, group, None).await,
+            Command::Promote { host, environment } => self.promote(msg, host, environment).await,
+            Command::Status {
+                run: Some(r @ (RunRef::Rollout(_) | RunRef::Group(_))),
+            } => self.rollout_status(r).await,
+            Command::Cancel {
+                run: r @ (RunRef::Rollout(_) | RunRef::Group(_)),
+            } => self.cancel_rollout(msg, r).await,
+            Command::Resume {
+                run: r @ (RunRef::Rollout(_) | RunRef::Group(_)),
+            } => self.resume_rollout(r).await,
             Command::Plan { reference } => self.plan(reference).await,
             Command::Status { run } => {
                 let mut reply = self.status(run.as_ref()).await?;
+                if run.is_none() {
+                    reply.public.extend(self.open_rollout_lines().await?);
+                }
                 if run.is_none() && roles.contains(&Role::Admin) {
                     reply.public.extend(self.undeliverable_line().await);
                 }
@@ -421,11 +493,17 @@ impl Bot {
                 Some(run) => Some(run),
                 None => store.last_run_for_host(host).await?,
             },
+            RunRef::Rollout(_) | RunRef::Group(_) => {
+                return Err(BotError::User(format!(
+                    "{r} is a rollout; say 'status {r}', 'cancel {r}' or 'resume {r}'"
+                )));
+            }
         };
         found.ok_or_else(|| {
             BotError::NotFound(match r {
                 RunRef::Id(id) => format!("there is no run #{id}"),
                 RunRef::Host(h) => format!("{h} has no runs"),
+                other => format!("there is no {other}"),
             })
         })
     }
@@ -506,28 +584,39 @@ impl Bot {
 
     async fn queue(
         &self,
-        msg: &Incoming,
+        asker: &Asker,
         kind: RunKind,
         reference: &str,
         retry_of: Option<i64>,
+        at: &Placing<'_>,
     ) -> Result<Reply, BotError> {
         let (design, pipeline_name) = self.design_and_pipeline(kind, reference).await?;
+        let placement = Placement {
+            environment: self
+                .settings
+                .environments
+                .choose(at.environment, &design.document)
+                .map_err(BotError::User)?,
+            design_digest: Some(self.settings.environments.digest(&design.document)),
+            rollout: at.rollout,
+        };
         let clipboard = initial_clipboard(
             &design.document,
             &design.hostname,
             kind,
             &pipeline_name,
-            &self.who(msg),
+            &asker.who,
             reference,
         );
         self.submit(
-            msg,
+            asker,
             kind,
             &design.hostname,
             &pipeline_name,
             reference,
             clipboard,
             retry_of,
+            placement,
         )
         .await
     }
@@ -535,25 +624,50 @@ impl Bot {
     #[allow(clippy::too_many_arguments)]
     async fn submit(
         &self,
-        msg: &Incoming,
+        asker: &Asker,
         kind: RunKind,
         host: &str,
         pipeline_name: &str,
         reference: &str,
-        clipboard: Clipboard,
+        mut clipboard: Clipboard,
         retry_of: Option<i64>,
+        placement: Placement,
     ) -> Result<Reply, BotError> {
         let Some(config) = self.settings.pipelines.get(pipeline_name) else {
             return Err(BotError::User(format!(
                 "pipeline '{pipeline_name}' is no longer configured"
             )));
         };
-        let (stages, on_failure) = config.frozen_stages(self.settings.default_timeout);
+        let (mut stages, on_failure) = config.frozen_stages(self.settings.default_timeout);
+        if let Some(env) = &placement.environment {
+            if let Some(digest) = &placement.design_digest
+                && let Err(refusal) = environments::check_promotion(
+                    self.engine.store(),
+                    &self.settings.environments,
+                    config.promote_within,
+                    env,
+                    host,
+                    digest,
+                )
+                .await?
+            {
+                return Err(BotError::Promotion(refusal));
+            }
+            // An environment that wants approval holds every run before its first stage.
+            if self
+                .settings
+                .environments
+                .get(env)
+                .is_some_and(|e| e.approval)
+                && let Some(first) = stages.first_mut()
+            {
+                first.approval = true;
+            }
+            if let Some(serde_json::Value::Object(jarvis)) = clipboard.get_mut("jarvis") {
+                jarvis.insert("environment".into(), json!(env));
+            }
+        }
         let count = stages.len();
-        let origin = Origin {
-            target: msg.reply_to.clone(),
-            nick: msg.nick.clone(),
-        };
         let new = NewRun {
             host: host.to_string(),
             kind,
@@ -561,10 +675,11 @@ impl Bot {
             stages,
             on_failure,
             design_ref: reference.to_string(),
-            requester: requester_key(msg),
-            origin: origin.encode(),
+            requester: asker.who.key.clone(),
+            origin: asker.origin.clone(),
             clipboard,
             retry_of,
+            placement,
         };
         match self.engine.submit(new).await {
             Ok(id) => Ok(Reply {
@@ -596,16 +711,66 @@ impl Bot {
     /// its LDAP entry when LDAP is configured, else a design of that name.
     async fn queue_for_host(
         &self,
-        msg: &Incoming,
+        asker: &Asker,
         kind: RunKind,
         host: &str,
+        at: &Placing<'_>,
     ) -> Result<Reply, BotError> {
-        let reference = match self.engine.store().last_run_for_host(host).await? {
+        let reference = self.reference_of_host(host).await?;
+        self.queue(asker, kind, &reference, None, at).await
+    }
+
+    /// The design a known host was last deployed from, else its LDAP entry when LDAP is
+    /// configured, else a design of that name.
+    async fn reference_of_host(&self, host: &str) -> Result<String, BotError> {
+        Ok(match self.engine.store().last_run_for_host(host).await? {
             Some(run) => run.design_ref,
             None if self.settings.ldap_designs => format!("cn={host}"),
             None => host.to_string(),
+        })
+    }
+
+    /// `promote HOST to ENV`: the host's last design, run again (as it was last run: deploy
+    /// or redeploy) on `environment`, under the promotion rule.
+    async fn promote(
+        &self,
+        msg: &Incoming,
+        host: &str,
+        environment: &str,
+    ) -> Result<Reply, BotError> {
+        let Some(last) = self.engine.store().last_run_for_host(host).await? else {
+            return Err(BotError::NotFound(format!(
+                "{host} has no runs, so there is nothing to promote; say 'deploy REF to {environment}'"
+            )));
         };
-        self.queue(msg, kind, &reference, None).await
+        let kind = match last.kind {
+            RunKind::Destroy => {
+                return Err(BotError::User(format!(
+                    "{host}'s last run #{} was a destroy; there is nothing to promote",
+                    last.id
+                )));
+            }
+            other => other,
+        };
+        if self.settings.environments.get(environment).is_none() {
+            return Err(BotError::User(
+                self.settings
+                    .environments
+                    .choose(Some(environment), &Clipboard::new())
+                    .err()
+                    .unwrap_or_default(),
+            ));
+        }
+        let at = Placing::new(Some(environment), None);
+        let mut reply = self
+            .queue(&self.asker(msg), kind, &last.design_ref, None, &at)
+            .await?;
+        if reply.verdict == Verdict::Done
+            && let Some(first) = reply.public.first_mut()
+        {
+            *first = format!("promoting {host} to {environment}: {first}");
+        }
+        Ok(reply)
     }
 
     async fn retry(&self, msg: &Incoming, r: &RunRef) -> Result<Reply, BotError> {
@@ -619,23 +784,30 @@ impl Bot {
         }
         let mut document = old.initial_clipboard.clone();
         document.remove("jarvis");
+        let asker = self.asker(msg);
         let clipboard = initial_clipboard(
             &document,
             &old.host,
             old.kind,
             &old.pipeline,
-            &self.who(msg),
+            &asker.who,
             &old.design_ref,
         );
+        let placement = Placement {
+            environment: old.environment.clone(),
+            design_digest: Some(self.settings.environments.digest(&document)),
+            rollout: None,
+        };
         let mut reply = self
             .submit(
-                msg,
+                &asker,
                 old.kind,
                 &old.host,
                 &old.pipeline,
                 &old.design_ref,
                 clipboard,
                 Some(old.id),
+                placement,
             )
             .await?;
         if let Some(first) = reply.public.first_mut() {
@@ -715,6 +887,30 @@ fn stage_list(stages: &[pipeline::StageConfig]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" → ")
+}
+
+/// Who asks for a run and where its notifications go (a chat message's sender, or the
+/// requester of a rollout whose child runs the driver queues).
+struct Asker {
+    who: Who,
+    /// The encoded [`Origin`].
+    origin: String,
+}
+
+/// Where a run is asked to go: an environment named by the command, and the rollout it is
+/// a child run of.
+struct Placing<'a> {
+    environment: Option<&'a str>,
+    rollout: Option<i64>,
+}
+
+impl<'a> Placing<'a> {
+    fn new(environment: Option<&'a str>, rollout: Option<i64>) -> Self {
+        Placing {
+            environment,
+            rollout,
+        }
+    }
 }
 
 /// The verified identity that speaks for the sender, as stored (`runs.requester`, audit).
@@ -828,6 +1024,9 @@ fn help(command: Option<&str>, roles: &[Role], nick: &str) -> Reply {
 enum BotError {
     #[error("{0}")]
     User(String),
+    /// The promotion rule refused the run: the line names what is missing.
+    #[error("{0}")]
+    Promotion(String),
     #[error("{0}")]
     NotFound(String),
     #[error(transparent)]
@@ -840,7 +1039,7 @@ enum BotError {
 /// (the detail is in the log).
 fn user_error(e: &BotError) -> String {
     match e {
-        BotError::User(text) | BotError::NotFound(text) => text.clone(),
+        BotError::User(text) | BotError::NotFound(text) | BotError::Promotion(text) => text.clone(),
         BotError::Engine(EngineError::Store(StoreError::HostBusy { host, run })) => {
             format!("{host} already has run #{run}")
         }
@@ -856,6 +1055,7 @@ fn user_error(e: &BotError) -> String {
 fn verdict_of(e: &BotError) -> Verdict {
     match e {
         BotError::User(_) => Verdict::Invalid,
+        BotError::Promotion(_) => Verdict::Conflict,
         BotError::NotFound(_) | BotError::Engine(EngineError::NoSuchRun(_)) => Verdict::NotFound,
         BotError::Engine(
             EngineError::WrongState { .. }

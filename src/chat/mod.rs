@@ -5,6 +5,8 @@
 
 pub mod bot;
 pub mod command;
+pub mod environments;
+pub mod groups;
 pub mod notify;
 pub mod outlet;
 pub mod pace;

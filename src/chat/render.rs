@@ -65,6 +65,8 @@ pub fn event_text(event_kind: &str, e: &EventBody) -> Option<String> {
             Some(by) => format!("{name} cancelled by {by} after {}", took()),
             None => format!("{name} cancelled after {}", took()),
         },
+        // A rollout's own line, made by the bot when it stopped or finished.
+        kind::ROLLOUT_STOPPED | kind::ROLLOUT_FINISHED => text,
         _ => return None,
     })
 }
@@ -73,7 +75,12 @@ pub fn event_text(event_kind: &str, e: &EventBody) -> Option<String> {
 pub fn pings_requester(event_kind: &str) -> bool {
     matches!(
         event_kind,
-        kind::SUCCEEDED | kind::FAILED | kind::APPROVAL_NEEDED | kind::INTERRUPTED
+        kind::SUCCEEDED
+            | kind::FAILED
+            | kind::APPROVAL_NEEDED
+            | kind::INTERRUPTED
+            | kind::ROLLOUT_STOPPED
+            | kind::ROLLOUT_FINISHED
     )
 }
 

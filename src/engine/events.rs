@@ -19,6 +19,10 @@ pub mod kind {
     pub const INTERRUPTED: &str = "interrupted";
     pub const RERUN_AFTER_RESTART: &str = "rerun_after_restart";
     pub const CANCELLED: &str = "cancelled";
+    /// A rollout stopped after too many failures (told with one of its child runs).
+    pub const ROLLOUT_STOPPED: &str = "rollout_stopped";
+    /// A rollout went over all its hosts.
+    pub const ROLLOUT_FINISHED: &str = "rollout_finished";
 }
 
 /// Everything a notification about a run may say, so the chat side needs no lookup.

@@ -352,14 +352,18 @@ pub(crate) async fn perform(
 
 /// The chat line that says `command`, for the audit log.
 fn command_text(command: &Command) -> String {
-    let run = |r: &RunRef| match r {
-        RunRef::Id(id) => format!("#{id}"),
-        RunRef::Host(h) => h.clone(),
-    };
+    let run = |r: &RunRef| r.to_string();
     match command {
-        Command::Deploy { reference } => format!("deploy {reference}"),
-        Command::Redeploy { host } => format!("redeploy {host}"),
-        Command::Destroy { host } => format!("destroy {host}"),
+        Command::Deploy {
+            target,
+            environment,
+        } => format!("deploy {target}{}", to_environment(environment)),
+        Command::Redeploy {
+            target,
+            environment,
+        } => format!("redeploy {target}{}", to_environment(environment)),
+        Command::Destroy { target } => format!("destroy {target}"),
+        Command::Promote { host, environment } => format!("promote {host} to {environment}"),
         Command::Cancel { run: r } => format!("cancel {}", run(r)),
         Command::Resume { run: r } => format!("resume {}", run(r)),
         Command::Retry { run: r } => format!("retry {}", run(r)),
@@ -368,7 +372,14 @@ fn command_text(command: &Command) -> String {
     }
 }
 
-fn answer(status: StatusCode, reply: Reply) -> Response {
+fn to_environment(environment: &Option<String>) -> String {
+    environment
+        .as_deref()
+        .map(|e| format!(" to {e}"))
+        .unwrap_or_default()
+}
+
+pub(super) fn answer(status: StatusCode, reply: Reply) -> Response {
     let message = reply.public.first().cloned().unwrap_or_default();
     if status.is_success() {
         (
@@ -386,7 +397,10 @@ fn answer(status: StatusCode, reply: Reply) -> Response {
 }
 
 /// A JSON body of one object with string fields only.
-fn fields(body: Result<Bytes, BytesRejection>, names: &[&str]) -> Result<Vec<String>, ApiError> {
+pub(super) fn fields(
+    body: Result<Bytes, BytesRejection>,
+    names: &[&str],
+) -> Result<Vec<String>, ApiError> {
     let body = body.map_err(|e| {
         err(
             e.status(),
@@ -438,7 +452,7 @@ fn fields(body: Result<Bytes, BytesRejection>, names: &[&str]) -> Result<Vec<Str
 }
 
 /// Parses `line` with the chat language's own parser, so the API takes what chat takes.
-fn parse(line: &str) -> Result<Command, ApiError> {
+pub(super) fn parse(line: &str) -> Result<Command, ApiError> {
     crate::chat::command::parse(line)
         .map_err(|e| err(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
 }

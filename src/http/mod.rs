@@ -9,6 +9,7 @@ mod api;
 mod auth;
 mod metrics;
 mod page;
+mod rollouts;
 mod tls;
 
 use std::net::SocketAddr;
@@ -188,6 +189,10 @@ fn router(state: Shared) -> Router {
         .route("/redeploy", post(api::redeploy))
         .route("/destroy", post(api::destroy))
         .route("/events", get(api::events))
+        .route("/rollouts", get(rollouts::list))
+        .route("/rollouts/{id}", get(rollouts::one))
+        .route("/rollouts/{id}/{action}", post(rollouts::act))
+        .route("/promote", post(rollouts::promote))
         .fallback(api::not_found);
     Router::new()
         .nest("/api/v1", api)
@@ -199,6 +204,12 @@ fn router(state: Shared) -> Router {
         .route("/plan", post(page::plan))
         .route("/runs/{id}", get(page::run))
         .route("/runs/{id}/{action}", post(page::act))
+        .route(
+            "/runs/{id}/promote/{environment}",
+            post(rollouts::page_promote),
+        )
+        .route("/rollouts", get(rollouts::page_list))
+        .route("/rollouts/{id}/{action}", post(rollouts::page_act))
         .route("/parts/runs", get(page::runs_part))
         .route("/parts/runs/{id}", get(page::run_part))
         .route("/assets/app.js", get(page::script))

@@ -37,7 +37,7 @@ pub async fn style() -> Response {
 }
 
 /// A whole page around `body`.
-fn layout(title: &str, caller: Option<&Caller>, body: &str) -> String {
+pub(super) fn layout(title: &str, caller: Option<&Caller>, body: &str) -> String {
     let who = match caller {
         Some(c) if !c.anonymous() => format!(
             "<span>logged in as <strong>{}</strong></span>\
@@ -55,17 +55,17 @@ fn layout(title: &str, caller: Option<&Caller>, body: &str) -> String {
          <title>{} — jarvis</title><link rel=\"stylesheet\" href=\"/assets/app.css\">\
          <script src=\"/assets/app.js\" defer></script></head><body>\
          <header><nav aria-label=\"main\"><a href=\"/\" class=\"brand\">jarvis</a> \
-         <a href=\"/\">Runs</a></nav><div class=\"who\">{who}</div></header>\
+         <a href=\"/\">Runs</a> <a href=\"/rollouts\">Rollouts</a></nav><div class=\"who\">{who}</div></header>\
          <main>{body}</main></body></html>",
         esc(title)
     )
 }
 
-fn page(status: StatusCode, html: String) -> Response {
+pub(super) fn page(status: StatusCode, html: String) -> Response {
     (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
 }
 
-fn refusal_page(caller: Option<&Caller>, r: Refusal) -> Response {
+pub(super) fn refusal_page(caller: Option<&Caller>, r: Refusal) -> Response {
     let body = format!(
         "<h1>Not possible</h1><p class=\"failure\" role=\"alert\">{}</p><p><a href=\"/\">Back to the runs</a></p>",
         esc(&r.message)
@@ -81,7 +81,11 @@ pub async fn not_found() -> Response {
 }
 
 /// The caller, who must be able to view; the anonymous are sent to log in.
-async fn viewer(state: &State, headers: &HeaderMap, peer: SocketAddr) -> Result<Caller, Response> {
+pub(super) async fn viewer(
+    state: &State,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<Caller, Response> {
     let caller = auth::caller(state, headers, peer)
         .await
         .map_err(|r| refusal_page(None, r))?;
@@ -92,7 +96,7 @@ async fn viewer(state: &State, headers: &HeaderMap, peer: SocketAddr) -> Result<
     }
 }
 
-fn can(state: &State, caller: &Caller, role: Role) -> bool {
+pub(super) fn can(state: &State, caller: &Caller, role: Role) -> bool {
     auth::roles_of(state, caller).iter().any(|r| r.covers(role))
 }
 
@@ -225,7 +229,7 @@ pub async fn run(
     run_page(&state, &caller, id, None, StatusCode::OK).await
 }
 
-async fn run_page(
+pub(super) async fn run_page(
     state: &State,
     caller: &Caller,
     id: i64,
@@ -402,6 +406,7 @@ fn actions_html(state: &State, caller: &Caller, run: &Run) -> String {
         }
     }
     let mut html = String::from("<div class=\"actions\">");
+    html.push_str(&super::rollouts::promote_html(state, caller, run));
     for a in actions {
         html.push_str(&format!(
             "<form method=\"post\" action=\"/runs/{}/{a}\" class=\"inline\">\
@@ -444,10 +449,10 @@ pub async fn run_part(
     }
 }
 
-type FormFields = Result<Form<HashMap<String, String>>, FormRejection>;
+pub(super) type FormFields = Result<Form<HashMap<String, String>>, FormRejection>;
 
 /// The logged-in caller of a form, with its CSRF token checked.
-async fn form_caller(
+pub(super) async fn form_caller(
     state: &State,
     headers: &HeaderMap,
     peer: SocketAddr,
