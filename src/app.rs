@@ -176,6 +176,11 @@ impl Application {
         &self.bot
     }
 
+    /// What masks secrets in everything shown (adapters that show clipboards use it).
+    pub fn masker(&self) -> &Masker {
+        &self.masker
+    }
+
     /// Connects a chat network: its outlet, and a courier for its notifications. Refused
     /// when another network has its name.
     pub fn attach(&self, network: Arc<dyn ChatNetwork>) -> anyhow::Result<Arc<Outlet>> {

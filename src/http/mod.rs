@@ -9,6 +9,7 @@ mod api;
 mod auth;
 mod metrics;
 mod page;
+mod schema;
 mod tls;
 
 use std::net::SocketAddr;
@@ -176,19 +177,7 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls:
 }
 
 fn router(state: Shared) -> Router {
-    let api = Router::new()
-        .route("/whoami", get(api::whoami))
-        .route("/pipelines", get(api::pipelines))
-        .route("/runs", get(api::runs))
-        .route("/runs/{id}", get(api::run))
-        .route("/runs/{id}/log", get(api::log))
-        .route("/runs/{id}/{action}", post(api::act))
-        .route("/plan", get(api::plan))
-        .route("/deploy", post(api::deploy))
-        .route("/redeploy", post(api::redeploy))
-        .route("/destroy", post(api::destroy))
-        .route("/events", get(api::events))
-        .fallback(api::not_found);
+    let (api, _) = api::routes().split_for_parts();
     Router::new()
         .nest("/api/v1", api)
         .route("/", get(page::index))

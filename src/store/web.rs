@@ -8,6 +8,7 @@ use super::outbox::event_from_row;
 use super::{
     EventRow, RUN_COLUMNS, Result, Run, RunId, RunState, Store, now_ms, parse_json, run_from_row,
 };
+use crate::clipboard::Clipboard;
 
 /// A personal API token as stored: never the token, only who it is for.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,6 +178,30 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The clipboard each stage of a run left, by phase (`main`, `on_failure`) and stage:
+    /// its last succeeded attempt's (stage records keep them; retention prunes them).
+    pub async fn stage_clipboards(&self, run: RunId) -> Result<Vec<(String, usize, Clipboard)>> {
+        let rows = sqlx::query(
+            "SELECT phase, stage, clipboard FROM stage_runs WHERE run_id = $1 \
+             AND state = 'succeeded' AND clipboard IS NOT NULL ORDER BY phase, stage, attempt",
+        )
+        .bind(run)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut out: Vec<(String, usize, Clipboard)> = Vec::new();
+        for r in &rows {
+            let phase: String = r.try_get("phase")?;
+            let stage = r.try_get::<i64, _>("stage")? as usize;
+            let clipboard: Clipboard = parse_json(&r.try_get::<String, _>("clipboard")?)?;
+            match out.last_mut() {
+                // A later attempt of the same stage: its clipboard is the one that counts.
+                Some(last) if last.0 == phase && last.1 == stage => last.2 = clipboard,
+                _ => out.push((phase, stage, clipboard)),
+            }
+        }
+        Ok(out)
     }
 
     /// Stored events with an id above `after`, oldest first (routed or not).
