@@ -1032,8 +1032,52 @@ fn the_page_needs_a_login_and_forms_need_their_csrf_token() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(resp.headers().get("location").unwrap(), "/runs/1");
+    // A run action without its CSRF token: refused, as every form.
+    let resp = http
+        .post(daemon.url("/runs/1/cancel"))
+        .header("cookie", &cookie)
+        .form(&[("x", "y")])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // A run action redirects to the run's page, which shows its outcome once.
+    let resp = http
+        .post(daemon.url("/runs/1/approve"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers().get("location").unwrap(), "/runs/1");
+    let flash = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| v.to_str().ok().filter(|v| v.starts_with("jarvis_flash=")))
+        .expect("the outcome in a cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let resp = http
+        .get(daemon.url("/runs/1"))
+        .header("cookie", format!("{cookie}; {flash}"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cleared = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.starts_with("jarvis_flash=;")));
+    assert!(cleared, "the outcome is shown once");
+    let html = resp.text().unwrap();
+    assert!(
+        html.contains("<p class=\"failure\" role=\"alert\">run #1 "),
+        "{html}"
+    );
     let rows = home.sql("SELECT identity || ' ' || command FROM audit WHERE network = 'web'");
-    assert_eq!(rows, vec!["web:alice deploy demo".to_string()]);
+    assert_eq!(rows[0], "web:alice deploy demo");
 }
 
 #[test]

@@ -222,7 +222,54 @@ pub async fn run(
     let Ok(Path(id)) = path else {
         return no_run_page();
     };
-    run_page(&state, &caller, id, None, StatusCode::OK).await
+    let flash = auth::cookie(&headers, FLASH_COOKIE).and_then(|v| read_flash(&v));
+    let mut response = run_page(
+        &state,
+        &caller,
+        id,
+        flash.as_ref().map(|(m, ok)| (m.as_str(), *ok)),
+        StatusCode::OK,
+    )
+    .await;
+    if flash.is_some()
+        && let Ok(v) = HeaderValue::from_str(&auth::set_cookie(
+            FLASH_COOKIE,
+            "",
+            Duration::ZERO,
+            state.secure,
+        ))
+    {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
+}
+
+/// The cookie that carries a run action's outcome to the page the action redirects to.
+const FLASH_COOKIE: &str = "jarvis_flash";
+
+/// `1` or `0` (done or refused) and the message, base64url: a cookie value.
+fn write_flash(message: &str, ok: bool) -> String {
+    use base64::Engine as _;
+    let message = crate::text::one_line(message, 140);
+    let flag = if ok { '1' } else { '0' };
+    format!(
+        "{flag}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(message.as_bytes())
+    )
+}
+
+fn read_flash(value: &str) -> Option<(String, bool)> {
+    use base64::Engine as _;
+    let ok = match value.get(..1)? {
+        "1" => true,
+        "0" => false,
+        _ => return None,
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value.get(1..)?)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    Some((crate::text::one_line(&text, 140), ok))
 }
 
 async fn run_page(
@@ -594,17 +641,22 @@ pub async fn act(
     let retry = matches!(command, Command::Retry { .. });
     let (status, reply) = super::api::perform(&state, &caller, command).await;
     let line = reply.public.first().cloned().unwrap_or_default();
-    if retry && let (Some(new), true) = (reply.run, status.is_success()) {
-        return Redirect::to(&format!("/runs/{new}")).into_response();
+    // Redirect after the post (a reload does not post again); the outcome rides along in a
+    // short-lived cookie that the run page shows once.
+    let target = match (retry, reply.run, status.is_success()) {
+        (true, Some(new), true) => new,
+        _ => id,
+    };
+    let mut response = Redirect::to(&format!("/runs/{target}")).into_response();
+    if let Ok(v) = HeaderValue::from_str(&auth::set_cookie(
+        FLASH_COOKIE,
+        &write_flash(&line, status.is_success()),
+        Duration::from_secs(60),
+        state.secure,
+    )) {
+        response.headers_mut().append(header::SET_COOKIE, v);
     }
-    run_page(
-        &state,
-        &caller,
-        id,
-        Some((&line, status.is_success())),
-        status,
-    )
-    .await
+    response
 }
 
 // ---- login ----------------------------------------------------------------------------
