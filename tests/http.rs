@@ -713,7 +713,12 @@ fn api_deploys_approves_and_refuses_as_chat_does() {
         "jarvis_stage_duration_seconds_bucket{task=\"local:step\",le=\"+Inf\"}",
         "jarvis_stage_duration_seconds_count{task=\"local:check\"}",
         "jarvis_workers_running 0",
-        "jarvis_outbox_undeliverable 0",
+        "jarvis_outbox_undeliverable{network=\"web\"} 0",
+        "jarvis_outbox_lag_seconds{network=\"web\"} 0",
+        "jarvis_queue_depth{pipeline=\"demo\"} 0",
+        "# TYPE jarvis_store_write_seconds histogram",
+        "jarvis_store_write_seconds_bucket{le=\"+Inf\"}",
+        "# TYPE jarvis_chat_connected gauge",
     ] {
         assert!(metrics.contains(needle), "no {needle} in:\n{metrics}");
     }

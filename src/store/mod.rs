@@ -36,7 +36,7 @@ pub use lifecycle::{Phase, RunState, Transition};
 pub use outbox::{EventRow, NewOutbox, OutboxRow, Undeliverable};
 pub use retention::Pruned;
 pub use trust::{HostKey, PinnedKey};
-pub use web::{ApiToken, RunFilter, StageDurations, StageTiming};
+pub use web::{ApiToken, RunFilter, StageDurations, StageTiming, WRITE_BUCKETS};
 
 pub type RunId = i64;
 
