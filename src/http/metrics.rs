@@ -174,7 +174,7 @@ async fn render(state: &super::State) -> Result<String, crate::store::StoreError
     let (buckets, sum) = store.write_latency();
     let _ = writeln!(
         out,
-        "# HELP jarvis_store_write_seconds How long the store's writes took, from the request to the durable commit."
+        "# HELP jarvis_store_write_seconds How long the store's group-committed writes (the engine's stage and run transitions) took, from the request to the durable commit."
     );
     let _ = writeln!(out, "# TYPE jarvis_store_write_seconds histogram");
     for (bound, n) in crate::store::WRITE_BUCKETS.iter().zip(&buckets) {
