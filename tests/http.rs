@@ -651,6 +651,49 @@ fn api_deploys_approves_and_refuses_as_chat_does() {
     api.check("GET", "/api/v1/events?after=x", code, &body);
     assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
 
+    // A host's history: success rate and the duration trend; the pipelines page.
+    let page = |path: &str| {
+        let resp = api
+            .http
+            .get(api.daemon.url(path))
+            .bearer_auth(&carol)
+            .send()
+            .unwrap();
+        (resp.status(), resp.text().unwrap())
+    };
+    let (code, html) = page("/hosts/demo");
+    assert_eq!(code, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("100% of the last 3 finished runs succeeded (3 of 3)"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<svg id=\"trend\"") && html.contains("role=\"img\""),
+        "{html}"
+    );
+    assert_eq!(html.matches("<rect class=\"ok\"").count(), 3, "{html}");
+    let (code, html) = page("/hosts/broken");
+    assert_eq!(code, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("0% of the last 2 finished runs succeeded"),
+        "{html}"
+    );
+    assert!(html.contains("<rect class=\"bad\""), "{html}");
+    let (code, _) = page("/hosts/nosuch");
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (code, html) = page("/pipelines");
+    assert_eq!(code, StatusCode::OK);
+    for needle in [
+        "<h2 id=\"p-demo-again\">demo-again</h2>",
+        "redeploy for providers local",
+        "<code>local:check</code>",
+        "(may wait for approval)",
+    ] {
+        assert!(html.contains(needle), "no {needle} in {html}");
+    }
+    let (_, html) = page("/");
+    assert!(html.contains("<a href=\"/hosts/demo\">demo</a>"), "{html}");
+
     // Every documented operation answered well at least once, and every one that can
     // refuse did refuse here (events' stream is checked in its own test).
     for (template, method) in api.spec.operations() {

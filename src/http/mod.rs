@@ -186,6 +186,8 @@ fn router(state: Shared) -> Router {
         .route("/logout", post(page::logout))
         .route("/deploy", post(page::deploy))
         .route("/plan", post(page::plan))
+        .route("/hosts/{host}", get(page::host))
+        .route("/pipelines", get(page::pipelines))
         .route("/runs/{id}", get(page::run))
         .route("/runs/{id}/{action}", post(page::act))
         .route("/parts/runs", get(page::runs_part))
