@@ -874,6 +874,24 @@ fn the_openapi_document_is_what_the_router_serves() {
     assert!(server.contains(".nest(\"/api/v1\", api)"));
 }
 
+/// What ships turns the web part on, on loopback only: the example configuration (which the
+/// systemd unit runs) has `http:` on 127.0.0.1.
+#[test]
+fn the_example_configuration_serves_http_on_loopback() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let example = std::fs::read_to_string(format!("{root}/config/example.yaml")).unwrap();
+    assert!(
+        example.contains("\nhttp:\n  listen: 127.0.0.1:8080\n"),
+        "config/example.yaml enables http on 127.0.0.1:8080"
+    );
+    let unit = std::fs::read_to_string(format!("{root}/deploy/jarvis.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/jarvis run --config /etc/jarvis/jarvis.yaml"));
+    assert!(
+        unit.contains("127.0.0.1:8080"),
+        "the unit says where the page is"
+    );
+}
+
 /// Reads SSE events from `resp` until `n` have come: (id, data).
 fn read_events(resp: &mut reqwest::blocking::Response, n: usize) -> Vec<(i64, Value)> {
     let mut events = Vec::new();
