@@ -102,7 +102,7 @@ pub fn home() -> Home {
     );
     home.design(
         "secretive",
-        &format!("instance:\n  hostname: secretive\n  provider: leaky\n"),
+        "instance:\n  hostname: secretive\n  provider: leaky\n",
     );
     home.design(
         "gated",
