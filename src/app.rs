@@ -183,6 +183,20 @@ impl Application {
         &self.bot
     }
 
+    /// The connected chat networks, for adapters that report their state (`/metrics`).
+    pub fn chat_networks(&self) -> Vec<Arc<dyn ChatNetwork>> {
+        self.outlets
+            .all()
+            .iter()
+            .map(|o| o.network().clone())
+            .collect()
+    }
+
+    /// What masks secrets in everything shown (adapters that show clipboards use it).
+    pub fn masker(&self) -> &Masker {
+        &self.masker
+    }
+
     /// Connects a chat network: its outlet, and a courier for its notifications. Refused
     /// when another network has its name.
     pub fn attach(&self, network: Arc<dyn ChatNetwork>) -> anyhow::Result<Arc<Outlet>> {

@@ -38,7 +38,7 @@ pub use outbox::{EventRow, NewOutbox, OutboxRow, Undeliverable};
 pub use retention::Pruned;
 pub use rollout::{NewRollout, Rollout, RolloutHost, RolloutState};
 pub use trust::{HostKey, PinnedKey};
-pub use web::{ApiToken, RunFilter, StageDurations, StageTiming};
+pub use web::{ApiToken, RunFilter, StageDurations, StageTiming, WRITE_BUCKETS};
 
 pub type RunId = i64;
 
