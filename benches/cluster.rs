@@ -99,6 +99,7 @@ fn new_run(settings: &jarvis::config::Settings, host: &str) -> NewRun {
         origin: String::new(),
         clipboard,
         retry_of: None,
+        placement: Default::default(),
     }
 }
 
@@ -226,7 +227,7 @@ fn main() {
         return;
     }
     let Some(server) = jarvis_testbed::Server::start("postgres").expect("postgres starts") else {
-        eprintln!("PostgreSQL is not installed (deploy/testbed/install installs it)");
+        eprintln!("PostgreSQL is not installed (tests/testbed/install installs it)");
         std::process::exit(1);
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,5 +1,5 @@
 //! `cargo bench --bench irc`: the round trip of `status` through a real IRC server (InspIRCd +
-//! Anope from deploy/testbed), 200 times for each kind of sender jarvis identifies
+//! Anope from tests/testbed), 200 times for each kind of sender jarvis identifies
 //! differently:
 //!
 //! - `account`: alice, logged in with SASL, asks in #ops (`jarvis: status`); her account

@@ -53,6 +53,7 @@ fn new_run(settings: &jarvis::config::Settings, host: &str, clipboard: Clipboard
         origin: String::new(),
         clipboard,
         retry_of: None,
+        placement: Default::default(),
     }
 }
 
@@ -172,7 +173,7 @@ fn bench_sql(settings: &jarvis::config::Settings, query: &str) -> Vec<String> {
         .arg(settings.data_dir().join("jarvis.db"))
         .arg(query)
         .output()
-        .expect("sqlite3 (deploy/testbed/install installs it)");
+        .expect("sqlite3 (tests/testbed/install installs it)");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)

@@ -75,7 +75,7 @@ fn main() {
         .arg(settings.data_dir().join("jarvis.db"))
         .stdin(std::process::Stdio::piped())
         .spawn()
-        .expect("sqlite3 (deploy/testbed/install installs it)");
+        .expect("sqlite3 (tests/testbed/install installs it)");
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().expect("stdin");

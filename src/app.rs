@@ -108,15 +108,15 @@ impl Application {
         let schedules: Vec<crate::triggers::schedule::Schedule> = settings
             .schedules
             .iter()
-            .filter_map(
-                |(name, c)| match crate::triggers::schedule::Schedule::new(name, c) {
+            .filter_map(|(name, c)| {
+                match crate::triggers::schedule::Schedule::new(name, c, &settings.environments) {
                     Ok(s) => Some(s),
                     Err(e) => {
                         tracing::error!(schedule = %name, error = %e, "schedule left out");
                         None
                     }
-                },
-            )
+                }
+            })
             .collect();
         let designs = Arc::new(jarvis_design::DesignSources::new(settings.designs.clone()));
         let bot_config = BotConfig {
@@ -131,6 +131,8 @@ impl Application {
                 .iter()
                 .map(|s| (s.name.clone(), s.describe()))
                 .collect(),
+            environments: settings.environments.clone(),
+            groups: settings.groups.clone(),
         };
         let bot = Arc::new(Bot::new(Arc::new(bot_config), engine.clone(), designs));
         let outbox_written = Arc::new(Notify::new());
@@ -150,6 +152,11 @@ impl Application {
         tokio::spawn(crate::retention::prune_forever(
             store.clone(),
             settings.retention.clone(),
+        ));
+        tokio::spawn(drive_rollouts_in_turn(
+            store.clone(),
+            url.expose().to_string(),
+            bot.clone(),
         ));
         tokio::spawn(route_in_turn(
             store.clone(),
@@ -199,6 +206,20 @@ impl Application {
 
     pub fn bot(&self) -> &Arc<Bot> {
         &self.bot
+    }
+
+    /// The connected chat networks, for adapters that report their state (`/metrics`).
+    pub fn chat_networks(&self) -> Vec<Arc<dyn ChatNetwork>> {
+        self.outlets
+            .all()
+            .iter()
+            .map(|o| o.network().clone())
+            .collect()
+    }
+
+    /// What masks secrets in everything shown (adapters that show clipboards use it).
+    pub fn masker(&self) -> &Masker {
+        &self.masker
     }
 
     /// Connects a chat network: its outlet, and a courier for its notifications. Refused
@@ -446,6 +467,30 @@ impl Application {
 /// How often a stand-by process asks whether a chat network's speaker is gone: it takes
 /// the network over within this (plus the time to connect) of the speaker's death.
 const SPEAKER_RETRY: Duration = Duration::from_secs(2);
+
+/// Drives the rollouts while this process holds the rollouts' role (one process of a
+/// cluster does, so no two queue the same host; always this one on SQLite); stands by while
+/// another does. A rollout's state is all in the store, so whoever takes over goes on.
+async fn drive_rollouts_in_turn(store: Store, url: String, bot: Arc<Bot>) {
+    loop {
+        let role = match store.hold_role(&url, "rollouts").await {
+            Ok(Some(role)) => role,
+            Ok(None) => {
+                tokio::time::sleep(SPEAKER_RETRY).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the rollouts' role");
+                tokio::time::sleep(SPEAKER_RETRY).await;
+                continue;
+            }
+        };
+        tokio::select! {
+            _ = bot.clone().drive_rollouts() => return,
+            _ = role.lost() => tracing::warn!("lost the rollouts' role; standing by"),
+        }
+    }
+}
 
 /// Routes events into the outbox while this process holds the router's role (one process
 /// of a cluster does; always this one on SQLite); stands by while another does.

@@ -79,6 +79,12 @@ pub struct Settings {
     /// Named actions for `run ACTION on HOST`, each with the role that may run it.
     #[serde(default)]
     pub actions: BTreeMap<String, ActionConfig>,
+    /// The environments (staging before production) in promotion order.
+    #[serde(default)]
+    pub environments: crate::chat::environments::EnvironmentsConfig,
+    /// Host groups, by name, that `redeploy group:NAME` rolls over in batches.
+    #[serde(default)]
+    pub groups: BTreeMap<String, crate::chat::groups::GroupConfig>,
 }
 
 fn default_name() -> String {
@@ -385,6 +391,27 @@ impl Settings {
                 .map_err(|e| format!("pipelines.{name}.{e}"))?;
         }
         self.roles.check().map_err(|e| format!("roles.{e}"))?;
+        self.environments
+            .check()
+            .map_err(|e| format!("environments.{e}"))?;
+        for (name, group) in &self.groups {
+            crate::chat::command::group_arg(name)
+                .ok()
+                .filter(|n| n == name)
+                .ok_or_else(|| {
+                    format!("groups.{name}: a group's name is lower-case letters, digits, '-', '_'")
+                })?;
+            group
+                .check(self.designs.ldap.is_some())
+                .map_err(|e| format!("groups.{name}.{e}"))?;
+        }
+        for (name, pipeline) in &self.pipelines {
+            if pipeline.promote_within.is_some() && self.environments.order.len() < 2 {
+                return Err(format!(
+                    "pipelines.{name}.promote_within: needs at least two environments in environments.order"
+                ));
+            }
+        }
         for (i, network) in self.chat.irc.iter().enumerate() {
             network.check(i)?;
         }
@@ -475,7 +502,7 @@ impl Settings {
                 return Err(format!("{at}.triggers: give at least one trigger"));
             }
             for (i, t) in hook.triggers.iter().enumerate() {
-                crate::triggers::command_for(&t.run, t.environment.as_deref())
+                crate::triggers::command_for(&t.run, t.environment.as_deref(), &self.environments)
                     .map_err(|e| format!("{at}.triggers[{i}].run: {e}"))?;
             }
         }
@@ -487,7 +514,7 @@ impl Settings {
                 ));
             }
             person(&at, &schedule.person)?;
-            crate::triggers::schedule::Schedule::new(name, schedule)
+            crate::triggers::schedule::Schedule::new(name, schedule, &self.environments)
                 .map_err(|e| format!("{at}.{e}"))?;
         }
         Ok(())

@@ -32,6 +32,8 @@ const SOURCES: &[&str] = &[
     "src/config/cluster.rs",
     "src/triggers/config.rs",
     "src/chat/actions.rs",
+    "src/chat/environments.rs",
+    "src/chat/groups.rs",
 ];
 
 const REGENERATE: &str = "JARVIS_BLESS=1 cargo test --test config_reference";

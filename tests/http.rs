@@ -18,7 +18,21 @@ use support::{Home, JARVIS, PATIENCE};
 #[path = "http/webdriver.rs"]
 mod webdriver;
 
-const CONFIG: &str = "pipelines:
+#[path = "http/openapi.rs"]
+mod openapi;
+
+/// A secret a worker makes (givesecret): it must come back masked, never as itself, in any
+/// answer.
+const PLANTED: &str = "planted-Secr3t-7731";
+
+const CONFIG: &str = "workers:
+  folders: [WORKERS, HTTP_WORKERS]
+  modules:
+    givesecret:
+      env: { SEED_SECRET: PLANTED }
+    leaky:
+      env: { API_TOKEN: tok-8e7d6c5b4a }
+pipelines:
   demo:
     providers: [local]
     stages:
@@ -26,12 +40,28 @@ const CONFIG: &str = "pipelines:
       - { task: \"local:step\", idempotent: true, notify: true }
       - { task: \"local:step\", idempotent: true }
       - { task: \"local:step\", idempotent: true }
+  demo-again:
+    command: redeploy
+    providers: [local]
+    stages:
+      - { task: \"local:step\", idempotent: true }
+  demo-gone:
+    command: destroy
+    providers: [local]
+    stages:
+      - { task: \"local:step\", idempotent: true }
   gated:
     providers: [gated]
     stages:
       - { task: \"local:check\", idempotent: true }
       - { task: \"local:step\", approval: true }
       - { task: \"local:step\", idempotent: true }
+  leaky:
+    providers: [leaky]
+    stages:
+      - { task: \"givesecret:x\" }
+      - { task: \"clipleak:x\" }
+      - { task: \"leaky:x\" }
 roles:
   people:
     alice: [ { xmpp_jid: alice@example.com } ]
@@ -49,7 +79,15 @@ http:
 ";
 
 pub fn home() -> Home {
-    let home = Home::new(CONFIG);
+    let workers = support::test_workers();
+    let config = CONFIG
+        .replace(
+            "HTTP_WORKERS",
+            &workers.join("../http/workers").display().to_string(),
+        )
+        .replace("WORKERS", &workers.display().to_string())
+        .replace("PLANTED", PLANTED);
+    let home = Home::new(&config);
     home.design(
         "demo",
         "instance:\n  hostname: demo\n  provider: local\ndemo:\n  step_ms: 300\n",
@@ -61,6 +99,10 @@ pub fn home() -> Home {
     home.design(
         "walk",
         "instance:\n  hostname: walk\n  provider: local\ndemo:\n  step_ms: 1500\n",
+    );
+    home.design(
+        "secretive",
+        "instance:\n  hostname: secretive\n  provider: leaky\n",
     );
     home.design(
         "gated",
@@ -196,14 +238,42 @@ fn client() -> Client {
         .expect("a reqwest client")
 }
 
-/// Every answer's body, to check that no token ever leaves in one.
+/// Every answer's body, to check that no token ever leaves in one; every answer under
+/// /api/v1 is checked against the OpenAPI document as it comes.
 struct Api {
     daemon: Daemon,
     http: Client,
     bodies: Vec<String>,
+    spec: openapi::Spec,
 }
 
 impl Api {
+    /// Starts the daemon and reads its OpenAPI document (no login needed for it).
+    fn start(home: &Home) -> Api {
+        let daemon = Daemon::start(home);
+        let http = client();
+        let resp = http
+            .get(daemon.url("/api/v1/openapi.json"))
+            .send()
+            .expect("jarvis answers");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let doc: Value = resp.json().expect("the OpenAPI document is JSON");
+        let mut spec = openapi::Spec::new(doc.clone());
+        spec.check("GET", "/api/v1/openapi.json", 200, &doc);
+        Api {
+            daemon,
+            http,
+            bodies: Vec::new(),
+            spec,
+        }
+    }
+
+    /// Checks an answer got some other way against the document.
+    fn check(&mut self, method: &str, path: &str, status: StatusCode, body: &Value) {
+        self.bodies.push(body.to_string());
+        self.spec.check(method, path, status.as_u16(), body);
+    }
+
     fn call(
         &mut self,
         method: &str,
@@ -228,6 +298,9 @@ impl Api {
         self.bodies.push(text.clone());
         let value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+        if path.starts_with(openapi::PREFIX) && self.spec.template_of(path).is_some() {
+            self.spec.check(method, path, status.as_u16(), &value);
+        }
         (status, value)
     }
 
@@ -276,11 +349,7 @@ fn api_deploys_approves_and_refuses_as_chat_does() {
     for t in [&alice, &bob, &carol] {
         assert!(support::files_containing(&data, t.as_bytes()).is_empty());
     }
-    let mut api = Api {
-        daemon: Daemon::start(&home),
-        http: client(),
-        bodies: Vec::new(),
-    };
+    let mut api = Api::start(&home);
 
     for path in ["/healthz", "/readyz"] {
         let health = api.http.get(api.daemon.url(path)).send().unwrap();
@@ -355,6 +424,13 @@ fn api_deploys_approves_and_refuses_as_chat_does() {
         .send()
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = resp.json().expect("a JSON error");
+    api.check(
+        "POST",
+        "/api/v1/deploy",
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &body,
+    );
     let big = format!("{{\"design\": \"{}\"}}", "x".repeat(64 * 1024));
     // Its own connection: the server closes one whose body it would not read.
     let resp = client()
@@ -366,6 +442,12 @@ fn api_deploys_approves_and_refuses_as_chat_does() {
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     let body: Value = resp.json().expect("a JSON error");
     assert!(error_of(&body).contains("body"), "{body}");
+    api.check(
+        "POST",
+        "/api/v1/deploy",
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &body,
+    );
 
     // Deploy: 202 with the run id at once; a second one for the host: 409 naming the run.
     let (code, body) = api.post("/api/v1/deploy", &alice, json!({"design": "demo"}));
@@ -476,6 +558,164 @@ fn api_deploys_approves_and_refuses_as_chat_does() {
     let retried = body["run"].as_i64().unwrap();
     let run = api.wait_state(retried, &carol, "failed");
     assert_eq!(run["retry_of"], broken);
+    // Resume goes on with the same run: 200, not a new run.
+    let (code, body) = api.post(&format!("/api/v1/runs/{retried}/resume"), &alice, json!({}));
+    assert_eq!(code, StatusCode::OK, "{body}");
+    api.wait_state(retried, &carol, "failed");
+    let (code, body) = api.post(&format!("/api/v1/runs/{retried}/resume"), &carol, json!({}));
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+
+    // The clipboard after each stage, and what the stage changed: each step adds its
+    // (1-based) stage number to `local.done`; the check changes nothing.
+    let run = api.wait_state(id, &carol, "succeeded");
+    assert_eq!(run["initial_clipboard"]["instance"]["hostname"], "demo");
+    assert_eq!(run["stages"][0]["changes"], json!([]), "{run}");
+    assert_eq!(
+        run["stages"][1]["changes"],
+        json!([{"path": "local", "change": "added", "after": {"done": [2]}}]),
+        "{run}"
+    );
+    assert_eq!(
+        run["stages"][2]["changes"],
+        json!([{"path": "local.done", "change": "changed", "before": [2], "after": [2, 3]}]),
+        "{run}"
+    );
+    assert_eq!(
+        run["stages"][3]["clipboard"]["local"]["done"],
+        json!([2, 3, 4])
+    );
+
+    // A secret a worker made (sealed, handed to later workers) comes back masked in the
+    // run's clipboards, log, error and pages, and as itself in no answer.
+    let (code, body) = api.post("/api/v1/deploy", &alice, json!({"design": "secretive"}));
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let secretive = body["run"].as_i64().unwrap();
+    let run = api.wait_state(secretive, &carol, "failed");
+    assert_eq!(
+        run["stages"][1]["clipboard"]["admin"]["password"], "********",
+        "{run}"
+    );
+    assert_eq!(
+        run["stages"][1]["clipboard"]["note"], "made with ********",
+        "{run}"
+    );
+    assert!(error_of(&run).contains("********"), "{run}");
+    let (_, log) = api.get(
+        &format!("/api/v1/runs/{secretive}/log?lines=1000"),
+        Some(&carol),
+    );
+    assert!(log.to_string().contains("********"), "{log}");
+    api.get("/api/v1/runs?host=secretive", Some(&carol));
+    api.get("/api/v1/plan?design=secretive", Some(&alice));
+    for page in [
+        format!("/runs/{secretive}"),
+        format!("/parts/runs/{secretive}"),
+        "/".to_string(),
+    ] {
+        let html = api
+            .http
+            .get(api.daemon.url(&page))
+            .bearer_auth(&carol)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        api.bodies.push(html);
+    }
+
+    // Redeploy and destroy by their own pipelines; refusals for a host with no history.
+    let (code, body) = api.post("/api/v1/redeploy", &alice, json!({"host": "demo"}));
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    api.wait_state(body["run"].as_i64().unwrap(), &carol, "succeeded");
+    let (code, body) = api.post("/api/v1/redeploy", &carol, json!({"host": "demo"}));
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    let (code, body) = api.post("/api/v1/destroy", &alice, json!({"host": "demo"}));
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    api.wait_state(body["run"].as_i64().unwrap(), &carol, "succeeded");
+    let (code, body) = api.post("/api/v1/destroy", &alice, json!({"hots": "demo"}));
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (code, _) = api.get("/api/v1/runs/9999/log", Some(&carol));
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (code, _) = api.get("/api/v1/pipelines", None);
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let (code, _) = api.get("/api/v1/whoami", Some("jv_not-a-token"));
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    let resp = api
+        .http
+        .get(api.daemon.url("/api/v1/events?after=x"))
+        .bearer_auth(&carol)
+        .send()
+        .unwrap();
+    let code = resp.status();
+    let body: Value = resp.json().expect("a JSON error");
+    api.check("GET", "/api/v1/events?after=x", code, &body);
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A host's history: success rate and the duration trend; the pipelines page.
+    let page = |path: &str| {
+        let resp = api
+            .http
+            .get(api.daemon.url(path))
+            .bearer_auth(&carol)
+            .send()
+            .unwrap();
+        (resp.status(), resp.text().unwrap())
+    };
+    let (code, html) = page("/hosts/demo");
+    assert_eq!(code, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("100% of the last 3 finished runs succeeded (3 of 3)"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<svg id=\"trend\"") && html.contains("role=\"img\""),
+        "{html}"
+    );
+    assert_eq!(html.matches("<rect class=\"ok\"").count(), 3, "{html}");
+    let (code, html) = page("/hosts/broken");
+    assert_eq!(code, StatusCode::OK, "{html}");
+    assert!(
+        html.contains("0% of the last 2 finished runs succeeded"),
+        "{html}"
+    );
+    assert!(html.contains("<rect class=\"bad\""), "{html}");
+    let (code, _) = page("/hosts/nosuch");
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (code, html) = page("/pipelines");
+    assert_eq!(code, StatusCode::OK);
+    for needle in [
+        "<h2 id=\"p-demo-again\">demo-again</h2>",
+        "redeploy for providers local",
+        "<code>local:check</code>",
+        "(may wait for approval)",
+    ] {
+        assert!(html.contains(needle), "no {needle} in {html}");
+    }
+    let (_, html) = page("/");
+    assert!(html.contains("<a href=\"/hosts/demo\">demo</a>"), "{html}");
+
+    // Every documented operation answered well at least once, and every one that can
+    // refuse did refuse here (events' stream is checked in its own test).
+    for (template, method) in api.spec.operations() {
+        let seen = api
+            .spec
+            .seen()
+            .get(&(template.clone(), method.clone()))
+            .cloned()
+            .unwrap_or_default();
+        if template != "/events" {
+            assert!(
+                seen.iter().any(|s| *s < 300),
+                "{method} {template} never answered well: {seen:?}"
+            );
+        }
+        if template != "/openapi.json" {
+            assert!(
+                seen.iter().any(|s| *s >= 400),
+                "{method} {template} never refused: {seen:?}"
+            );
+        }
+    }
 
     // Audit rows like chat's, with the web user as identity and the client as channel.
     let rows = home.sql(
@@ -516,16 +756,26 @@ fn api_deploys_approves_and_refuses_as_chat_does() {
         "jarvis_stage_duration_seconds_bucket{task=\"local:step\",le=\"+Inf\"}",
         "jarvis_stage_duration_seconds_count{task=\"local:check\"}",
         "jarvis_workers_running 0",
-        "jarvis_outbox_undeliverable 0",
+        "jarvis_outbox_undeliverable{network=\"web\"} 0",
+        "jarvis_outbox_lag_seconds{network=\"web\"} 0",
+        "jarvis_queue_depth{pipeline=\"demo\"} 0",
+        "# TYPE jarvis_store_write_seconds histogram",
+        "jarvis_store_write_seconds_bucket{le=\"+Inf\"}",
+        "# TYPE jarvis_chat_connected gauge",
     ] {
         assert!(metrics.contains(needle), "no {needle} in:\n{metrics}");
     }
 
-    // No token ever came back in an answer.
+    // No token, and no secret of a design, ever came back in an answer.
     for body in &api.bodies {
         for t in [&alice, &bob, &carol] {
             assert!(!body.contains(t.as_str()), "a token leaked: {body}");
         }
+        assert!(!body.contains(PLANTED), "a secret leaked: {body}");
+        assert!(
+            !body.contains("tok-8e7d6c"),
+            "a worker's token leaked: {body}"
+        );
     }
     // Nor went to the log.
     let log = api.daemon.stderr_text();
@@ -546,6 +796,100 @@ fn api_deploys_approves_and_refuses_as_chat_does() {
     );
     let (code, _) = api.get("/api/v1/runs", Some(&carol));
     assert_eq!(code, StatusCode::UNAUTHORIZED);
+}
+
+/// The document and the router agree: every documented operation is served (it reaches a
+/// handler, not the API's "no such endpoint" nor 405), every other method on a documented
+/// path is 405, and the router's API routes are only the documented ones (the one list in
+/// `api::routes`, which makes both).
+#[test]
+fn the_openapi_document_is_what_the_router_serves() {
+    let home = home();
+    let mut api = Api::start(&home);
+    let operations = api.spec.operations();
+    assert!(operations.len() >= 12, "{operations:?}");
+    let concrete = |template: &str| template.replace("{id}", "1").replace("{action}", "cancel");
+    for (template, method) in &operations {
+        let path = format!("{}{}", openapi::PREFIX, concrete(template));
+        let resp = match method.as_str() {
+            "GET" => api.http.get(api.daemon.url(&path)),
+            "POST" => api.http.post(api.daemon.url(&path)).json(&json!({})),
+            other => panic!("an operation with method {other}"),
+        }
+        .send()
+        .expect("jarvis answers");
+        let status = resp.status();
+        assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+        let text = resp.text().unwrap_or_default();
+        assert!(
+            !text.contains("no such API endpoint"),
+            "{method} {path} is documented but not served: {text}"
+        );
+        if template != "/events" {
+            let body: Value = serde_json::from_str(&text).expect("JSON");
+            api.check(method, &path, status, &body);
+        }
+        for other in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+            if operations.iter().any(|(t, m)| t == template && m == other) {
+                continue;
+            }
+            let resp = api
+                .http
+                .request(other.parse().expect("a method"), api.daemon.url(&path))
+                .send()
+                .expect("jarvis answers");
+            assert_eq!(
+                resp.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{other} {path} is served but not documented"
+            );
+        }
+    }
+    // An undocumented path under /api/v1 reaches the API's own 404, in JSON.
+    let (code, body) = api.get("/api/v1/runs/1/log/more", None);
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert!(error_of(&body).contains("no such API endpoint"), "{body}");
+    // The API router is made only of documented routes: `api::routes` adds each with
+    // `routes!` (route and operation together), and the server nests nothing else there.
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/http/api.rs"))
+        .expect("the API's source");
+    let body = source
+        .split("pub(crate) fn routes()")
+        .nth(1)
+        .and_then(|rest| rest.split("\n}\n").next())
+        .expect("api::routes");
+    for line in body.lines().map(str::trim).filter(|l| l.starts_with('.')) {
+        assert!(
+            line.starts_with(".routes(routes!(") || line == ".fallback(not_found)",
+            "api::routes adds a route the document would not know: {line}"
+        );
+    }
+    let server = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/http/mod.rs"))
+        .expect("the server's source");
+    assert_eq!(
+        server.matches("\"/api").count(),
+        1,
+        "one API mount in src/http/mod.rs"
+    );
+    assert!(server.contains(".nest(\"/api/v1\", api)"));
+}
+
+/// What ships turns the web part on, on loopback only: the example configuration (which the
+/// systemd unit runs) has `http:` on 127.0.0.1.
+#[test]
+fn the_example_configuration_serves_http_on_loopback() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let example = std::fs::read_to_string(format!("{root}/config/example.yaml")).unwrap();
+    assert!(
+        example.contains("\nhttp:\n  listen: 127.0.0.1:8080\n"),
+        "config/example.yaml enables http on 127.0.0.1:8080"
+    );
+    let unit = std::fs::read_to_string(format!("{root}/deploy/jarvis.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/jarvis run --config /etc/jarvis/jarvis.yaml"));
+    assert!(
+        unit.contains("127.0.0.1:8080"),
+        "the unit says where the page is"
+    );
 }
 
 /// Reads SSE events from `resp` until `n` have come: (id, data).
@@ -754,8 +1098,52 @@ fn the_page_needs_a_login_and_forms_need_their_csrf_token() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(resp.headers().get("location").unwrap(), "/runs/1");
+    // A run action without its CSRF token: refused, as every form.
+    let resp = http
+        .post(daemon.url("/runs/1/cancel"))
+        .header("cookie", &cookie)
+        .form(&[("x", "y")])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    // A run action redirects to the run's page, which shows its outcome once.
+    let resp = http
+        .post(daemon.url("/runs/1/approve"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers().get("location").unwrap(), "/runs/1");
+    let flash = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| v.to_str().ok().filter(|v| v.starts_with("jarvis_flash=")))
+        .expect("the outcome in a cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let resp = http
+        .get(daemon.url("/runs/1"))
+        .header("cookie", format!("{cookie}; {flash}"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cleared = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.starts_with("jarvis_flash=;")));
+    assert!(cleared, "the outcome is shown once");
+    let html = resp.text().unwrap();
+    assert!(
+        html.contains("<p class=\"failure\" role=\"alert\">run #1 "),
+        "{html}"
+    );
     let rows = home.sql("SELECT identity || ' ' || command FROM audit WHERE network = 'web'");
-    assert_eq!(rows, vec!["web:alice deploy demo".to_string()]);
+    assert_eq!(rows[0], "web:alice deploy demo");
 }
 
 #[test]
@@ -1016,4 +1404,107 @@ fn https_from_certificate_files() {
     assert!(cookie.ends_with("; Secure"), "{cookie}");
     // Plain HTTP to it gets no answer.
     assert!(client().get(daemon.url("/healthz")).send().is_err());
+}
+
+#[test]
+fn api_rolls_over_a_group_and_promotes_a_host() {
+    let home = Home::new(
+        "pipelines:
+  local:
+    providers: [local]
+    promote_within: 1h
+    stages:
+      - { task: \"local:step\", idempotent: true }
+environments:
+  order: [{ name: staging }, { name: production }]
+groups:
+  pair: { hosts: [a1, a2], max_parallel: 1 }
+roles:
+  people:
+    alice: [ { xmpp_jid: alice@example.com } ]
+  grants:
+    - { person: alice, roles: [deployer] }
+http:
+  listen: 127.0.0.1:0
+",
+    );
+    for host in ["a1", "a2"] {
+        home.design(
+            host,
+            &format!(
+                "instance:\n  hostname: {host}\n  provider: local\n  environment: staging\ndemo:\n  step_ms: 50\n"
+            ),
+        );
+    }
+    let alice = make_token(&home, "alice");
+    let mut api = Api::start(&home);
+    let (code, body) = api.post("/api/v1/deploy", &alice, json!({ "design": "group:pair" }));
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("rollout #1 of group pair started"),
+        "{body}"
+    );
+    let deadline = Instant::now() + PATIENCE;
+    let rollout = loop {
+        let (code, r) = api.get("/api/v1/rollouts/1", Some(&alice));
+        assert_eq!(code, StatusCode::OK, "{r}");
+        if r["state"] == "succeeded" {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the rollout never ended: {r}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(rollout["hosts"][0]["host"], "a1");
+    assert_eq!(rollout["hosts"][1]["state"], "done");
+    assert!(
+        rollout["status"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("2/2 done, 0 running, 0 failed"),
+        "{rollout}"
+    );
+    let (_, list) = api.get("/api/v1/rollouts", Some(&alice));
+    assert_eq!(list["rollouts"][0]["id"], 1, "{list}");
+    // The page shows it, and a staging run's page offers the promotion.
+    let page = |path: &str| {
+        api.http
+            .get(api.daemon.url(path))
+            .bearer_auth(&alice)
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default()
+    };
+    let rollouts = page("/rollouts");
+    assert!(
+        rollouts.contains("Rollout #1 of pair") && rollouts.contains("2/2 done"),
+        "{rollouts}"
+    );
+    let first = rollout["hosts"][0]["run"].as_i64().expect("a1's run");
+    let run_page = page(&format!("/runs/{first}"));
+    assert!(run_page.contains("Promote a1 to production"), "{run_page}");
+    let (code, body) = api.post("/api/v1/rollouts/1/resume", &alice, json!({}));
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+
+    // Both succeeded on staging: a1 may go to production; an unknown environment is refused.
+    let (code, body) = api.post(
+        "/api/v1/promote",
+        &alice,
+        json!({ "host": "a1", "environment": "production" }),
+    );
+    assert_eq!(code, StatusCode::ACCEPTED, "{body}");
+    let run = body["run"].as_i64().expect("a run id");
+    api.wait_state(run, &alice, "succeeded");
+    let (code, body) = api.post(
+        "/api/v1/promote",
+        &alice,
+        json!({ "host": "a2", "environment": "qa" }),
+    );
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        error_of(&body).contains("not a configured environment"),
+        "{body}"
+    );
 }

@@ -1,4 +1,4 @@
-//! jarvis on a real IRC network: InspIRCd 3 + Anope 2 (deploy/testbed/servers/ircd.sh),
+//! jarvis on a real IRC network: InspIRCd 3 + Anope 2 (tests/testbed/servers/ircd.sh),
 //! with the real `jarvis run` binary and test clients speaking raw IRC over TCP.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -632,7 +632,7 @@ fn sql(dir: &Path, query: &str) -> Vec<String> {
         .arg(dir.join("data/jarvis.db"))
         .arg(query)
         .output()
-        .expect("sqlite3 is installed (deploy/testbed/install)");
+        .expect("sqlite3 is installed (tests/testbed/install)");
     assert!(
         out.status.success(),
         "sqlite3: {}",

@@ -34,6 +34,7 @@ fn new_run() -> NewRun {
         origin: String::new(),
         clipboard: Default::default(),
         retry_of: None,
+        placement: Default::default(),
     }
 }
 

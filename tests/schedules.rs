@@ -7,6 +7,7 @@
 mod support;
 
 use chrono::{TimeZone, Utc};
+use jarvis::chat::environments::EnvironmentsConfig;
 use jarvis::store::Store;
 use jarvis::triggers::config::ScheduleConfig;
 use jarvis::triggers::schedule::{Schedule, tick};
@@ -26,7 +27,9 @@ fn start(yaml: &str) -> Vec<Schedule> {
         serde_saphyr::from_str(yaml).expect("schedules parse");
     configs
         .iter()
-        .map(|(name, c)| Schedule::new(name, c).expect("a valid schedule"))
+        .map(|(name, c)| {
+            Schedule::new(name, c, &EnvironmentsConfig::default()).expect("a valid schedule")
+        })
         .collect()
 }
 
@@ -163,7 +166,8 @@ fn bad_schedules_are_refused_by_name() {
          c: { cron: '0 3 * * *', run: status, person: ci }\n",
     )
     .unwrap();
-    let problem = |n: &str| Schedule::new(n, &configs[n]).unwrap_err();
+    let problem =
+        |n: &str| Schedule::new(n, &configs[n], &EnvironmentsConfig::default()).unwrap_err();
     assert!(problem("a").starts_with("cron: "), "{}", problem("a"));
     assert!(
         problem("b").starts_with("timezone: 'Mars/Olympus'"),

@@ -40,10 +40,10 @@ fn every_command_answers_as_a_user_expects() {
     let home = home(ADMIN);
     let mut sh = home.shell();
 
-    let help = sh.ask("help", "deploy REF — load a design");
+    let help = sh.ask("help", "deploy REF|group:GROUP [to ENV] — load a design");
     assert!(help.starts_with("deploy REF"), "{help}");
     sh.expect("help [COMMAND]");
-    let line = sh.ask("help deploy", "deploy REF —");
+    let line = sh.ask("help deploy", "deploy REF|group:GROUP [to ENV] —");
     assert!(line.contains("Example: jarvis: deploy cn=loki"), "{line}");
     sh.ask(
         "stauts",
@@ -143,7 +143,7 @@ fn a_viewer_may_look_but_not_deploy() {
     sh.ask("status", "nothing is running");
     let help: Vec<String> = {
         sh.say("help");
-        let first = sh.expect("status [HOST|#ID]");
+        let first = sh.expect("status [HOST|#ID|group:GROUP|rollout #ID]");
         vec![first]
     };
     assert!(!help.iter().any(|l| l.contains("deploy REF")), "{help:?}");

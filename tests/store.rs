@@ -37,6 +37,7 @@ fn new_run(host: &str) -> NewRun {
         origin: "console".into(),
         clipboard: clipboard.as_object().cloned().unwrap_or_default(),
         retry_of: None,
+        placement: Default::default(),
     }
 }
 

@@ -1,5 +1,5 @@
 //! The store's calls for the HTTP adapter (tokens, filtered runs, stage timings, events
-//! after a cursor, the figures of /metrics), on SQLite and on PostgreSQL alike.
+//! after a cursor, stage clipboards, the figures of /metrics), on SQLite and on PostgreSQL alike.
 
 mod support;
 
@@ -25,6 +25,7 @@ fn new_run(host: &str) -> NewRun {
         origin: "web".into(),
         clipboard: clipboard.as_object().cloned().unwrap_or_default(),
         retry_of: None,
+        placement: Default::default(),
     }
 }
 
@@ -152,6 +153,43 @@ async fn every_call(url: &str) {
     assert_eq!(store.running_attempts().await.unwrap(), 1);
     assert!(store.stage_durations().await.unwrap().is_empty());
     assert!(store.outbox_backlog().await.unwrap().is_empty());
+    assert!(store.outbox_health().await.unwrap().is_empty());
+
+    // The clipboard each stage left, for the run's JSON.
+    let after = json!({"instance": {"hostname": "a", "ip": "10.0.0.9"}});
+    let after = after.as_object().cloned().unwrap_or_default();
+    store
+        .finish_stage(a, Phase::Main, 0, 1, &after, None, None, &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.stage_clipboards(a).await.unwrap(),
+        vec![("main".to_string(), 0, after)]
+    );
+    assert!(store.stage_clipboards(b).await.unwrap().is_empty());
+    // Group-committed writes were timed (start_stage, finish_stage): cumulative counts.
+    let (buckets, sum) = store.write_latency();
+    assert_eq!(buckets.len(), jarvis::store::WRITE_BUCKETS.len() + 1);
+    assert!(buckets.last().copied().unwrap_or(0) >= 2, "{buckets:?}");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]) && sum > 0.0);
+
+    // The outbox's lag and its undeliverable notifications, by network.
+    let msg = |text: &str| jarvis::store::NewOutbox {
+        network: "libera".into(),
+        target: "#ops".into(),
+        text: text.into(),
+    };
+    store
+        .route_event(events[0].id, &[msg("one"), msg("two")])
+        .await
+        .unwrap();
+    let pending = store.pending_outbox("libera", 10).await.unwrap();
+    store.set_aside(pending[0].id, "test").await.unwrap();
+    let health = store.outbox_health().await.unwrap();
+    assert_eq!(health.len(), 1, "{health:?}");
+    assert_eq!(health[0].0, "libera");
+    assert!(health[0].1.is_some_and(|ms| ms >= 0), "{health:?}");
+    assert_eq!(health[0].2, 1);
     store.close().await;
 }
 

@@ -1,4 +1,4 @@
-//! jarvis in XMPP rooms and direct chats, against a real Prosody (deploy/testbed), with the
+//! jarvis in XMPP rooms and direct chats, against a real Prosody (tests/testbed), with the
 //! real `jarvis run` binary; alice and mallory are small tokio-xmpp clients.
 
 #[path = "xmpp/client.rs"]

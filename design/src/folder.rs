@@ -72,6 +72,35 @@ pub(crate) async fn load(
     Ok(design)
 }
 
+/// The design names of the folder: its `NAME.yaml` files with a valid name, sorted.
+pub(crate) async fn names(config: &DesignsConfig) -> Result<Vec<String>, DesignError> {
+    let Some(folder) = &config.folder else {
+        return Err(DesignError::Reference(
+            "no designs folder is configured".into(),
+        ));
+    };
+    let unreadable = |e: std::io::Error| {
+        tracing::error!(folder = %folder.display(), error = %e, "the designs folder is unusable");
+        DesignError::Source(format!(
+            "the designs folder {} cannot be read: {}",
+            printable(&folder.display().to_string()),
+            e.kind()
+        ))
+    };
+    let mut entries = tokio::fs::read_dir(folder).await.map_err(unreadable)?;
+    let mut names = Vec::new();
+    while let Some(entry) = entries.next_entry().await.map_err(unreadable)? {
+        let file = entry.file_name();
+        if let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".yaml"))
+            && is_design_name(name)
+        {
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 fn is_inside(path: &Path, root: &Path) -> bool {
     path.parent().is_some_and(|parent| parent.starts_with(root))
 }

@@ -123,6 +123,97 @@ impl LdapSource {
         }
     }
 
+    /// The names (`name_attribute`) of the design entries whose `attribute` is `value`, sorted:
+    /// a host group from LDAP. The value is escaped into the filter (`ldap3::ldap_escape`).
+    pub(crate) async fn names_where(
+        &self,
+        config: &DesignsConfig,
+        attribute: &str,
+        value: &str,
+    ) -> Result<Vec<String>, DesignError> {
+        let Some(ldap) = &config.ldap else {
+            return Err(DesignError::Reference(
+                "no LDAP design source is configured".into(),
+            ));
+        };
+        let ok = !attribute.is_empty()
+            && attribute
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ';');
+        if !ok {
+            return Err(DesignError::Reference(format!(
+                "'{}' is not an LDAP attribute name",
+                printable(attribute)
+            )));
+        }
+        let filter = format!(
+            "(&{}({attribute}={}))",
+            ldap.filter,
+            ldap3::ldap_escape(value)
+        );
+        let search = |mut conn: Ldap| {
+            let filter = filter.clone();
+            async move {
+                conn.with_search_options(SearchOptions::new().sizelimit(1000))
+                    .with_timeout(ldap.timeout)
+                    .search(
+                        &ldap.base.to_string(),
+                        Scope::Subtree,
+                        &filter,
+                        vec![ldap.name_attribute.as_str()],
+                    )
+                    .await
+                    .map_err(Failure::classify)
+            }
+        };
+        let failed = |e: String| {
+            tracing::warn!(server = %printable(&ldap.url.server()), error = %printable(&e), "LDAP group search failed");
+            DesignError::Source(format!(
+                "the LDAP search for {attribute}={} failed; see jarvis's log",
+                printable(value)
+            ))
+        };
+        let conn = self
+            .connection(ldap)
+            .await
+            .map_err(|_| failed("cannot connect".into()))?;
+        let result = match search(conn).await {
+            Err(Failure::Connection(_)) => {
+                *self.connection.lock().await = None;
+                let conn = self
+                    .connection(ldap)
+                    .await
+                    .map_err(|_| failed("cannot connect".into()))?;
+                search(conn).await
+            }
+            other => other,
+        }
+        .map_err(|_| failed("search failed".into()))?;
+        let ldap3::SearchResult(entries, status) = result;
+        if status.rc != 0 {
+            return Err(failed(format!("result code {}", status.rc)));
+        }
+        let mut names = Vec::new();
+        for e in entries {
+            if e.is_ref() || e.is_intermediate() {
+                continue;
+            }
+            let entry = std::panic::catch_unwind(AssertUnwindSafe(|| SearchEntry::construct(e)))
+                .map_err(|_| failed("a garbled entry".into()))?;
+            let name = entry
+                .attrs
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(&ldap.name_attribute))
+                .and_then(|(_, v)| v.first().cloned());
+            if let Some(name) = name {
+                names.push(name);
+            }
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
     /// The cached connection, or a new one, bound as the configured DN.
     async fn connection(&self, config: &LdapConfig) -> Result<Ldap, Failure> {
         let mut cached = self.connection.lock().await;

@@ -100,6 +100,20 @@ impl DesignSources {
         result
     }
 
+    /// The names of the designs in the designs folder (`NAME.yaml`), sorted.
+    pub async fn folder_names(&self) -> Result<Vec<String>, DesignError> {
+        folder::names(&self.config).await
+    }
+
+    /// The names of the LDAP design entries whose `attribute` is `value`, sorted.
+    pub async fn ldap_names_where(
+        &self,
+        attribute: &str,
+        value: &str,
+    ) -> Result<Vec<String>, DesignError> {
+        self.ldap.names_where(&self.config, attribute, value).await
+    }
+
     async fn load_parsed(&self, reference: &str) -> Result<Design, DesignError> {
         let config = &self.config;
         let trimmed = reference.trim_matches(' ');

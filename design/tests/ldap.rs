@@ -1,4 +1,4 @@
-//! Designs from LDAP, against a real slapd (deploy/testbed/servers/slapd.sh). The seeded
+//! Designs from LDAP, against a real slapd (tests/testbed/servers/slapd.sh). The seeded
 //! `cn=loki` entry gets the design's fields here, as a site would keep them.
 
 mod support;

@@ -84,6 +84,7 @@ impl ActionConfig {
             providers: Vec::new(),
             stages: self.stages.clone(),
             on_failure: Vec::new(),
+            promote_within: None,
         }
     }
 }

@@ -9,8 +9,12 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
+pub mod rollout;
+
 use super::actions::ActionConfig;
-use super::command::{self, COMMANDS, Command, ParseError, RunRef};
+use super::command::{self, COMMANDS, Command, ParseError, RunRef, Target};
+use super::environments::{self, EnvironmentsConfig};
+use super::groups::GroupConfig;
 use super::render;
 use super::roles::{self, Identity, Role, RolesConfig};
 use super::{Incoming, Origin, TargetKind};
@@ -18,7 +22,7 @@ use crate::clipboard::Clipboard;
 use crate::engine::events::{EventBody, kind as event_kind};
 use crate::engine::pipeline::{self, RunKind, Stage};
 use crate::engine::{Engine, EngineError};
-use crate::store::{AuditEntry, NewRun, Run, StoreError};
+use crate::store::{AuditEntry, NewRun, Placement, Run, StoreError};
 
 /// An answer: lines for where the message was said, and lines for the sender alone; what
 /// came of the command, for adapters that answer with a status (HTTP); and the run it
@@ -89,6 +93,10 @@ pub struct BotConfig {
     /// The configured schedules, name → what `schedules` says of them ("0 3 * * *
     /// Europe/Berlin: redeploy web1"); their firings are in the store.
     pub schedules: BTreeMap<String, String>,
+    /// The environments in promotion order.
+    pub environments: EnvironmentsConfig,
+    /// The host groups that rollouts go over.
+    pub groups: BTreeMap<String, GroupConfig>,
 }
 
 /// What started a run other than a person's command: a webhook delivery or a schedule. It
@@ -127,6 +135,8 @@ pub struct Bot {
     settings: Arc<BotConfig>,
     engine: Engine,
     designs: Arc<jarvis_design::DesignSources>,
+    /// Rung when a rollout was started, cancelled or resumed.
+    rollouts: tokio::sync::Notify,
 }
 
 impl Bot {
@@ -139,6 +149,7 @@ impl Bot {
             settings,
             engine,
             designs,
+            rollouts: tokio::sync::Notify::new(),
         }
     }
 
@@ -231,7 +242,7 @@ impl Bot {
             Ok(r) => r,
             Err(e) => {
                 match &e {
-                    BotError::User(_) | BotError::NotFound(_) => {
+                    BotError::User(_) | BotError::NotFound(_) | BotError::Promotion(_) => {
                         tracing::debug!(command = cmd.name(), error = %e, "command refused")
                     }
                     _ => tracing::error!(command = cmd.name(), error = %e, "command failed"),
@@ -245,6 +256,24 @@ impl Bot {
             self.audit(msg, text, &outcome).await;
         }
         reply
+    }
+
+    /// Who asks, and where answers about what they queue go.
+    fn asker(&self, msg: &Incoming) -> Asker {
+        Asker {
+            who: self.who(msg),
+            // A webhook or schedule with nowhere to announce asks from no network: its runs
+            // record no origin, and their notifications go to `chat.notify` only.
+            origin: if msg.reply_to.network.is_empty() {
+                String::new()
+            } else {
+                Origin {
+                    target: msg.reply_to.clone(),
+                    nick: msg.nick.clone(),
+                }
+                .encode()
+            },
+        }
     }
 
     /// Who sent `msg`: the verified identity that speaks for them and the person it is.
@@ -282,18 +311,59 @@ impl Bot {
         trigger: Option<&Trigger>,
     ) -> Result<Reply, BotError> {
         match cmd {
-            Command::Deploy { reference } => {
-                self.queue(msg, RunKind::Deploy, reference, None, trigger)
+            Command::Deploy {
+                target: Target::Single(reference),
+                environment,
+            } => {
+                let asker = self.asker(msg);
+                let at = Placing::new(environment.as_deref(), None).by(trigger);
+                self.queue(&asker, RunKind::Deploy, reference, None, &at)
                     .await
             }
-            Command::Redeploy { host } => {
-                self.queue_for_host(msg, RunKind::Redeploy, host, trigger)
+            Command::Redeploy {
+                target: Target::Single(host),
+                environment,
+            } => {
+                let at = Placing::new(environment.as_deref(), None).by(trigger);
+                self.queue_for_host(&self.asker(msg), RunKind::Redeploy, host, &at)
                     .await
             }
-            Command::Destroy { host } => {
-                self.queue_for_host(msg, RunKind::Destroy, host, trigger)
+            Command::Destroy {
+                target: Target::Single(host),
+            } => {
+                let at = Placing::new(None, None).by(trigger);
+                self.queue_for_host(&self.asker(msg), RunKind::Destroy, host, &at)
                     .await
             }
+            Command::Deploy {
+                target: Target::Group(group),
+                environment,
+            } => {
+                self.start_rollout(msg, RunKind::Deploy, group, environment.as_deref())
+                    .await
+            }
+            Command::Redeploy {
+                target: Target::Group(group),
+                environment,
+            } => {
+                self.start_rollout(msg, RunKind::Redeploy, group, environment.as_deref())
+                    .await
+            }
+            Command::Destroy {
+                target: Target::Group(group),
+            } => self.start_rollout(msg, RunKind::Destroy, group, None).await,
+            Command::Promote { host, environment } => {
+                self.promote(msg, host, environment, trigger).await
+            }
+            Command::Status {
+                run: Some(r @ (RunRef::Rollout(_) | RunRef::Group(_))),
+            } => self.rollout_status(r).await,
+            Command::Cancel {
+                run: r @ (RunRef::Rollout(_) | RunRef::Group(_)),
+            } => self.cancel_rollout(msg, r).await,
+            Command::Resume {
+                run: r @ (RunRef::Rollout(_) | RunRef::Group(_)),
+            } => self.resume_rollout(r).await,
             Command::Run { action, host } => {
                 self.run_action(msg, action, host, roles, trigger).await
             }
@@ -301,6 +371,9 @@ impl Bot {
             Command::Plan { reference } => self.plan(reference).await,
             Command::Status { run } => {
                 let mut reply = self.status(run.as_ref()).await?;
+                if run.is_none() {
+                    reply.public.extend(self.open_rollout_lines().await?);
+                }
                 if run.is_none() && roles.contains(&Role::Admin) {
                     reply.public.extend(self.undeliverable_line().await);
                 }
@@ -492,11 +565,17 @@ impl Bot {
                 Some(run) => Some(run),
                 None => store.last_run_for_host(host).await?,
             },
+            RunRef::Rollout(_) | RunRef::Group(_) => {
+                return Err(BotError::User(format!(
+                    "{r} is a rollout; say 'status {r}', 'cancel {r}' or 'resume {r}'"
+                )));
+            }
         };
         found.ok_or_else(|| {
             BotError::NotFound(match r {
                 RunRef::Id(id) => format!("there is no run #{id}"),
                 RunRef::Host(h) => format!("{h} has no runs"),
+                other => format!("there is no {other}"),
             })
         })
     }
@@ -577,31 +656,41 @@ impl Bot {
 
     async fn queue(
         &self,
-        msg: &Incoming,
+        asker: &Asker,
         kind: RunKind,
         reference: &str,
         retry_of: Option<i64>,
-        trigger: Option<&Trigger>,
+        at: &Placing<'_>,
     ) -> Result<Reply, BotError> {
         let (design, pipeline_name) = self.design_and_pipeline(kind, reference).await?;
+        let placement = Placement {
+            environment: self
+                .settings
+                .environments
+                .choose(at.environment, &design.document)
+                .map_err(BotError::User)?,
+            design_digest: Some(self.settings.environments.digest(&design.document)),
+            rollout: at.rollout,
+        };
         let clipboard = initial_clipboard(
             &design.document,
             &design.hostname,
             kind,
             &pipeline_name,
-            &self.who(msg),
+            &asker.who,
             reference,
-            trigger,
+            at.trigger,
         );
         self.submit(
-            msg,
+            asker,
             kind,
             &design.hostname,
             &pipeline_name,
             reference,
             clipboard,
             retry_of,
-            trigger,
+            placement,
+            at.trigger,
         )
         .await
     }
@@ -609,16 +698,19 @@ impl Bot {
     #[allow(clippy::too_many_arguments)]
     async fn submit(
         &self,
-        msg: &Incoming,
+        asker: &Asker,
         kind: RunKind,
         host: &str,
         pipeline_name: &str,
         reference: &str,
-        clipboard: Clipboard,
+        mut clipboard: Clipboard,
         retry_of: Option<i64>,
+        placement: Placement,
         trigger: Option<&Trigger>,
     ) -> Result<Reply, BotError> {
-        let Some((stages, on_failure)) = self.frozen_stages(kind, pipeline_name) else {
+        let Some((mut stages, on_failure, promote_within)) =
+            self.frozen_stages(kind, pipeline_name)
+        else {
             let what = if kind == RunKind::Action {
                 "action"
             } else {
@@ -628,11 +720,35 @@ impl Bot {
                 "{what} '{pipeline_name}' is no longer configured"
             )));
         };
+        if let Some(env) = &placement.environment {
+            if let Some(digest) = &placement.design_digest
+                && let Err(refusal) = environments::check_promotion(
+                    self.engine.store(),
+                    &self.settings.environments,
+                    promote_within,
+                    env,
+                    host,
+                    digest,
+                )
+                .await?
+            {
+                return Err(BotError::Promotion(refusal));
+            }
+            // An environment that wants approval holds every run before its first stage.
+            if self
+                .settings
+                .environments
+                .get(env)
+                .is_some_and(|e| e.approval)
+                && let Some(first) = stages.first_mut()
+            {
+                first.approval = true;
+            }
+            if let Some(serde_json::Value::Object(jarvis)) = clipboard.get_mut("jarvis") {
+                jarvis.insert("environment".into(), json!(env));
+            }
+        }
         let count = stages.len();
-        let origin = Origin {
-            target: msg.reply_to.clone(),
-            nick: msg.nick.clone(),
-        };
         let new = NewRun {
             host: host.to_string(),
             kind,
@@ -640,16 +756,11 @@ impl Bot {
             stages,
             on_failure,
             design_ref: reference.to_string(),
-            requester: requester_key(msg),
-            // A webhook or schedule with nowhere to announce asks from no network: its runs
-            // record no origin, and their notifications go to `chat.notify` only.
-            origin: if msg.reply_to.network.is_empty() {
-                String::new()
-            } else {
-                origin.encode()
-            },
+            requester: asker.who.key.clone(),
+            origin: asker.origin.clone(),
             clipboard,
             retry_of,
+            placement,
         };
         let origin = new.origin.clone();
         match self.engine.submit(new).await {
@@ -688,13 +799,13 @@ impl Bot {
     /// its LDAP entry when LDAP is configured, else a design of that name.
     async fn queue_for_host(
         &self,
-        msg: &Incoming,
+        asker: &Asker,
         kind: RunKind,
         host: &str,
-        trigger: Option<&Trigger>,
+        at: &Placing<'_>,
     ) -> Result<Reply, BotError> {
         let reference = self.design_of_host(host).await?;
-        self.queue(msg, kind, &reference, None, trigger).await
+        self.queue(asker, kind, &reference, None, at).await
     }
 
     /// The design a known host was last deployed from, else its LDAP entry when LDAP is
@@ -708,18 +819,19 @@ impl Bot {
     }
 
     /// The stages a run of `kind` freezes: the named pipeline's, or the named action's.
-    fn frozen_stages(&self, kind: RunKind, name: &str) -> Option<(Vec<Stage>, Vec<Stage>)> {
+    /// Also the pipeline's `promote_within` (an action has none).
+    fn frozen_stages(&self, kind: RunKind, name: &str) -> Option<FrozenStages> {
         let timeout = self.settings.default_timeout;
         if kind == RunKind::Action {
-            self.settings
-                .actions
-                .get(name)
-                .map(|a| a.frozen_stages(timeout))
+            self.settings.actions.get(name).map(|a| {
+                let (stages, on_failure) = a.frozen_stages(timeout);
+                (stages, on_failure, None)
+            })
         } else {
-            self.settings
-                .pipelines
-                .get(name)
-                .map(|p| p.frozen_stages(timeout))
+            self.settings.pipelines.get(name).map(|p| {
+                let (stages, on_failure) = p.frozen_stages(timeout);
+                (stages, on_failure, p.promote_within)
+            })
         }
     }
 
@@ -795,24 +907,32 @@ impl Bot {
                 design.hostname
             )));
         }
+        let asker = self.asker(msg);
         let clipboard = initial_clipboard(
             &design.document,
             host,
             RunKind::Action,
             name,
-            &self.who(msg),
+            &asker.who,
             &reference,
             trigger,
         );
+        // An action is no deployment: it has no environment and no promotion rule.
+        let placement = Placement {
+            environment: None,
+            design_digest: None,
+            rollout: None,
+        };
         let queued = self
             .submit(
-                msg,
+                &asker,
                 RunKind::Action,
                 host,
                 name,
                 &reference,
                 clipboard,
                 None,
+                placement,
                 trigger,
             )
             .await?;
@@ -887,6 +1007,50 @@ impl Bot {
         Ok(Reply::lines(lines))
     }
 
+    /// `promote HOST to ENV`: the host's last design, run again (as it was last run: deploy
+    /// or redeploy) on `environment`, under the promotion rule.
+    async fn promote(
+        &self,
+        msg: &Incoming,
+        host: &str,
+        environment: &str,
+        trigger: Option<&Trigger>,
+    ) -> Result<Reply, BotError> {
+        let Some(last) = self.engine.store().last_run_for_host(host).await? else {
+            return Err(BotError::NotFound(format!(
+                "{host} has no runs, so there is nothing to promote; say 'deploy REF to {environment}'"
+            )));
+        };
+        let kind = match last.kind {
+            RunKind::Destroy => {
+                return Err(BotError::User(format!(
+                    "{host}'s last run #{} was a destroy; there is nothing to promote",
+                    last.id
+                )));
+            }
+            other => other,
+        };
+        if self.settings.environments.get(environment).is_none() {
+            return Err(BotError::User(
+                self.settings
+                    .environments
+                    .choose(Some(environment), &Clipboard::new())
+                    .err()
+                    .unwrap_or_default(),
+            ));
+        }
+        let at = Placing::new(Some(environment), None).by(trigger);
+        let mut reply = self
+            .queue(&self.asker(msg), kind, &last.design_ref, None, &at)
+            .await?;
+        if reply.verdict == Verdict::Done
+            && let Some(first) = reply.public.first_mut()
+        {
+            *first = format!("promoting {host} to {environment}: {first}");
+        }
+        Ok(reply)
+    }
+
     async fn retry(&self, msg: &Incoming, r: &RunRef) -> Result<Reply, BotError> {
         let old = self.find_run(r).await?;
         if old.initial_clipboard.is_empty() {
@@ -898,24 +1062,31 @@ impl Bot {
         }
         let mut document = old.initial_clipboard.clone();
         document.remove("jarvis");
+        let asker = self.asker(msg);
         let clipboard = initial_clipboard(
             &document,
             &old.host,
             old.kind,
             &old.pipeline,
-            &self.who(msg),
+            &asker.who,
             &old.design_ref,
             None,
         );
+        let placement = Placement {
+            environment: old.environment.clone(),
+            design_digest: Some(self.settings.environments.digest(&document)),
+            rollout: None,
+        };
         let mut reply = self
             .submit(
-                msg,
+                &asker,
                 old.kind,
                 &old.host,
                 &old.pipeline,
                 &old.design_ref,
                 clipboard,
                 Some(old.id),
+                placement,
                 None,
             )
             .await?;
@@ -996,6 +1167,41 @@ fn stage_list(stages: &[pipeline::StageConfig]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" → ")
+}
+
+/// Who asks for a run and where its notifications go (a chat message's sender, or the
+/// requester of a rollout whose child runs the driver queues).
+struct Asker {
+    who: Who,
+    /// The encoded [`Origin`].
+    origin: String,
+}
+
+/// A run's stages, its undo stages and the pipeline's `promote_within`.
+type FrozenStages = (Vec<Stage>, Vec<Stage>, Option<Duration>);
+
+/// Where a run is asked to go: an environment named by the command, and the rollout it is
+/// a child run of; and the webhook or schedule that asked, if one did.
+struct Placing<'a> {
+    environment: Option<&'a str>,
+    rollout: Option<i64>,
+    trigger: Option<&'a Trigger>,
+}
+
+impl<'a> Placing<'a> {
+    fn new(environment: Option<&'a str>, rollout: Option<i64>) -> Self {
+        Placing {
+            environment,
+            rollout,
+            trigger: None,
+        }
+    }
+
+    /// Asked by a webhook or a schedule.
+    fn by(mut self, trigger: Option<&'a Trigger>) -> Self {
+        self.trigger = trigger;
+        self
+    }
 }
 
 /// The verified identity that speaks for the sender, as stored (`runs.requester`, audit).
@@ -1113,6 +1319,9 @@ fn help(command: Option<&str>, roles: &[Role], nick: &str) -> Reply {
 enum BotError {
     #[error("{0}")]
     User(String),
+    /// The promotion rule refused the run: the line names what is missing.
+    #[error("{0}")]
+    Promotion(String),
     #[error("{0}")]
     NotFound(String),
     #[error(transparent)]
@@ -1125,7 +1334,7 @@ enum BotError {
 /// (the detail is in the log).
 fn user_error(e: &BotError) -> String {
     match e {
-        BotError::User(text) | BotError::NotFound(text) => text.clone(),
+        BotError::User(text) | BotError::NotFound(text) | BotError::Promotion(text) => text.clone(),
         BotError::Engine(EngineError::Store(StoreError::HostBusy { host, run })) => {
             format!("{host} already has run #{run}")
         }
@@ -1141,6 +1350,7 @@ fn user_error(e: &BotError) -> String {
 fn verdict_of(e: &BotError) -> Verdict {
     match e {
         BotError::User(_) => Verdict::Invalid,
+        BotError::Promotion(_) => Verdict::Conflict,
         BotError::NotFound(_) | BotError::Engine(EngineError::NoSuchRun(_)) => Verdict::NotFound,
         BotError::Engine(
             EngineError::WrongState { .. }

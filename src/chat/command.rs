@@ -7,11 +7,42 @@
 
 use super::roles::Role;
 
-/// A run named by id (`#42` or `42`) or by its host.
+/// A run named by id (`#42` or `42`) or by its host; or a rollout, by id (`rollout #7`,
+/// `rollout:7`) or as the newest of its group (`group:web`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunRef {
     Id(i64),
     Host(String),
+    Rollout(i64),
+    Group(String),
+}
+
+/// What a deploy, redeploy or destroy acts on: one design or host, or every host of a group
+/// (`group:web`), which starts a rollout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Single(String),
+    Group(String),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Single(s) => f.write_str(s),
+            Target::Group(g) => write!(f, "group:{g}"),
+        }
+    }
+}
+
+impl std::fmt::Display for RunRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunRef::Id(id) => write!(f, "#{id}"),
+            RunRef::Host(h) => f.write_str(h),
+            RunRef::Rollout(id) => write!(f, "rollout #{id}"),
+            RunRef::Group(g) => write!(f, "group:{g}"),
+        }
+    }
 }
 
 /// What `token` does: make one for a person of `roles.people`, revoke one (`#ID`) or all of a
@@ -76,10 +107,54 @@ impl<'a> Args<'a> {
         run_ref(self.required(i, "which run?")?).map_err(|p| self.usage(&p))
     }
 
-    /// `at_most(1)` and the run the one word names: cancel, resume, retry, approve.
+    /// `at_most(1)` and the run the one word names: cancel, resume, retry, approve; or a
+    /// rollout in two words (`rollout #7`).
     fn only_run(&self) -> Result<RunRef, ParseError> {
+        if let Some(id) = self.rollout_words()? {
+            return Ok(RunRef::Rollout(id));
+        }
         self.at_most(1)?;
         self.run(0)
+    }
+
+    /// `rollout #7` (exactly two words), if that is what was said.
+    fn rollout_words(&self) -> Result<Option<i64>, ParseError> {
+        match self.words.as_slice() {
+            [first, id] if first.eq_ignore_ascii_case("rollout") => {
+                rollout_id(id).map(Some).map_err(|p| self.usage(&p))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// A host or `group:NAME` at `i`, then an optional `to ENV`: deploy, redeploy, destroy.
+    fn target(
+        &self,
+        i: usize,
+        single: impl Fn(&str) -> Result<String, String>,
+    ) -> Result<Target, ParseError> {
+        let word = self.required(i, "which host or group?")?;
+        match word.get(..6) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("group:") => group_arg(&word[6..])
+                .map(Target::Group)
+                .map_err(|p| self.usage(&p)),
+            _ => single(word).map(Target::Single).map_err(|p| self.usage(&p)),
+        }
+    }
+
+    /// An optional `to ENV` from word `i` on; nothing else may follow.
+    fn environment(&self, i: usize) -> Result<Option<String>, ParseError> {
+        match (self.get(i), self.get(i + 1)) {
+            (None, _) => Ok(None),
+            (Some(to), Some(env)) if to.eq_ignore_ascii_case("to") => {
+                self.at_most(i + 2)?;
+                environment_arg(env).map(Some).map_err(|p| self.usage(&p))
+            }
+            (Some(to), None) if to.eq_ignore_ascii_case("to") => {
+                Err(self.usage("to which environment?"))
+            }
+            _ => Err(self.usage("after the target only 'to ENVIRONMENT' may follow")),
+        }
     }
 }
 
@@ -141,41 +216,57 @@ macro_rules! commands {
 }
 
 commands! {
-    Deploy { reference: String } => {
+    Deploy { target: Target, environment: Option<String> } => {
         name: "deploy",
         role: Some(Role::Deployer),
         changes_state: true,
-        usage: "deploy REF",
-        summary: "load a design, pick its pipeline and queue a run",
+        usage: "deploy REF|group:GROUP [to ENV]",
+        summary: "load a design, pick its pipeline and queue a run (a group: a rollout in batches)",
         example: "deploy cn=loki",
         parse: |a| {
-            a.at_most(1)?;
-            let reference = a.required(0, "which design?")?.to_string();
-            Ok(Command::Deploy { reference })
+            let target = a.target(0, |w| Ok(w.to_string()))?;
+            let environment = a.environment(1)?;
+            Ok(Command::Deploy { target, environment })
         },
     },
-    Redeploy { host: String } => {
+    Redeploy { target: Target, environment: Option<String> } => {
         name: "redeploy",
         role: Some(Role::Deployer),
         changes_state: true,
-        usage: "redeploy HOST",
-        summary: "run the redeploy pipeline for a known host",
+        usage: "redeploy HOST|group:GROUP [to ENV]",
+        summary: "run the redeploy pipeline for a known host, or roll it over a group",
         example: "redeploy loki",
         parse: |a| {
-            a.at_most(1)?;
-            Ok(Command::Redeploy { host: a.host(0)? })
+            let target = a.target(0, |w| host_arg(Some(w)))?;
+            let environment = a.environment(1)?;
+            Ok(Command::Redeploy { target, environment })
         },
     },
-    Destroy { host: String } => {
+    Destroy { target: Target } => {
         name: "destroy",
         role: Some(Role::Deployer),
         changes_state: true,
-        usage: "destroy HOST",
-        summary: "run the destroy pipeline for a known host",
+        usage: "destroy HOST|group:GROUP",
+        summary: "run the destroy pipeline for a known host, or roll it over a group",
         example: "destroy loki",
         parse: |a| {
             a.at_most(1)?;
-            Ok(Command::Destroy { host: a.host(0)? })
+            Ok(Command::Destroy { target: a.target(0, |w| host_arg(Some(w)))? })
+        },
+    },
+    Promote { host: String, environment: String } => {
+        name: "promote",
+        role: Some(Role::Deployer),
+        changes_state: true,
+        usage: "promote HOST to ENV",
+        summary: "run a host's last design on the next environment, once it succeeded on the one before",
+        example: "promote loki to production",
+        parse: |a| {
+            let host = a.host(0)?;
+            match a.environment(1)? {
+                Some(environment) => Ok(Command::Promote { host, environment }),
+                None => Err(a.usage("to which environment?")),
+            }
         },
     },
     Plan { reference: String } => {
@@ -195,10 +286,13 @@ commands! {
         name: "status",
         role: Some(Role::Viewer),
         changes_state: false,
-        usage: "status [HOST|#ID]",
-        summary: "the active runs, or where one run stands",
+        usage: "status [HOST|#ID|group:GROUP|rollout #ID]",
+        summary: "the active runs and rollouts, or where one run or rollout stands",
         example: "status loki",
         parse: |a| {
+            if let Some(id) = a.rollout_words()? {
+                return Ok(Command::Status { run: Some(RunRef::Rollout(id)) });
+            }
             a.at_most(1)?;
             let run = a.get(0).map(run_ref).transpose().map_err(|p| a.usage(&p))?;
             Ok(Command::Status { run })
@@ -250,8 +344,8 @@ commands! {
         name: "cancel",
         role: Some(Role::Deployer),
         changes_state: true,
-        usage: "cancel HOST|#ID",
-        summary: "stop a queued or running run",
+        usage: "cancel HOST|#ID|group:GROUP|rollout #ID",
+        summary: "stop a queued or running run, or a rollout and its runs",
         example: "cancel #42",
         parse: |a| Ok(Command::Cancel { run: a.only_run()? }),
     },
@@ -259,8 +353,8 @@ commands! {
         name: "resume",
         role: Some(Role::Deployer),
         changes_state: true,
-        usage: "resume HOST|#ID",
-        summary: "continue an interrupted or failed run from its failed stage",
+        usage: "resume HOST|#ID|group:GROUP|rollout #ID",
+        summary: "continue an interrupted or failed run from its failed stage, or a stopped rollout",
         example: "resume #42",
         parse: |a| Ok(Command::Resume { run: a.only_run()? }),
     },
@@ -512,8 +606,49 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
     (spec.parse)(&args)
 }
 
-/// `#42`, `42` or a host name.
+/// `#7` or `7`, a rollout's id.
+fn rollout_id(word: &str) -> Result<i64, String> {
+    let digits = word.strip_prefix('#').unwrap_or(word);
+    digits
+        .parse()
+        .map_err(|_| "a rollout id is # followed by digits".to_string())
+}
+
+/// A group's name: one word of letters, digits, '-', '_' (at most 63).
+pub fn group_arg(word: &str) -> Result<String, String> {
+    let ok = !word.is_empty()
+        && word.len() <= 63
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(word.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "'{}' is not a group name",
+            crate::text::one_line(word, 40)
+        ))
+    }
+}
+
+/// An environment's name: the same rules as a group's.
+fn environment_arg(word: &str) -> Result<String, String> {
+    group_arg(word).map_err(|_| {
+        format!(
+            "'{}' is not an environment name",
+            crate::text::one_line(word, 40)
+        )
+    })
+}
+
+/// `#42`, `42`, a host name, `group:NAME` or `rollout:ID`.
 pub fn run_ref(word: &str) -> Result<RunRef, String> {
+    if let Some(group) = word.get(..6).filter(|p| p.eq_ignore_ascii_case("group:")) {
+        return group_arg(&word[group.len()..]).map(RunRef::Group);
+    }
+    if let Some(prefix) = word.get(..8).filter(|p| p.eq_ignore_ascii_case("rollout:")) {
+        return rollout_id(&word[prefix.len()..]).map(RunRef::Rollout);
+    }
     let digits = word.strip_prefix('#').unwrap_or(word);
     if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
         return digits
@@ -595,9 +730,45 @@ mod tests {
         assert_eq!(
             parse("deploy cn=loki"),
             Ok(Command::Deploy {
-                reference: "cn=loki".into()
+                target: Target::Single("cn=loki".into()),
+                environment: None,
             })
         );
+        assert_eq!(
+            parse("redeploy group:Web to staging"),
+            Ok(Command::Redeploy {
+                target: Target::Group("web".into()),
+                environment: Some("staging".into()),
+            })
+        );
+        assert_eq!(
+            parse("promote loki to production"),
+            Ok(Command::Promote {
+                host: "loki".into(),
+                environment: "production".into(),
+            })
+        );
+        assert_eq!(
+            parse("cancel rollout #7"),
+            Ok(Command::Cancel {
+                run: RunRef::Rollout(7)
+            })
+        );
+        assert_eq!(
+            parse("resume group:web"),
+            Ok(Command::Resume {
+                run: RunRef::Group("web".into())
+            })
+        );
+        assert_eq!(
+            parse("status rollout:3"),
+            Ok(Command::Status {
+                run: Some(RunRef::Rollout(3))
+            })
+        );
+        assert!(parse("promote loki").is_err());
+        assert!(parse("redeploy loki on staging").is_err());
+        assert!(parse("redeploy group:../x").is_err());
         assert_eq!(parse("status"), Ok(Command::Status { run: None }));
         assert_eq!(
             parse("status #42"),
@@ -683,8 +854,8 @@ mod tests {
         assert_eq!(
             audited,
             [
-                "deploy", "redeploy", "destroy", "cancel", "resume", "retry", "approve", "trust",
-                "token", "run"
+                "deploy", "redeploy", "destroy", "promote", "cancel", "resume", "retry", "approve",
+                "trust", "token", "run"
             ]
         );
     }

@@ -6,6 +6,8 @@
 pub mod actions;
 pub mod bot;
 pub mod command;
+pub mod environments;
+pub mod groups;
 pub mod notify;
 pub mod outlet;
 pub mod pace;

@@ -75,6 +75,8 @@ pub fn event_text(event_kind: &str, e: &EventBody) -> Option<String> {
         },
         // "deploy #51 of web1 for acme/site@3f2a1c by push", as the trigger wrote it.
         kind::TRIGGERED => text,
+        // A rollout's own line, made by the bot when it stopped or finished.
+        kind::ROLLOUT_STOPPED | kind::ROLLOUT_FINISHED => text,
         _ => return None,
     })
 }
@@ -83,7 +85,12 @@ pub fn event_text(event_kind: &str, e: &EventBody) -> Option<String> {
 pub fn pings_requester(event_kind: &str) -> bool {
     matches!(
         event_kind,
-        kind::SUCCEEDED | kind::FAILED | kind::APPROVAL_NEEDED | kind::INTERRUPTED
+        kind::SUCCEEDED
+            | kind::FAILED
+            | kind::APPROVAL_NEEDED
+            | kind::INTERRUPTED
+            | kind::ROLLOUT_STOPPED
+            | kind::ROLLOUT_FINISHED
     )
 }
 

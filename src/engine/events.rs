@@ -22,6 +22,10 @@ pub mod kind {
     /// Written by a webhook or schedule with the run it queued: what started it (not by
     /// the engine, which knows no triggers).
     pub const TRIGGERED: &str = "triggered";
+    /// A rollout stopped after too many failures (told with one of its child runs).
+    pub const ROLLOUT_STOPPED: &str = "rollout_stopped";
+    /// A rollout went over all its hosts.
+    pub const ROLLOUT_FINISHED: &str = "rollout_finished";
 }
 
 /// Everything a notification about a run may say, so the chat side needs no lookup.

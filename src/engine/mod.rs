@@ -170,6 +170,17 @@ impl Engine {
         self.inner.wake.notify_one();
     }
 
+    /// Resolves when a run next reaches an end or stops to wait (what a rollout's driver
+    /// waits for); `enable` it before looking at the store, so no settling is missed.
+    pub fn settled(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.settled.notified()
+    }
+
+    /// Whether a stop began.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.shutdown.is_cancelled()
+    }
+
     /// Stops starting new stages; running workers are left to the recovery of the next start.
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();

@@ -22,6 +22,14 @@ pub struct PipelineConfig {
     /// Run in order with the failed run's clipboard, to undo what was done.
     #[serde(default)]
     pub on_failure: Vec<StageConfig>,
+    /// On an environment after the first (`environments.order`), a run of this pipeline
+    /// needs the same design content to have succeeded on the environment before within
+    /// this age (e.g. `7d`); refused otherwise, with the missing run named.
+    #[serde(
+        default,
+        deserialize_with = "jarvis_design::duration::deserialize_option"
+    )]
+    pub promote_within: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -199,6 +207,7 @@ mod tests {
             providers: providers.iter().map(|s| s.to_string()).collect(),
             stages: vec![],
             on_failure: vec![],
+            promote_within: None,
         }
     }
 

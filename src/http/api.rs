@@ -17,7 +17,15 @@ use futures_util::stream::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use super::auth::{self, Caller, Refusal};
+use super::schema::{
+    Accepted, Attempt, Change, DeployBody, ErrorBody, HostBody, LogBody, LogLine, Pipeline,
+    PipelineList, PipelineStage, PlanBody, RunDetail, RunList, RunSummary, Stage, WhoAmI,
+};
 use super::{Shared, State};
 use crate::chat::bot::{Reply, Verdict};
 use crate::chat::command::{Command, RunRef};
@@ -36,7 +44,11 @@ impl From<Refusal> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0.status, Json(json!({ "error": self.0.message }))).into_response()
+        let body = ErrorBody {
+            error: self.0.message,
+            run: None,
+        };
+        (self.0.status, Json(body)).into_response()
     }
 }
 
@@ -72,6 +84,12 @@ pub async fn not_found() -> ApiError {
     )
 }
 
+/// Who the caller is, and their roles.
+#[utoipa::path(get, path = "/whoami", tag = "people",
+    responses(
+        (status = 200, description = "The caller", body = WhoAmI),
+        (status = 401, description = "A token that is not known or was revoked", body = ErrorBody),
+    ))]
 pub async fn whoami(
     AxumState(state): AxumState<Shared>,
     ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
@@ -83,41 +101,50 @@ pub async fn whoami(
         .map(|r| r.as_str())
         .collect();
     let person = state.app.settings().roles.person_of(&caller.identities);
-    Ok(Json(json!({
-        "name": caller.name,
-        "identity": crate::chat::roles::principal(&caller.identities).map(|i| i.key()),
-        "person": person,
-        "roles": roles,
-    }))
+    Ok(Json(WhoAmI {
+        name: caller.name.clone(),
+        identity: crate::chat::roles::principal(&caller.identities).map(|i| i.key()),
+        person: person.map(str::to_string),
+        roles: roles.into_iter().map(str::to_string).collect(),
+    })
     .into_response())
 }
 
+/// The configured pipelines.
+#[utoipa::path(get, path = "/pipelines", tag = "runs",
+    responses(
+        (status = 200, description = "Every pipeline", body = PipelineList),
+        (status = 401, description = "No login, or a token not known", body = ErrorBody),
+        (status = 403, description = "The caller lacks the viewer role", body = ErrorBody),
+    ))]
 pub async fn pipelines(
     AxumState(state): AxumState<Shared>,
     ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
     headers: HeaderMap,
 ) -> ApiResult {
     viewer(&state, &headers, peer, "pipelines").await?;
-    let list: Vec<Value> = state
+    let pipelines = state
         .app
         .settings()
         .pipelines
         .iter()
-        .map(|(name, p)| {
-            json!({
-                "name": name,
-                "command": p.command.as_str(),
-                "providers": p.providers,
-                "stages": p.stages.iter().map(|s| json!({
-                    "task": s.task,
-                    "approval": s.approval || s.approval_if.is_some(),
-                    "idempotent": s.idempotent,
-                })).collect::<Vec<_>>(),
-                "on_failure": p.on_failure.iter().map(|s| s.task.clone()).collect::<Vec<_>>(),
-            })
+        .map(|(name, p)| Pipeline {
+            name: name.clone(),
+            command: p.command.as_str().to_string(),
+            providers: p.providers.clone(),
+            stages: p
+                .stages
+                .iter()
+                .map(|s| PipelineStage {
+                    task: s.task.clone(),
+                    approval: s.approval || s.approval_if.is_some(),
+                    idempotent: s.idempotent,
+                })
+                .collect(),
+            on_failure: p.on_failure.iter().map(|s| s.task.clone()).collect(),
         })
         .collect();
-    Ok(Json(json!({ "pipelines": list })).into_response())
+    Ok(Json(PipelineList { pipelines }).into_response())
 }
 
 #[derive(Deserialize)]
@@ -130,6 +157,22 @@ pub struct RunsQuery {
     limit: Option<usize>,
 }
 
+/// Runs, newest first, filtered and paged.
+#[utoipa::path(get, path = "/runs", tag = "runs",
+    params(
+        ("host" = Option<String>, Query, description = "Only this host's runs"),
+        ("state" = Option<String>, Query, description = "queued, running, waiting_approval, interrupted, succeeded, failed or cancelled"),
+        ("pipeline" = Option<String>, Query, description = "Only this pipeline's runs"),
+        ("before" = Option<i64>, Query, description = "Only runs with a smaller id (the next page)"),
+        ("limit" = Option<i64>, Query, description = "How many (1 to 200; 50 when not given)"),
+    ),
+    responses(
+        (status = 200, description = "A page of runs", body = RunList),
+        (status = 401, description = "No login, or a token not known", body = ErrorBody),
+        (status = 403, description = "The caller lacks the viewer role", body = ErrorBody),
+        (status = 422, description = "A query the API does not take", body = ErrorBody),
+        (status = 503, description = "The database did not answer", body = ErrorBody),
+    ))]
 pub async fn runs(
     AxumState(state): AxumState<Shared>,
     ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
@@ -173,8 +216,12 @@ pub async fn runs(
     let next = (runs.len() == limit)
         .then(|| runs.last().map(|r| r.id))
         .flatten();
-    let list: Vec<Value> = runs.iter().map(|r| run_summary(&state, r)).collect();
-    Ok(Json(json!({ "runs": list, "next_before": next })).into_response())
+    let runs = runs.iter().map(|r| run_summary(&state, r)).collect();
+    Ok(Json(RunList {
+        runs,
+        next_before: next,
+    })
+    .into_response())
 }
 
 fn run_id(path: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
@@ -197,6 +244,17 @@ async fn load_run(state: &State, id: i64) -> Result<Run, ApiError> {
         .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("there is no run #{id}")))
 }
 
+/// One run: its stages with their attempts, timings, and the clipboard after each with what
+/// it changed.
+#[utoipa::path(get, path = "/runs/{id}", tag = "runs",
+    params(("id" = i64, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run", body = RunDetail),
+        (status = 401, description = "No login, or a token not known", body = ErrorBody),
+        (status = 403, description = "The caller lacks the viewer role", body = ErrorBody),
+        (status = 404, description = "No such run", body = ErrorBody),
+        (status = 503, description = "The database did not answer", body = ErrorBody),
+    ))]
 pub async fn run(
     AxumState(state): AxumState<Shared>,
     ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
@@ -213,53 +271,84 @@ pub async fn run(
         .stage_timings(id)
         .await
         .map_err(db_error)?;
-    let mut body = run_summary(&state, &run);
-    if let Some(map) = body.as_object_mut() {
-        map.insert("stages".into(), stages_json(&run, &timings, "main"));
-        map.insert(
-            "on_failure".into(),
-            stages_json(&run, &timings, "on_failure"),
-        );
-    }
-    Ok(Json(body).into_response())
+    let clipboards = state
+        .app
+        .engine()
+        .store()
+        .stage_clipboards(id)
+        .await
+        .map_err(db_error)?;
+    let masker = state.app.masker();
+    let initial = super::schema::masked(masker, &run.initial_clipboard);
+    let stages = stages_json(masker, &run, &timings, &clipboards, "main", &initial);
+    // The undo stages start from the clipboard the run failed with.
+    let failed_with = super::schema::masked(masker, &run.clipboard);
+    let on_failure = stages_json(
+        masker,
+        &run,
+        &timings,
+        &clipboards,
+        "on_failure",
+        &failed_with,
+    );
+    Ok(Json(RunDetail {
+        summary: run_summary(&state, &run),
+        initial_clipboard: initial,
+        stages,
+        on_failure,
+    })
+    .into_response())
 }
 
 /// A run as the list shows it, with `status` as chat says it.
-pub(crate) fn run_summary(state: &State, run: &Run) -> Value {
+pub(crate) fn run_summary(state: &State, run: &Run) -> RunSummary {
     let live = state.app.engine().live(run.id);
-    json!({
-        "id": run.id,
-        "host": run.host,
-        "kind": run.kind.as_str(),
-        "pipeline": run.pipeline,
-        "state": run.state.as_str(),
-        "phase": run.phase.as_str(),
-        "status": render::status_line(run, live.as_ref().and_then(|l| l.progress.as_deref())),
-        "requester": render::requester_display(&run.requester),
-        "requester_identity": run.requester,
-        "design": run.design_ref,
-        "stage": run.next_stage + 1,
-        "stages_total": run.stages.len(),
-        "failed_stage": run.failed_stage.map(|s| s + 1),
-        "error": run.error,
-        "approved_by": run.approved_by,
-        "retry_of": run.retry_of,
+    RunSummary {
+        id: run.id,
+        host: run.host.clone(),
+        kind: run.kind.as_str().to_string(),
+        pipeline: run.pipeline.clone(),
+        state: run.state.as_str().to_string(),
+        phase: run.phase.as_str().to_string(),
+        status: render::status_line(run, live.as_ref().and_then(|l| l.progress.as_deref())),
+        requester: render::requester_display(&run.requester).to_string(),
+        requester_identity: run.requester.clone(),
+        design: run.design_ref.clone(),
+        stage: run.next_stage as i64 + 1,
+        stages_total: run.stages.len() as i64,
+        failed_stage: run.failed_stage.map(|s| s as i64 + 1),
+        error: run.error.clone(),
+        approved_by: run.approved_by.clone(),
+        retry_of: run.retry_of,
         // What started it, for runs a webhook or a schedule queued.
-        "trigger": run.initial_clipboard.get("jarvis").and_then(|j| j.get("trigger")),
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-    })
+        trigger: run
+            .initial_clipboard
+            .get("jarvis")
+            .and_then(|j| j.get("trigger"))
+            .cloned(),
+        created_at: run.created_at,
+        started_at: run.started_at,
+        finished_at: run.finished_at,
+    }
 }
 
-/// The stages of one phase with their attempts and timings.
-fn stages_json(run: &Run, timings: &[StageTiming], phase: &str) -> Value {
+/// The stages of one phase with their attempts, timings, and the masked clipboard each left
+/// with its changes against the one before (`start` for the first).
+fn stages_json(
+    masker: &crate::secrets::Masker,
+    run: &Run,
+    timings: &[StageTiming],
+    clipboards: &[(String, usize, crate::clipboard::Clipboard)],
+    phase: &str,
+    start: &crate::clipboard::Clipboard,
+) -> Vec<Stage> {
     let stages = if phase == "main" {
         &run.stages
     } else {
         &run.on_failure
     };
-    let list: Vec<Value> = stages
+    let mut before = start.clone();
+    stages
         .iter()
         .enumerate()
         .map(|(i, stage)| {
@@ -271,22 +360,38 @@ fn stages_json(run: &Run, timings: &[StageTiming], phase: &str) -> Value {
                 .last()
                 .map(|t| t.state.clone())
                 .unwrap_or_else(|| "pending".into());
-            json!({
-                "index": i + 1,
-                "task": stage.task,
-                "state": state,
-                "attempts": attempts.iter().map(|t| json!({
-                    "attempt": t.attempt,
-                    "state": t.state,
-                    "started_us": t.started_us,
-                    "finished_us": t.finished_us,
-                    "exit_code": t.exit_code,
-                    "error": t.error,
-                })).collect::<Vec<_>>(),
-            })
+            let clipboard = clipboards
+                .iter()
+                .find(|(p, s, _)| p == phase && *s == i)
+                .map(|(_, _, c)| super::schema::masked(masker, c));
+            let changes: Vec<Change> = match &clipboard {
+                Some(after) => {
+                    let changes = super::schema::changes(&before, after);
+                    before = after.clone();
+                    changes
+                }
+                None => Vec::new(),
+            };
+            Stage {
+                index: i as i64 + 1,
+                task: stage.task.clone(),
+                state,
+                attempts: attempts
+                    .iter()
+                    .map(|t| Attempt {
+                        attempt: i64::from(t.attempt),
+                        state: t.state.clone(),
+                        started_us: t.started_us,
+                        finished_us: t.finished_us,
+                        exit_code: t.exit_code,
+                        error: t.error.as_deref().map(|e| masker.mask(e)),
+                    })
+                    .collect(),
+                clipboard,
+                changes,
+            }
         })
-        .collect();
-    Value::Array(list)
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -295,6 +400,20 @@ pub struct LogQuery {
     lines: Option<usize>,
 }
 
+/// The last lines of a run's log (masked as chat masks them).
+#[utoipa::path(get, path = "/runs/{id}/log", tag = "runs",
+    params(
+        ("id" = i64, Path, description = "The run's id"),
+        ("lines" = Option<i64>, Query, description = "How many of the last lines (1 to 1000; 100 when not given)"),
+    ),
+    responses(
+        (status = 200, description = "The log's tail", body = LogBody),
+        (status = 401, description = "No login, or a token not known", body = ErrorBody),
+        (status = 403, description = "The caller lacks the viewer role", body = ErrorBody),
+        (status = 404, description = "No such run", body = ErrorBody),
+        (status = 422, description = "A query the API does not take", body = ErrorBody),
+        (status = 503, description = "The database did not answer", body = ErrorBody),
+    ))]
 pub async fn log(
     AxumState(state): AxumState<Shared>,
     ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
@@ -319,11 +438,14 @@ pub async fn log(
         .log_tail(id, n)
         .await
         .map_err(db_error)?;
-    let list: Vec<Value> = lines
+    let lines = lines
         .into_iter()
-        .map(|(stage, line)| json!({ "stage": stage, "line": line }))
+        .map(|(stage, line)| LogLine {
+            stage: stage.map(|s| s as i64),
+            line,
+        })
         .collect();
-    Ok(Json(json!({ "run": id, "lines": list })).into_response())
+    Ok(Json(LogBody { run: id, lines }).into_response())
 }
 
 /// Carries out a command as the caller, through the bot, and answers with its verdict.
@@ -354,14 +476,18 @@ pub(crate) async fn perform(
 
 /// The chat line that says `command`, for the audit log.
 fn command_text(command: &Command) -> String {
-    let run = |r: &RunRef| match r {
-        RunRef::Id(id) => format!("#{id}"),
-        RunRef::Host(h) => h.clone(),
-    };
+    let run = |r: &RunRef| r.to_string();
     match command {
-        Command::Deploy { reference } => format!("deploy {reference}"),
-        Command::Redeploy { host } => format!("redeploy {host}"),
-        Command::Destroy { host } => format!("destroy {host}"),
+        Command::Deploy {
+            target,
+            environment,
+        } => format!("deploy {target}{}", to_environment(environment)),
+        Command::Redeploy {
+            target,
+            environment,
+        } => format!("redeploy {target}{}", to_environment(environment)),
+        Command::Destroy { target } => format!("destroy {target}"),
+        Command::Promote { host, environment } => format!("promote {host} to {environment}"),
         Command::Cancel { run: r } => format!("cancel {}", run(r)),
         Command::Resume { run: r } => format!("resume {}", run(r)),
         Command::Retry { run: r } => format!("retry {}", run(r)),
@@ -370,25 +496,35 @@ fn command_text(command: &Command) -> String {
     }
 }
 
-fn answer(status: StatusCode, reply: Reply) -> Response {
+fn to_environment(environment: &Option<String>) -> String {
+    environment
+        .as_deref()
+        .map(|e| format!(" to {e}"))
+        .unwrap_or_default()
+}
+
+pub(super) fn answer(status: StatusCode, reply: Reply) -> Response {
     let message = reply.public.first().cloned().unwrap_or_default();
     if status.is_success() {
-        (
-            status,
-            Json(json!({ "message": message, "run": reply.run })),
-        )
-            .into_response()
+        let body = Accepted {
+            message,
+            run: reply.run,
+        };
+        (status, Json(body)).into_response()
     } else {
-        let mut body = json!({ "error": message });
-        if let (Some(run), Some(map)) = (reply.run, body.as_object_mut()) {
-            map.insert("run".into(), json!(run));
-        }
+        let body = ErrorBody {
+            error: message,
+            run: reply.run,
+        };
         (status, Json(body)).into_response()
     }
 }
 
 /// A JSON body of one object with string fields only.
-fn fields(body: Result<Bytes, BytesRejection>, names: &[&str]) -> Result<Vec<String>, ApiError> {
+pub(super) fn fields(
+    body: Result<Bytes, BytesRejection>,
+    names: &[&str],
+) -> Result<Vec<String>, ApiError> {
     let body = body.map_err(|e| {
         err(
             e.status(),
@@ -440,7 +576,7 @@ fn fields(body: Result<Bytes, BytesRejection>, names: &[&str]) -> Result<Vec<Str
 }
 
 /// Parses `line` with the chat language's own parser, so the API takes what chat takes.
-fn parse(line: &str) -> Result<Command, ApiError> {
+pub(super) fn parse(line: &str) -> Result<Command, ApiError> {
     crate::chat::command::parse(line)
         .map_err(|e| err(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
 }
@@ -476,6 +612,18 @@ async fn command_from_body(
     Ok(answer(status, reply))
 }
 
+/// `deploy DESIGN`, as in chat.
+#[utoipa::path(post, path = "/deploy", tag = "commands", request_body = DeployBody,
+    responses(
+        (status = 202, description = "Queued: the run's id, at once", body = Accepted),
+        (status = 401, description = "No login, or a token not known", body = ErrorBody),
+        (status = 403, description = "The caller lacks the role, or the CSRF token is missing", body = ErrorBody),
+        (status = 409, description = "The host has a run already (its id given)", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 422, description = "A body or design the API does not take", body = ErrorBody),
+        (status = 503, description = "The database did not answer", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub async fn deploy(
     AxumState(state): AxumState<Shared>,
     ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
@@ -485,6 +633,18 @@ pub async fn deploy(
     command_from_body(&state, &headers, peer, body, "deploy", "design").await
 }
 
+/// `redeploy HOST`, as in chat.
+#[utoipa::path(post, path = "/redeploy", tag = "commands", request_body = HostBody,
+    responses(
+        (status = 202, description = "Queued: the run's id, at once", body = Accepted),
+        (status = 401, description = "No login, or a token not known", body = ErrorBody),
+        (status = 403, description = "The caller lacks the role, or the CSRF token is missing", body = ErrorBody),
+        (status = 409, description = "The host has a run already (its id given)", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 422, description = "A body or design the API does not take", body = ErrorBody),
+        (status = 503, description = "The database did not answer", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub async fn redeploy(
     AxumState(state): AxumState<Shared>,
     ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
@@ -494,6 +654,18 @@ pub async fn redeploy(
     command_from_body(&state, &headers, peer, body, "redeploy", "host").await
 }
 
+/// `destroy HOST`, as in chat.
+#[utoipa::path(post, path = "/destroy", tag = "commands", request_body = HostBody,
+    responses(
+        (status = 202, description = "Queued: the run's id, at once", body = Accepted),
+        (status = 401, description = "No login, or a token not known", body = ErrorBody),
+        (status = 403, description = "The caller lacks the role, or the CSRF token is missing", body = ErrorBody),
+        (status = 409, description = "The host has a run already (its id given)", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 422, description = "A body or design the API does not take", body = ErrorBody),
+        (status = 503, description = "The database did not answer", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub async fn destroy(
     AxumState(state): AxumState<Shared>,
     ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
@@ -510,6 +682,15 @@ pub struct PlanQuery {
 }
 
 /// `plan REF`: the pipeline a design would run, as lines; nothing is run.
+#[utoipa::path(get, path = "/plan", tag = "commands",
+    params(("design" = String, Query, description = "The design's name")),
+    responses(
+        (status = 200, description = "The plan", body = PlanBody),
+        (status = 401, description = "No login, or a token not known", body = ErrorBody),
+        (status = 403, description = "The caller lacks the viewer role", body = ErrorBody),
+        (status = 422, description = "No design given, or one that cannot be planned", body = ErrorBody),
+        (status = 503, description = "The database did not answer", body = ErrorBody),
+    ))]
 pub async fn plan(
     AxumState(state): AxumState<Shared>,
     ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
@@ -534,7 +715,10 @@ pub async fn plan(
     if !status.is_success() {
         return Ok(answer(status, reply));
     }
-    Ok(Json(json!({ "lines": reply.public })).into_response())
+    Ok(Json(PlanBody {
+        lines: reply.public,
+    })
+    .into_response())
 }
 
 /// The run actions: `cancel`, `approve`, `resume`, `retry`.
@@ -549,6 +733,22 @@ pub(crate) fn action(name: &str, id: i64) -> Option<Command> {
     })
 }
 
+/// A run action: `cancel`, `approve`, `resume` or `retry`, as in chat.
+#[utoipa::path(post, path = "/runs/{id}/{action}", tag = "commands",
+    params(
+        ("id" = i64, Path, description = "The run's id"),
+        ("action" = RunAction, Path, description = "What to do"),
+    ),
+    responses(
+        (status = 200, description = "Done (approve, cancel)", body = Accepted),
+        (status = 202, description = "A run queued (resume, retry): its id", body = Accepted),
+        (status = 401, description = "No login, or a token not known", body = ErrorBody),
+        (status = 403, description = "The caller lacks the role, approves their own run, or the CSRF token is missing", body = ErrorBody),
+        (status = 404, description = "No such run or action", body = ErrorBody),
+        (status = 409, description = "The run is not in a state for it", body = ErrorBody),
+        (status = 503, description = "The database did not answer", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub async fn act(
     AxumState(state): AxumState<Shared>,
     ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
@@ -594,6 +794,19 @@ pub struct EventsQuery {
 
 /// Server-Sent Events from the stored events table, resumable: each event's id is its row
 /// id, and `Last-Event-ID` (or `?after=`) continues after the one a client saw last.
+#[utoipa::path(get, path = "/events", tag = "runs",
+    params(
+        ("after" = Option<i64>, Query, description = "Continue after this event id"),
+        ("run" = Option<i64>, Query, description = "Only this run's events"),
+        ("Last-Event-ID" = Option<i64>, Header, description = "Continue after this event id (what EventSource sends)"),
+    ),
+    responses(
+        (status = 200, description = "A stream of events: `id` the event's id, `event` its kind, `data` a JSON object (id, run, at, kind, text)", content_type = "text/event-stream", body = String),
+        (status = 401, description = "No login, or a token not known", body = ErrorBody),
+        (status = 403, description = "The caller lacks the viewer role", body = ErrorBody),
+        (status = 422, description = "A query the API does not take", body = ErrorBody),
+        (status = 503, description = "The database did not answer", body = ErrorBody),
+    ))]
 pub async fn events(
     AxumState(state): AxumState<Shared>,
     ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
@@ -673,4 +886,76 @@ pub async fn events(
         },
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// The run actions, as the path names them.
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum RunAction {
+    Cancel,
+    Approve,
+    Resume,
+    Retry,
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "api",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = Object)))]
+pub async fn openapi() -> Response {
+    Json(document()).into_response()
+}
+
+/// The API's routes, each with its OpenAPI operation: the router and the document are made
+/// from one list, so every route is documented and every documented route is served.
+pub(crate) fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(whoami))
+        .routes(routes!(pipelines))
+        .routes(routes!(runs))
+        .routes(routes!(run))
+        .routes(routes!(log))
+        .routes(routes!(act))
+        .routes(routes!(plan))
+        .routes(routes!(deploy))
+        .routes(routes!(redeploy))
+        .routes(routes!(destroy))
+        .routes(routes!(events))
+        .routes(routes!(openapi))
+        .fallback(not_found)
+}
+
+/// The OpenAPI document of `/api/v1`, made once from [`routes`].
+pub(crate) fn document() -> &'static Value {
+    static DOCUMENT: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme,
+        };
+        let (_, mut doc) = routes().split_for_parts();
+        doc.info.title = "jarvis".into();
+        doc.info.version = env!("CARGO_PKG_VERSION").into();
+        doc.info.description = Some(
+            "Deploy by button: the runs, their stages and commands, as in chat (docs/http.md). \
+             Send a personal token as `Authorization: Bearer TOKEN`; the web page's session \
+             cookie also works, with its CSRF token in `X-CSRF-Token` on POST."
+                .into(),
+        );
+        doc.info.license = None;
+        doc.info.contact = None;
+        doc.servers = Some(vec![utoipa::openapi::Server::new("/api/v1")]);
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(auth::SESSION_COOKIE))),
+        );
+        serde_json::to_value(&doc).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot write the OpenAPI document");
+            json!({})
+        })
+    })
 }

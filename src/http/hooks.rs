@@ -136,7 +136,11 @@ async fn handle(
         .filter(|t| webhook::matches(t, &delivery))
     {
         // Checked at start (check-config); a refusal here would be a bug, told as one.
-        let cmd = match crate::triggers::command_for(&t.run, t.environment.as_deref()) {
+        let cmd = match crate::triggers::command_for(
+            &t.run,
+            t.environment.as_deref(),
+            &state.app.settings().environments,
+        ) {
             Ok(cmd) => cmd,
             Err(e) => {
                 refused.push(json!({ "run": t.run, "error": e }));

@@ -40,12 +40,13 @@ async fn render(state: &super::State) -> Result<String, crate::store::StoreError
         "# HELP jarvis_runs Runs in the store, by pipeline and state."
     );
     let _ = writeln!(out, "# TYPE jarvis_runs gauge");
-    for (pipeline, run_state, n) in store.run_counts().await? {
+    let counts = store.run_counts().await?;
+    for (pipeline, run_state, n) in &counts {
         let _ = writeln!(
             out,
             "jarvis_runs{{pipeline=\"{}\",state=\"{}\"}} {n}",
-            label(&pipeline),
-            label(&run_state)
+            label(pipeline),
+            label(run_state)
         );
     }
     let _ = writeln!(
@@ -90,16 +91,105 @@ async fn render(state: &super::State) -> Result<String, crate::store::StoreError
             label(&network)
         );
     }
+    // Every attached network has a line, the ones with nothing waiting too.
+    let mut health: std::collections::BTreeMap<String, (Option<i64>, i64)> = state
+        .app
+        .chat_networks()
+        .iter()
+        .map(|n| (n.name().to_string(), (None, 0)))
+        .collect();
+    for (network, age, dead) in store.outbox_health().await? {
+        health.insert(network, (age, dead));
+    }
     let _ = writeln!(
         out,
-        "# HELP jarvis_outbox_undeliverable Notifications set aside as undeliverable."
+        "# HELP jarvis_outbox_lag_seconds Age of the oldest notification not yet delivered, by network (0 when none waits)."
+    );
+    let _ = writeln!(out, "# TYPE jarvis_outbox_lag_seconds gauge");
+    for (network, (age_ms, _)) in &health {
+        let _ = writeln!(
+            out,
+            "jarvis_outbox_lag_seconds{{network=\"{}\"}} {}",
+            label(network),
+            age_ms.unwrap_or(0) as f64 / 1000.0
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP jarvis_outbox_undeliverable Notifications set aside as undeliverable, by network."
     );
     let _ = writeln!(out, "# TYPE jarvis_outbox_undeliverable gauge");
+    for (network, (_, dead)) in &health {
+        let _ = writeln!(
+            out,
+            "jarvis_outbox_undeliverable{{network=\"{}\"}} {dead}",
+            label(network)
+        );
+    }
     let _ = writeln!(
         out,
-        "jarvis_outbox_undeliverable {}",
-        store.count_undeliverable().await?
+        "# HELP jarvis_chat_connected Whether jarvis is connected to each chat network (1) or not (0)."
     );
+    let _ = writeln!(out, "# TYPE jarvis_chat_connected gauge");
+    let mut networks: Vec<(String, bool)> = state
+        .app
+        .chat_networks()
+        .iter()
+        .filter(|n| n.name() != super::NETWORK)
+        .map(|n| (n.name().to_string(), *n.online().borrow()))
+        .collect();
+    networks.sort();
+    for (network, online) in networks {
+        let _ = writeln!(
+            out,
+            "jarvis_chat_connected{{network=\"{}\"}} {}",
+            label(&network),
+            u8::from(online)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP jarvis_queue_depth Runs queued and not yet started, by pipeline."
+    );
+    let _ = writeln!(out, "# TYPE jarvis_queue_depth gauge");
+    let mut queued: std::collections::BTreeMap<String, i64> = state
+        .app
+        .settings()
+        .pipelines
+        .keys()
+        .map(|p| (p.clone(), 0))
+        .collect();
+    for (pipeline, run_state, n) in &counts {
+        if run_state == "queued" {
+            *queued.entry(pipeline.clone()).or_default() += n;
+        }
+    }
+    for (pipeline, n) in queued {
+        let _ = writeln!(
+            out,
+            "jarvis_queue_depth{{pipeline=\"{}\"}} {n}",
+            label(&pipeline)
+        );
+    }
+    let (buckets, sum) = store.write_latency();
+    let _ = writeln!(
+        out,
+        "# HELP jarvis_store_write_seconds How long the store's group-committed writes (the engine's stage and run transitions) took, from the request to the durable commit."
+    );
+    let _ = writeln!(out, "# TYPE jarvis_store_write_seconds histogram");
+    for (bound, n) in crate::store::WRITE_BUCKETS.iter().zip(&buckets) {
+        let _ = writeln!(
+            out,
+            "jarvis_store_write_seconds_bucket{{le=\"{bound}\"}} {n}"
+        );
+    }
+    let total = buckets.last().copied().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "jarvis_store_write_seconds_bucket{{le=\"+Inf\"}} {total}"
+    );
+    let _ = writeln!(out, "jarvis_store_write_seconds_sum {sum}");
+    let _ = writeln!(out, "jarvis_store_write_seconds_count {total}");
     let _ = writeln!(
         out,
         "# HELP jarvis_workers_running Worker processes running now (stage attempts under way)."

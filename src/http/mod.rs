@@ -10,6 +10,8 @@ mod auth;
 mod hooks;
 mod metrics;
 mod page;
+mod rollouts;
+mod schema;
 mod tls;
 
 use std::net::SocketAddr;
@@ -177,21 +179,14 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls:
 }
 
 fn router(state: Shared) -> Router {
-    let api = Router::new()
-        .route("/whoami", get(api::whoami))
-        .route("/pipelines", get(api::pipelines))
-        .route("/runs", get(api::runs))
-        .route("/runs/{id}", get(api::run))
-        .route("/runs/{id}/log", get(api::log))
-        .route("/runs/{id}/{action}", post(api::act))
-        .route("/plan", get(api::plan))
-        .route("/deploy", post(api::deploy))
-        .route("/redeploy", post(api::redeploy))
-        .route("/destroy", post(api::destroy))
-        .route("/events", get(api::events))
+    let (api, _) = api::routes().split_for_parts();
+    let api = api
+        .route("/rollouts", get(rollouts::list))
+        .route("/rollouts/{id}", get(rollouts::one))
+        .route("/rollouts/{id}/{action}", post(rollouts::act))
+        .route("/promote", post(rollouts::promote))
         .route("/schedules", get(hooks::schedules))
-        .route("/actions/{name}", post(hooks::run_action))
-        .fallback(api::not_found);
+        .route("/actions/{name}", post(hooks::run_action));
     Router::new()
         .nest("/api/v1", api)
         .route("/", get(page::index))
@@ -200,8 +195,16 @@ fn router(state: Shared) -> Router {
         .route("/logout", post(page::logout))
         .route("/deploy", post(page::deploy))
         .route("/plan", post(page::plan))
+        .route("/hosts/{host}", get(page::host))
+        .route("/pipelines", get(page::pipelines))
         .route("/runs/{id}", get(page::run))
         .route("/runs/{id}/{action}", post(page::act))
+        .route(
+            "/runs/{id}/promote/{environment}",
+            post(rollouts::page_promote),
+        )
+        .route("/rollouts", get(rollouts::page_list))
+        .route("/rollouts/{id}/{action}", post(rollouts::page_act))
         .route("/parts/runs", get(page::runs_part))
         .route("/parts/runs/{id}", get(page::run_part))
         .route("/schedules", get(hooks::page))

@@ -55,7 +55,7 @@ pub(super) fn layout(title: &str, caller: Option<&Caller>, body: &str) -> String
          <title>{} — jarvis</title><link rel=\"stylesheet\" href=\"/assets/app.css\">\
          <script src=\"/assets/app.js\" defer></script></head><body>\
          <header><nav aria-label=\"main\"><a href=\"/\" class=\"brand\">jarvis</a> \
-         <a href=\"/\">Runs</a> <a href=\"/schedules\">Schedules</a></nav><div class=\"who\">{who}</div></header>\
+         <a href=\"/\">Runs</a> <a href=\"/rollouts\">Rollouts</a> <a href=\"/pipelines\">Pipelines</a> <a href=\"/schedules\">Schedules</a></nav><div class=\"who\">{who}</div></header>\
          <main>{body}</main></body></html>",
         esc(title)
     )
@@ -96,7 +96,7 @@ pub(super) async fn viewer(
     }
 }
 
-fn can(state: &State, caller: &Caller, role: Role) -> bool {
+pub(super) fn can(state: &State, caller: &Caller, role: Role) -> bool {
     auth::roles_of(state, caller).iter().any(|r| r.covers(role))
 }
 
@@ -179,7 +179,8 @@ async fn runs_html(state: &State) -> Result<String, Refusal> {
         let status = render::status_line(run, live.as_ref().and_then(|l| l.progress.as_deref()));
         html.push_str(&format!(
             "<tr class=\"st-{state}\"><td><a href=\"/runs/{id}\">#{id}</a> {kind}</td>\
-             <td>{host}</td><td class=\"state\">{state_text}</td><td>{status}</td></tr>",
+             <td><a href=\"/hosts/{host}\">{host}</a></td><td class=\"state\">{state_text}</td>\
+             <td>{status}</td></tr>",
             state = run.state.as_str(),
             state_text = run.state.as_str().replace('_', " "),
             id = run.id,
@@ -190,6 +191,210 @@ async fn runs_html(state: &State) -> Result<String, Refusal> {
     }
     html.push_str("</tbody></table>");
     Ok(html)
+}
+
+/// How many of a host's runs its page shows and charts.
+const HOST_RUNS: usize = 50;
+
+/// A host's history: its success rate, the trend of its runs' durations as a small chart,
+/// and its runs.
+pub async fn host(
+    AxumState(state): AxumState<Shared>,
+    ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let caller = match viewer(&state, &headers, peer).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Ok(Path(host)) = path else {
+        return not_found().await;
+    };
+    let runs = match state
+        .app
+        .engine()
+        .store()
+        .runs_filtered(&RunFilter {
+            host: Some(host.clone()),
+            limit: HOST_RUNS,
+            ..RunFilter::default()
+        })
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "page: the database failed");
+            return refusal_page(
+                Some(&caller),
+                Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the database did not answer; see jarvis's log",
+                ),
+            );
+        }
+    };
+    if runs.is_empty() {
+        return refusal_page(
+            Some(&caller),
+            Refusal::new(
+                StatusCode::NOT_FOUND,
+                format!("{} has no runs", crate::text::one_line(&host, 80)),
+            ),
+        );
+    }
+    let finished: Vec<&Run> = runs.iter().filter(|r| r.finished_at.is_some()).collect();
+    let good = finished
+        .iter()
+        .filter(|r| r.state == RunState::Succeeded)
+        .count();
+    let rate = if finished.is_empty() {
+        "no finished runs yet".to_string()
+    } else {
+        format!(
+            "{}% of the last {} finished runs succeeded ({good} of {})",
+            good * 100 / finished.len(),
+            finished.len(),
+            finished.len()
+        )
+    };
+    // Oldest first, as the chart reads from left to right.
+    let points: Vec<(i64, f64, bool)> = finished
+        .iter()
+        .rev()
+        .map(|r| {
+            (
+                r.id,
+                crate::engine::run_duration(r) as f64 / 1000.0,
+                r.state == RunState::Succeeded,
+            )
+        })
+        .collect();
+    let mut rows = String::new();
+    for run in &runs {
+        rows.push_str(&format!(
+            "<tr class=\"st-{state}\"><td><a href=\"/runs/{id}\">#{id}</a> {kind}</td>\
+             <td class=\"state\">{state_text}</td><td>{took}</td><td>{by}</td></tr>",
+            state = run.state.as_str(),
+            state_text = run.state.as_str().replace('_', " "),
+            id = run.id,
+            kind = esc(run.kind.as_str()),
+            took = if run.finished_at.is_some() {
+                seconds(crate::engine::run_duration(run) as i64 * 1000)
+            } else {
+                "—".into()
+            },
+            by = esc(render::requester_display(&run.requester)),
+        ));
+    }
+    let body = format!(
+        "<h1>Host {h}</h1><p class=\"rate\" id=\"rate\">{rate}</p>{chart}\
+         <table><caption>The last {n} runs of {h}, newest first</caption><thead><tr>\
+         <th scope=\"col\">Run</th><th scope=\"col\">State</th><th scope=\"col\">Took</th>\
+         <th scope=\"col\">Asked by</th></tr></thead><tbody>{rows}</tbody></table>",
+        h = esc(&host),
+        n = runs.len(),
+        chart = duration_chart(&points),
+    );
+    page(
+        StatusCode::OK,
+        layout(&format!("Host {host}"), Some(&caller), &body),
+    )
+}
+
+/// Runs' durations as a small bar chart, oldest on the left: an inline SVG, labelled for
+/// screen readers, failed runs marked by their colour and their title.
+fn duration_chart(points: &[(i64, f64, bool)]) -> String {
+    if points.is_empty() {
+        return String::new();
+    }
+    let (w, h) = (300.0, 60.0);
+    let most = points
+        .iter()
+        .map(|p| p.1)
+        .fold(0.0_f64, f64::max)
+        .max(0.001);
+    let step = w / points.len() as f64;
+    let bar = (step * 0.8).max(1.0);
+    let mut bars = String::new();
+    for (i, (id, secs, ok)) in points.iter().enumerate() {
+        let height = (secs / most * (h - 2.0)).max(1.0);
+        bars.push_str(&format!(
+            "<rect class=\"{class}\" x=\"{x:.1}\" y=\"{y:.1}\" width=\"{bar:.1}\" \
+             height=\"{height:.1}\"><title>#{id}: {secs:.1}s{failed}</title></rect>",
+            class = if *ok { "ok" } else { "bad" },
+            x = i as f64 * step,
+            y = h - height,
+            failed = if *ok { "" } else { ", failed" },
+        ));
+    }
+    let last = points.last().map(|p| p.1).unwrap_or(0.0);
+    let mean = points.iter().map(|p| p.1).sum::<f64>() / points.len() as f64;
+    format!(
+        "<figure class=\"trend\"><svg id=\"trend\" viewBox=\"0 0 {w} {h}\" role=\"img\" \
+         aria-labelledby=\"trend-title\" preserveAspectRatio=\"none\">\
+         <title id=\"trend-title\">Durations of the last {n} finished runs, oldest first: \
+         longest {most:.1}s, average {mean:.1}s, last {last:.1}s</title>{bars}</svg>\
+         <figcaption>Duration of each finished run, oldest on the left (longest {most:.1}s)\
+         </figcaption></figure>",
+        n = points.len(),
+    )
+}
+
+/// The configured pipelines: what each serves and its stages.
+pub async fn pipelines(
+    AxumState(state): AxumState<Shared>,
+    ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
+    headers: HeaderMap,
+) -> Response {
+    let caller = match viewer(&state, &headers, peer).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let mut html = String::from("<h1>Pipelines</h1>");
+    for (name, p) in state.app.settings().pipelines.iter() {
+        let stages: String = p
+            .stages
+            .iter()
+            .map(|s| {
+                let gate = if s.approval || s.approval_if.is_some() {
+                    " <span class=\"gate\">(may wait for approval)</span>"
+                } else {
+                    ""
+                };
+                format!("<li><code>{}</code>{gate}</li>", esc(&s.task))
+            })
+            .collect();
+        let undo = if p.on_failure.is_empty() {
+            String::new()
+        } else {
+            let tasks: Vec<String> = p
+                .on_failure
+                .iter()
+                .map(|s| format!("<code>{}</code>", esc(&s.task)))
+                .collect();
+            format!("<p>On failure: {}</p>", tasks.join(", "))
+        };
+        html.push_str(&format!(
+            "<section class=\"pipeline\" aria-labelledby=\"p-{id}\"><h2 id=\"p-{id}\">{n}</h2>\
+             <p class=\"meta\">{command} for providers {providers}{description}</p>\
+             <ol class=\"tasks\">{stages}</ol>{undo}</section>",
+            id = esc(&name.replace(|c: char| !c.is_ascii_alphanumeric(), "-")),
+            n = esc(name),
+            command = esc(p.command.as_str()),
+            providers = esc(&if p.providers.is_empty() {
+                "(named by designs)".to_string()
+            } else {
+                p.providers.join(", ")
+            }),
+            description = p
+                .description
+                .as_deref()
+                .map(|d| format!(" — {}", esc(d)))
+                .unwrap_or_default(),
+        ));
+    }
+    page(StatusCode::OK, layout("Pipelines", Some(&caller), &html))
 }
 
 pub async fn runs_part(
@@ -226,10 +431,57 @@ pub async fn run(
     let Ok(Path(id)) = path else {
         return no_run_page();
     };
-    run_page(&state, &caller, id, None, StatusCode::OK).await
+    let flash = auth::cookie(&headers, FLASH_COOKIE).and_then(|v| read_flash(&v));
+    let mut response = run_page(
+        &state,
+        &caller,
+        id,
+        flash.as_ref().map(|(m, ok)| (m.as_str(), *ok)),
+        StatusCode::OK,
+    )
+    .await;
+    if flash.is_some()
+        && let Ok(v) = HeaderValue::from_str(&auth::set_cookie(
+            FLASH_COOKIE,
+            "",
+            Duration::ZERO,
+            state.secure,
+        ))
+    {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    response
 }
 
-async fn run_page(
+/// The cookie that carries a run action's outcome to the page the action redirects to.
+const FLASH_COOKIE: &str = "jarvis_flash";
+
+/// `1` or `0` (done or refused) and the message, base64url: a cookie value.
+fn write_flash(message: &str, ok: bool) -> String {
+    use base64::Engine as _;
+    let message = crate::text::one_line(message, 140);
+    let flag = if ok { '1' } else { '0' };
+    format!(
+        "{flag}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(message.as_bytes())
+    )
+}
+
+fn read_flash(value: &str) -> Option<(String, bool)> {
+    use base64::Engine as _;
+    let ok = match value.get(..1)? {
+        "1" => true,
+        "0" => false,
+        _ => return None,
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value.get(1..)?)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    Some((crate::text::one_line(&text, 140), ok))
+}
+
+pub(super) async fn run_page(
     state: &State,
     caller: &Caller,
     id: i64,
@@ -431,6 +683,7 @@ fn actions_html(state: &State, caller: &Caller, run: &Run) -> String {
         }
     }
     let mut html = String::from("<div class=\"actions\">");
+    html.push_str(&super::rollouts::promote_html(state, caller, run));
     for a in actions {
         html.push_str(&format!(
             "<form method=\"post\" action=\"/runs/{}/{a}\" class=\"inline\">\
@@ -473,10 +726,10 @@ pub async fn run_part(
     }
 }
 
-type FormFields = Result<Form<HashMap<String, String>>, FormRejection>;
+pub(super) type FormFields = Result<Form<HashMap<String, String>>, FormRejection>;
 
 /// The logged-in caller of a form, with its CSRF token checked.
-async fn form_caller(
+pub(super) async fn form_caller(
     state: &State,
     headers: &HeaderMap,
     peer: SocketAddr,
@@ -623,17 +876,22 @@ pub async fn act(
     let retry = matches!(command, Command::Retry { .. });
     let (status, reply) = super::api::perform(&state, &caller, command).await;
     let line = reply.public.first().cloned().unwrap_or_default();
-    if retry && let (Some(new), true) = (reply.run, status.is_success()) {
-        return Redirect::to(&format!("/runs/{new}")).into_response();
+    // Redirect after the post (a reload does not post again); the outcome rides along in a
+    // short-lived cookie that the run page shows once.
+    let target = match (retry, reply.run, status.is_success()) {
+        (true, Some(new), true) => new,
+        _ => id,
+    };
+    let mut response = Redirect::to(&format!("/runs/{target}")).into_response();
+    if let Ok(v) = HeaderValue::from_str(&auth::set_cookie(
+        FLASH_COOKIE,
+        &write_flash(&line, status.is_success()),
+        Duration::from_secs(60),
+        state.secure,
+    )) {
+        response.headers_mut().append(header::SET_COOKIE, v);
     }
-    run_page(
-        &state,
-        &caller,
-        id,
-        Some((&line, status.is_success())),
-        status,
-    )
-    .await
+    response
 }
 
 // ---- login ----------------------------------------------------------------------------

@@ -25,18 +25,24 @@ const MOST_PER_COMMIT: usize = 256;
 #[derive(Clone)]
 pub(super) struct Batcher {
     requests: mpsc::Sender<Request>,
+    /// How long writes waited for their commit, for `/metrics`.
+    pub(super) latency: std::sync::Arc<super::web::WriteLatency>,
 }
 
 impl Batcher {
     pub(super) fn start(writer: AnyPool) -> Batcher {
         let (requests, rx) = mpsc::channel(4096);
         tokio::spawn(commit_loop(writer, rx));
-        Batcher { requests }
+        Batcher {
+            requests,
+            latency: Default::default(),
+        }
     }
 
     /// Runs `job` in the next group commit and waits until that commit is durable.
     pub(super) async fn run(&self, job: Job) -> Result<()> {
         let (done, answer) = oneshot::channel();
+        let _timing = self.latency.timing();
         self.requests
             .send(Request { job, done })
             .await

@@ -27,6 +27,7 @@ mod journal;
 pub mod lifecycle;
 mod outbox;
 mod retention;
+mod rollout;
 mod transitions;
 mod triggers;
 mod trust;
@@ -36,9 +37,10 @@ use lifecycle as lc;
 pub use lifecycle::{Phase, RunState, Transition};
 pub use outbox::{EventRow, NewOutbox, OutboxRow, Undeliverable};
 pub use retention::Pruned;
+pub use rollout::{NewRollout, Rollout, RolloutHost, RolloutState};
 pub use triggers::ScheduleRow;
 pub use trust::{HostKey, PinnedKey};
-pub use web::{ApiToken, RunFilter, StageDurations, StageTiming};
+pub use web::{ApiToken, RunFilter, StageDurations, StageTiming, WRITE_BUCKETS};
 
 pub type RunId = i64;
 
@@ -81,6 +83,12 @@ pub struct Run {
     pub finished_at: Option<i64>,
     /// The node whose runner holds the run (on a cluster: which process runs it).
     pub lease_owner: Option<String>,
+    /// The environment it ran in, when environments are configured.
+    pub environment: Option<String>,
+    /// The digest of its design's content (see `chat::environments::digest`).
+    pub design_digest: Option<String>,
+    /// The rollout it is a child run of.
+    pub rollout_id: Option<i64>,
 }
 
 impl Run {
@@ -106,6 +114,17 @@ pub struct NewRun {
     pub origin: String,
     pub clipboard: Clipboard,
     pub retry_of: Option<RunId>,
+    /// Where the run stands among environments and rollouts.
+    pub placement: Placement,
+}
+
+/// A run's environment, its design's digest and its rollout, stored with it in the insert
+/// that queues it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub environment: Option<String>,
+    pub design_digest: Option<String>,
+    pub rollout: Option<i64>,
 }
 
 /// A stage to start in the same commit that finishes the one before it.
@@ -198,7 +217,7 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 const RUN_COLUMNS: &str = "id, host, kind, pipeline, stages, on_failure, design_ref, requester, \
     origin, state, phase, next_stage, attempt, approved_stage, approved_by, initial_clipboard, \
     clipboard, undo_clipboard, failed_stage, error, progress, retry_of, created_at, started_at, \
-    stage_started_at, finished_at, lease_owner";
+    stage_started_at, finished_at, lease_owner, environment, design_digest, rollout_id";
 
 impl Store {
     /// Opens (creating if needed) the database at `url` and applies the migrations.
@@ -372,8 +391,10 @@ impl Store {
         let clipboard = json_text(&new.clipboard);
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO runs (host, kind, pipeline, stages, on_failure, design_ref, requester, \
-             origin, state, initial_clipboard, clipboard, retry_of, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, $12) RETURNING id",
+             origin, state, initial_clipboard, clipboard, retry_of, created_at, environment, \
+             design_digest, rollout_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, $12, $13, $14, $15) \
+             RETURNING id",
         )
         .bind(&new.host)
         .bind(new.kind.as_str())
@@ -387,6 +408,9 @@ impl Store {
         .bind(&clipboard)
         .bind(new.retry_of)
         .bind(now_ms())
+        .bind(&new.placement.environment)
+        .bind(&new.placement.design_digest)
+        .bind(new.placement.rollout)
         .fetch_one(&mut *tx)
         .await?;
         // The run id is known only now; the clipboard's `jarvis` mapping carries it.
@@ -638,5 +662,8 @@ fn run_from_row(r: &AnyRow) -> Result<Run> {
         stage_started_at: r.try_get("stage_started_at")?,
         finished_at: r.try_get("finished_at")?,
         lease_owner: r.try_get("lease_owner")?,
+        environment: r.try_get("environment")?,
+        design_digest: r.try_get("design_digest")?,
+        rollout_id: r.try_get("rollout_id")?,
     })
 }

@@ -2,12 +2,16 @@
 //! filtered and paged, stage timings, events after a cursor (for live pages), and the
 //! figures of `/metrics`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
 use sqlx::{AssertSqlSafe, Row};
 
 use super::outbox::event_from_row;
 use super::{
     EventRow, RUN_COLUMNS, Result, Run, RunId, RunState, Store, now_ms, parse_json, run_from_row,
 };
+use crate::clipboard::Clipboard;
 
 /// A personal API token as stored: never the token, only who it is for.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +47,62 @@ pub struct RunFilter {
     /// Only runs with a smaller id (the page before).
     pub before: Option<RunId>,
     pub limit: usize,
+}
+
+/// Upper bounds of the store write latency histogram, in seconds.
+pub const WRITE_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+
+/// How long writes took, from the request to its durable commit: a histogram in atomics
+/// (the writer notes each write; `/metrics` reads them).
+#[derive(Debug, Default)]
+pub struct WriteLatency {
+    /// One counter per bound of [`WRITE_BUCKETS`], then one for longer.
+    buckets: [AtomicU64; 10],
+    sum_us: AtomicU64,
+}
+
+/// Notes a write's time when dropped.
+pub struct Timing<'a> {
+    latency: &'a WriteLatency,
+    start: Instant,
+}
+
+impl Drop for Timing<'_> {
+    fn drop(&mut self) {
+        let took = self.start.elapsed();
+        let secs = took.as_secs_f64();
+        let slot = WRITE_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(WRITE_BUCKETS.len());
+        self.latency.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.latency.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+}
+
+impl WriteLatency {
+    pub fn timing(&self) -> Timing<'_> {
+        Timing {
+            latency: self,
+            start: Instant::now(),
+        }
+    }
+
+    /// Cumulative counts per bound of [`WRITE_BUCKETS`] (then +Inf, the total), and the sum
+    /// in seconds.
+    pub fn snapshot(&self) -> (Vec<u64>, f64) {
+        let mut total = 0;
+        let counts = self
+            .buckets
+            .iter()
+            .map(|b| {
+                total += b.load(Ordering::Relaxed);
+                total
+            })
+            .collect();
+        (counts, self.sum_us.load(Ordering::Relaxed) as f64 / 1e6)
+    }
 }
 
 /// Finished stage attempts of one task, for the duration histogram.
@@ -179,6 +239,30 @@ impl Store {
             .collect()
     }
 
+    /// The clipboard each stage of a run left, by phase (`main`, `on_failure`) and stage:
+    /// its last succeeded attempt's (stage records keep them; retention prunes them).
+    pub async fn stage_clipboards(&self, run: RunId) -> Result<Vec<(String, usize, Clipboard)>> {
+        let rows = sqlx::query(
+            "SELECT phase, stage, clipboard FROM stage_runs WHERE run_id = $1 \
+             AND state = 'succeeded' AND clipboard IS NOT NULL ORDER BY phase, stage, attempt",
+        )
+        .bind(run)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut out: Vec<(String, usize, Clipboard)> = Vec::new();
+        for r in &rows {
+            let phase: String = r.try_get("phase")?;
+            let stage = r.try_get::<i64, _>("stage")? as usize;
+            let clipboard: Clipboard = parse_json(&r.try_get::<String, _>("clipboard")?)?;
+            match out.last_mut() {
+                // A later attempt of the same stage: its clipboard is the one that counts.
+                Some(last) if last.0 == phase && last.1 == stage => last.2 = clipboard,
+                _ => out.push((phase, stage, clipboard)),
+            }
+        }
+        Ok(out)
+    }
+
     /// Stored events with an id above `after`, oldest first (routed or not).
     pub async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<EventRow>> {
         let rows = sqlx::query(
@@ -243,6 +327,39 @@ impl Store {
             .fetch_one(&self.reader)
             .await?;
         Ok(n)
+    }
+
+    /// How long the store's writes took: the histogram's cumulative counts and sum.
+    pub fn write_latency(&self) -> (Vec<u64>, f64) {
+        self.batch.latency.snapshot()
+    }
+
+    /// By network: the age in milliseconds of the oldest notification not yet sent nor set
+    /// aside, and how many were set aside as undeliverable. Both look only at the rows the
+    /// outbox's partial indexes hold (pending, undeliverable), not at the sent ones.
+    pub async fn outbox_health(&self) -> Result<Vec<(String, Option<i64>, i64)>> {
+        let pending = sqlx::query(
+            "SELECT network, MIN(created_at) AS oldest FROM outbox WHERE sent_at IS NULL \
+             AND undeliverable_at IS NULL GROUP BY network",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        let dead = sqlx::query(
+            "SELECT network, COUNT(*) AS n FROM outbox WHERE undeliverable_at IS NOT NULL \
+             GROUP BY network",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        let now = now_ms();
+        let mut out: std::collections::BTreeMap<String, (Option<i64>, i64)> = Default::default();
+        for r in &pending {
+            let oldest: Option<i64> = r.try_get("oldest")?;
+            out.entry(r.try_get("network")?).or_default().0 = oldest.map(|t| (now - t).max(0));
+        }
+        for r in &dead {
+            out.entry(r.try_get("network")?).or_default().1 = r.try_get("n")?;
+        }
+        Ok(out.into_iter().map(|(n, (a, d))| (n, a, d)).collect())
     }
 
     /// Notifications not yet sent nor set aside, by network.

@@ -100,7 +100,8 @@ pub struct TriggerConfig {
     /// What to run, as a chat command: `deploy cn=web1`, `redeploy web1`, `run reload on
     /// web1` (and, once they are configured, group targets such as `redeploy group:web`).
     pub run: String,
-    /// The environment the run is for, once `environments:` exist (issue #18, item 3).
+    /// The environment the run is for (one of `environments.order`): joins a `deploy` or
+    /// `redeploy` as its `to ENV`.
     #[serde(default)]
     pub environment: Option<String>,
 }
@@ -141,7 +142,8 @@ pub struct ScheduleConfig {
     /// Where its runs, and firings skipped for a busy host, are announced (`NETWORK TARGET`).
     #[serde(default)]
     pub announce: Option<String>,
-    /// The environment the run is for, once `environments:` exist (issue #18, item 3).
+    /// The environment the run is for (one of `environments.order`): joins a `deploy` or
+    /// `redeploy` as its `to ENV`.
     #[serde(default)]
     pub environment: Option<String>,
 }

@@ -10,30 +10,75 @@ pub mod webhook;
 
 use crate::chat::bot::{Bot, Reply, Trigger};
 use crate::chat::command::{self, Command};
+use crate::chat::environments::EnvironmentsConfig;
 use crate::chat::roles::Identity;
 use crate::chat::{Incoming, Target};
 
 /// The command a trigger's `run` names, for its `environment`. Only commands that queue
-/// runs are taken. This is where an environment joins the command once environments exist
-/// (issue #18, item 3): until then a trigger that names one is refused by check-config.
-pub fn command_for(run: &str, environment: Option<&str>) -> Result<Command, String> {
-    if let Some(env) = environment {
-        return Err(format!(
-            "environment '{}': environments are not configured in this build",
-            crate::text::one_line(env, 40)
-        ));
-    }
-    let cmd = command::parse(run).map_err(|e| e.to_string())?;
-    match cmd {
-        Command::Deploy { .. }
-        | Command::Redeploy { .. }
-        | Command::Destroy { .. }
-        | Command::Run { .. } => Ok(cmd),
-        other => Err(format!(
-            "'{}' queues no run; say deploy, redeploy, destroy or run",
-            other.name()
+/// runs are taken. A trigger's `environment` must be one of `environments`, and joins a
+/// `deploy`/`redeploy` as its `to ENV` (`run: "deploy cn=web1"`, `environment: staging`
+/// runs `deploy cn=web1 to staging`), under the same promotion rule as in chat.
+pub fn command_for(
+    run: &str,
+    environment: Option<&str>,
+    environments: &EnvironmentsConfig,
+) -> Result<Command, String> {
+    let mut cmd = command::parse(run).map_err(|e| e.to_string())?;
+    let asked = match &mut cmd {
+        Command::Deploy { environment, .. } | Command::Redeploy { environment, .. } => {
+            Some(environment)
+        }
+        Command::Destroy { .. } | Command::Run { .. } => None,
+        other => {
+            return Err(format!(
+                "'{}' queues no run; say deploy, redeploy, destroy or run",
+                other.name()
+            ));
+        }
+    };
+    let Some(env) = environment else {
+        if let Some(Some(named)) = asked.as_deref() {
+            known_environment(named, environments)?;
+        }
+        return Ok(cmd);
+    };
+    known_environment(env, environments)?;
+    match asked {
+        None => Err(format!(
+            "environment '{}': '{}' runs on no environment; say deploy or redeploy",
+            crate::text::one_line(env, 40),
+            cmd.name()
         )),
+        Some(Some(named)) if named != env => Err(format!(
+            "environment '{}': the command already says 'to {}'",
+            crate::text::one_line(env, 40),
+            crate::text::one_line(named, 40)
+        )),
+        Some(slot) => {
+            *slot = Some(env.to_string());
+            Ok(cmd)
+        }
     }
+}
+
+/// Ok if `env` is a configured environment, else one line naming the ones there are.
+fn known_environment(env: &str, environments: &EnvironmentsConfig) -> Result<(), String> {
+    if environments.get(env).is_some() {
+        return Ok(());
+    }
+    let names: Vec<&str> = environments.order.iter().map(|e| e.name.as_str()).collect();
+    Err(if names.is_empty() {
+        format!(
+            "environment '{}': no environments are configured (environments.order)",
+            crate::text::one_line(env, 40)
+        )
+    } else {
+        format!(
+            "environment '{}' is not configured; say one of {}",
+            crate::text::one_line(env, 40),
+            names.join(", ")
+        )
+    })
 }
 
 /// Where a trigger's runs are announced: `NETWORK TARGET`, or nowhere — a target on no

@@ -16,7 +16,8 @@ use croner::Cron;
 use super::config::{CatchUp, ScheduleConfig};
 use crate::chat::Target;
 use crate::chat::bot::{Bot, Trigger, Verdict};
-use crate::chat::command::Command;
+use crate::chat::command::{self, Command};
+use crate::chat::environments::EnvironmentsConfig;
 use crate::store::{Store, StoreError};
 
 /// How late a firing may be and still count as on time: past this, `catch_up: none` skips
@@ -58,7 +59,11 @@ pub struct Schedule {
 
 impl Schedule {
     /// The schedule configured as `name`, or what is wrong with it (a path below it first).
-    pub fn new(name: &str, c: &ScheduleConfig) -> Result<Schedule, String> {
+    pub fn new(
+        name: &str,
+        c: &ScheduleConfig,
+        environments: &EnvironmentsConfig,
+    ) -> Result<Schedule, String> {
         let cron = Cron::from_str(&c.cron).map_err(|e| format!("cron: {e}"))?;
         let tz = Tz::from_str(&c.timezone).map_err(|_| {
             format!(
@@ -66,7 +71,7 @@ impl Schedule {
                 crate::text::one_line(&c.timezone, 60)
             )
         })?;
-        let command = super::command_for(&c.run, c.environment.as_deref())
+        let command = super::command_for(&c.run, c.environment.as_deref(), environments)
             .map_err(|e| format!("run: {e}"))?;
         super::check_announce(&c.announce)?;
         let source = format!("schedule.{name}");
@@ -178,8 +183,13 @@ pub async fn carry_out(bot: &Bot, store: &Store, s: &Schedule, firing: &Firing) 
         (Verdict::Conflict, Some(busy)) => {
             let note = format!("schedule {} skipped: {first}", s.name);
             let host = match &s.command {
-                Command::Redeploy { host }
-                | Command::Destroy { host }
+                Command::Redeploy {
+                    target: command::Target::Single(host),
+                    ..
+                }
+                | Command::Destroy {
+                    target: command::Target::Single(host),
+                }
                 | Command::Run { host, .. } => host.clone(),
                 _ => String::new(),
             };

@@ -50,10 +50,10 @@ impl Driver {
         let (Some(driver), Some(browser)) = (driver, browser) else {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
-                "the browser test needs Debian's chromium and chromium-driver (deploy/testbed/install installs them)"
+                "the browser test needs Debian's chromium and chromium-driver (tests/testbed/install installs them)"
             );
             eprintln!(
-                "SKIPPED: no chromium/chromedriver here; deploy/testbed/install installs them"
+                "SKIPPED: no chromium/chromedriver here; tests/testbed/install installs them"
             );
             return None;
         };

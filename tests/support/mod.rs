@@ -163,7 +163,7 @@ impl Home {
             .arg(self.db())
             .arg(query)
             .output()
-            .expect("sqlite3 is installed (deploy/testbed/install)");
+            .expect("sqlite3 is installed (tests/testbed/install)");
         assert!(
             out.status.success(),
             "sqlite3: {}",

@@ -1,5 +1,5 @@
 //! `alertmanager:silence` / `alertmanager:unsilence` against a real Alertmanager
-//! (deploy/testbed/servers/alertmanager.sh), checked through its API.
+//! (tests/testbed/servers/alertmanager.sh), checked through its API.
 
 mod world;
 

@@ -1,4 +1,4 @@
-//! `dns:update_host` / `dns:remove_host` against a real BIND 9 (deploy/testbed/servers/bind.sh),
+//! `dns:update_host` / `dns:remove_host` against a real BIND 9 (tests/testbed/servers/bind.sh),
 //! checked with `dig`.
 
 mod world;

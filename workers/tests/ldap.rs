@@ -1,5 +1,5 @@
 //! `ldap:update_host`, `ldap:remove_host` and `ldap:lookup` against a real slapd
-//! (deploy/testbed/servers/slapd.sh), checked with `ldapsearch`.
+//! (tests/testbed/servers/slapd.sh), checked with `ldapsearch`.
 
 mod world;
 

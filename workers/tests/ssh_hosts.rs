@@ -1,4 +1,4 @@
-//! The `ssh` worker against a real OpenSSH sshd (deploy/testbed), and the `local` host maker.
+//! The `ssh` worker against a real OpenSSH sshd (tests/testbed), and the `local` host maker.
 //! The tests play the engine: stage parameters go on the input as `jarvis.with`, and the keys
 //! a learning stage reports (`jarvis.learned_host_keys`) become the pins (`jarvis.host_keys`)
 //! of the stages after it.

@@ -1,4 +1,4 @@
-# Helpers for deploy/testbed/servers/*.sh. Sourced by deploy/testbed/start.
+# Helpers for tests/testbed/servers/*.sh. Sourced by tests/testbed/start.
 
 # A TCP port on 127.0.0.1 that nothing listens on now.
 free_port() {
@@ -46,7 +46,7 @@ wait_for() {
 }
 
 # Starts COMMAND in the background with its output in $DIR/NAME.log and its pid in
-# $DIR/NAME.pid, so that deploy/testbed/stop can find it.
+# $DIR/NAME.pid, so that tests/testbed/stop can find it.
 spawn() {
   local name=$1; shift
   setsid "$@" >>"$DIR/$name.log" 2>&1 < /dev/null &
@@ -67,7 +67,7 @@ need() {
   local prog
   for prog in "$@"; do
     if ! command -v "$prog" >/dev/null 2>&1 && [ ! -x "$prog" ]; then
-      echo "testbed: $prog is not installed (run deploy/testbed/install)" >&2
+      echo "testbed: $prog is not installed (run tests/testbed/install)" >&2
       exit 3
     fi
   done

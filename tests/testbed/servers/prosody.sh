@@ -12,7 +12,7 @@ start() {
   mkdir -p "$DIR/data" "$DIR/certs"
   make_certs "$domain"
   cat > "$DIR/prosody.cfg.lua" <<CONF
--- Written by deploy/testbed/servers/prosody.sh; state lives in this folder only.
+-- Written by tests/testbed/servers/prosody.sh; state lives in this folder only.
 run_as_root = true
 pidfile = "$DIR/prosody.real.pid"
 data_path = "$DIR/data"

@@ -1,4 +1,4 @@
-# moto's AWS API emulator (PyPI moto[server], installed by deploy/testbed/install into
+# moto's AWS API emulator (PyPI moto[server], installed by tests/testbed/install into
 # /opt/jarvis-testbed/moto) on a loopback port, with request signing checked (TESTBED.md).
 #
 # moto accepts any key unless INITIAL_NO_AUTH_ACTION_COUNT is set; then it takes that many
@@ -19,7 +19,7 @@ start() {
     server=$(command -v moto_server || true)
     python=$(command -v python3 || true)
   fi
-  [ -n "$server" ] || { echo "testbed: moto_server is not installed (run deploy/testbed/install)" >&2; exit 3; }
+  [ -n "$server" ] || { echo "testbed: moto_server is not installed (run tests/testbed/install)" >&2; exit 3; }
   need curl
   port=$(port_for MOTO_PORT)
   url="http://127.0.0.1:$port"

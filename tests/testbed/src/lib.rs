@@ -1,6 +1,6 @@
-//! Test support: starts the real servers of `deploy/testbed` in throwaway folders and hands
+//! Test support: starts the real servers of `tests/testbed` in throwaway folders and hands
 //! their ports and credentials to the tests, and stops them when dropped. A server is a
-//! script `deploy/testbed/servers/NAME.sh`: `alertmanager`, `bind`, `ircd`, `moto` (the AWS
+//! script `tests/testbed/servers/NAME.sh`: `alertmanager`, `bind`, `ircd`, `moto` (the AWS
 //! emulator, with an IAM key it checks signatures against), `prosody`, `slapd`, `sshd`.
 //!
 //! A server that is not installed makes [`Server::start`] return `Ok(None)` on a developer's
@@ -15,7 +15,8 @@ use anyhow::{Context, Result, bail};
 /// The repository's root folder.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
 }
@@ -33,7 +34,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts server `name` (`deploy/testbed/servers/NAME.sh`) in a fresh folder and waits
+    /// Starts server `name` (`tests/testbed/servers/NAME.sh`) in a fresh folder and waits
     /// until it is ready. `Ok(None)` when it is not installed and this is not CI.
     pub fn start(name: &str) -> Result<Option<Server>> {
         let dir = tempfile::Builder::new()
@@ -58,7 +59,7 @@ impl Server {
     }
 
     fn run_start(&mut self) -> Result<Started> {
-        let script = repo_root().join("deploy/testbed/start");
+        let script = repo_root().join("tests/testbed/start");
         let out = Command::new(&script)
             .arg(&self.name)
             .arg(self.dir.path())
@@ -104,12 +105,12 @@ impl Server {
 
     /// Stops the server's processes (all, or those whose pid file is `NAME.pid`).
     pub fn stop(&self, only: Option<&str>) -> Result<()> {
-        let mut cmd = Command::new(repo_root().join("deploy/testbed/stop"));
+        let mut cmd = Command::new(repo_root().join("tests/testbed/stop"));
         cmd.arg(self.dir.path());
         if let Some(only) = only {
             cmd.arg(only);
         }
-        let status = cmd.status().context("cannot run deploy/testbed/stop")?;
+        let status = cmd.status().context("cannot run tests/testbed/stop")?;
         if !status.success() {
             bail!("stopping {} failed: {status}", self.name);
         }

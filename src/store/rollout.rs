@@ -1,0 +1,376 @@
+//! Rollouts over a group of hosts, and what a promotion asks of past runs. A rollout's rows
+//! hold its hosts in order and its state; how far it got is read from its child runs
+//! (`runs.rollout_id`, written in the insert that queues each), never kept in memory, so a
+//! rollout survives any stop exactly as its runs do.
+
+use sqlx::any::AnyRow;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{
+    NewEvent, RUN_COLUMNS, Result, Run, Store, StoreError, insert_events, now_ms, run_from_row,
+};
+use crate::model::RunKind;
+
+/// Where a rollout stands. `Running` queues batches; `Stopped` (too many failures) queues
+/// nothing until `resume`; `Cancelled` and `Succeeded` are ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutState {
+    Running,
+    Stopped,
+    Cancelled,
+    Succeeded,
+}
+
+impl RolloutState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutState::Running => "running",
+            RolloutState::Stopped => "stopped",
+            RolloutState::Cancelled => "cancelled",
+            RolloutState::Succeeded => "succeeded",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RolloutState> {
+        Some(match text {
+            "running" => RolloutState::Running,
+            "stopped" => RolloutState::Stopped,
+            "cancelled" => RolloutState::Cancelled,
+            "succeeded" => RolloutState::Succeeded,
+            _ => return None,
+        })
+    }
+
+    /// Running or stopped: it may still queue runs.
+    pub fn is_open(self) -> bool {
+        matches!(self, RolloutState::Running | RolloutState::Stopped)
+    }
+}
+
+/// What it takes to start a rollout: its hosts in order, each with the design it runs.
+#[derive(Debug, Clone)]
+pub struct NewRollout {
+    pub group: String,
+    pub kind: RunKind,
+    pub environment: Option<String>,
+    pub max_parallel: usize,
+    pub max_failures: usize,
+    pub requester: String,
+    pub person: Option<String>,
+    pub origin: String,
+    pub hosts: Vec<(String, String)>,
+}
+
+/// A rollout as stored.
+#[derive(Debug, Clone)]
+pub struct Rollout {
+    pub id: i64,
+    pub group: String,
+    pub kind: RunKind,
+    pub environment: Option<String>,
+    pub max_parallel: usize,
+    pub max_failures: usize,
+    pub state: RolloutState,
+    pub reason: Option<String>,
+    pub requester: String,
+    pub person: Option<String>,
+    pub origin: String,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// One host of a rollout, with its current child run (the newest after `past_runs`).
+#[derive(Debug, Clone)]
+pub struct RolloutHost {
+    pub position: usize,
+    pub host: String,
+    pub design_ref: String,
+    pub past_runs: i64,
+    pub error: Option<String>,
+    pub run: Option<Run>,
+}
+
+const ROLLOUT_COLUMNS: &str = "id, grp, kind, environment, max_parallel, max_failures, state, \
+    reason, requester, person, origin, created_at, finished_at";
+
+fn rollout_from_row(r: &AnyRow) -> Result<Rollout> {
+    let kind: String = r.try_get("kind")?;
+    let state: String = r.try_get("state")?;
+    Ok(Rollout {
+        id: r.try_get("id")?,
+        group: r.try_get("grp")?,
+        kind: RunKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("rollout kind '{kind}'")))?,
+        environment: r.try_get("environment")?,
+        max_parallel: r.try_get::<i64, _>("max_parallel")?.max(1) as usize,
+        max_failures: r.try_get::<i64, _>("max_failures")?.max(1) as usize,
+        state: RolloutState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("rollout state '{state}'")))?,
+        reason: r.try_get("reason")?,
+        requester: r.try_get("requester")?,
+        person: r.try_get("person")?,
+        origin: r.try_get("origin")?,
+        created_at: r.try_get("created_at")?,
+        finished_at: r.try_get("finished_at")?,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
+}
+
+impl Store {
+    /// Stores a new rollout, running, with its hosts; `None` when its group already has an
+    /// open one (the unique index decides, also between racing commands).
+    pub async fn insert_rollout(&self, new: &NewRollout) -> Result<Option<i64>> {
+        match self.try_insert_rollout(new).await {
+            Err(StoreError::Database(e)) if is_unique_violation(&e) => Ok(None),
+            other => other.map(Some),
+        }
+    }
+
+    async fn try_insert_rollout(&self, new: &NewRollout) -> Result<i64> {
+        let mut tx = self.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO rollouts (grp, kind, environment, max_parallel, max_failures, state, \
+             requester, person, origin, created_at) \
+             VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8, $9) RETURNING id",
+        )
+        .bind(&new.group)
+        .bind(new.kind.as_str())
+        .bind(&new.environment)
+        .bind(new.max_parallel as i64)
+        .bind(new.max_failures as i64)
+        .bind(&new.requester)
+        .bind(&new.person)
+        .bind(&new.origin)
+        .bind(now_ms())
+        .fetch_one(&mut *tx)
+        .await?;
+        for (position, (host, design_ref)) in new.hosts.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO rollout_hosts (rollout_id, position, host, design_ref) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(id)
+            .bind(position as i64)
+            .bind(host)
+            .bind(design_ref)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub async fn rollout(&self, id: i64) -> Result<Option<Rollout>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|r| rollout_from_row(&r)).transpose()
+    }
+
+    /// The newest rollout of a group.
+    pub async fn last_rollout_of_group(&self, group: &str) -> Result<Option<Rollout>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE grp = $1 ORDER BY id DESC LIMIT 1"
+        )))
+        .bind(group)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|r| rollout_from_row(&r)).transpose()
+    }
+
+    /// Rollouts that may still queue runs (running or stopped), oldest first.
+    pub async fn open_rollouts(&self) -> Result<Vec<Rollout>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE state IN ('running', 'stopped') \
+             ORDER BY id"
+        )))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(rollout_from_row).collect()
+    }
+
+    /// The last `n` rollouts, newest first.
+    pub async fn recent_rollouts(&self, n: usize) -> Result<Vec<Rollout>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {ROLLOUT_COLUMNS} FROM rollouts ORDER BY id DESC LIMIT $1"
+        )))
+        .bind(n as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(rollout_from_row).collect()
+    }
+
+    /// A rollout's hosts in order, each with its current child run.
+    pub async fn rollout_hosts(&self, id: i64) -> Result<Vec<RolloutHost>> {
+        let rows = sqlx::query(
+            "SELECT position, host, design_ref, past_runs, error FROM rollout_hosts \
+             WHERE rollout_id = $1 ORDER BY position",
+        )
+        .bind(id)
+        .fetch_all(&self.reader)
+        .await?;
+        let runs = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE rollout_id = $1 ORDER BY id"
+        )))
+        .bind(id)
+        .fetch_all(&self.reader)
+        .await?;
+        let runs: Vec<Run> = runs.iter().map(run_from_row).collect::<Result<_>>()?;
+        rows.iter()
+            .map(|r| {
+                let host: String = r.try_get("host")?;
+                let past_runs: i64 = r.try_get("past_runs")?;
+                let run = runs
+                    .iter()
+                    .rev()
+                    .find(|run| run.host == host && run.id > past_runs)
+                    .cloned();
+                Ok(RolloutHost {
+                    position: r.try_get::<i64, _>("position")? as usize,
+                    host,
+                    design_ref: r.try_get("design_ref")?,
+                    past_runs,
+                    error: r.try_get("error")?,
+                    run,
+                })
+            })
+            .collect()
+    }
+
+    /// Moves a rollout from one of `from` to `to`, with the reason and the events that tell
+    /// of it, in one transaction; false when it was in none of `from` (someone else moved it
+    /// first), and then no event is written.
+    pub async fn move_rollout(
+        &self,
+        id: i64,
+        from: &[RolloutState],
+        to: RolloutState,
+        reason: Option<&str>,
+        events: &[NewEvent],
+    ) -> Result<bool> {
+        let states = from
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let finished = (!to.is_open()).then(now_ms);
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE rollouts SET state = $1, reason = $2, finished_at = $3 \
+             WHERE id = $4 AND state IN ({states})"
+        )))
+        .bind(to.as_str())
+        .bind(reason)
+        .bind(finished)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_events(&mut tx, events).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Records why a host of a rollout could not be queued (or clears it).
+    pub async fn set_rollout_host_error(
+        &self,
+        id: i64,
+        position: usize,
+        error: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query("UPDATE rollout_hosts SET error = $1 WHERE rollout_id = $2 AND position = $3")
+            .bind(error)
+            .bind(id)
+            .bind(position as i64)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// Continues a stopped rollout: the hosts in `retry` (position, newest run id) start
+    /// afresh, and it runs again. False when it was not stopped.
+    pub async fn resume_rollout(&self, id: i64, retry: &[(usize, i64)]) -> Result<bool> {
+        match self.try_resume_rollout(id, retry).await {
+            // Its group has another open rollout meanwhile.
+            Err(StoreError::Database(e)) if is_unique_violation(&e) => Ok(false),
+            other => other,
+        }
+    }
+
+    async fn try_resume_rollout(&self, id: i64, retry: &[(usize, i64)]) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE rollouts SET state = 'running', reason = NULL, finished_at = NULL \
+             WHERE id = $1 AND state IN ('stopped', 'cancelled')",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        for (position, past) in retry {
+            sqlx::query(
+                "UPDATE rollout_hosts SET past_runs = $1, error = NULL \
+                 WHERE rollout_id = $2 AND position = $3",
+            )
+            .bind(*past)
+            .bind(id)
+            .bind(*position as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The newest run in `environment` whose design had `digest`, succeeded and finished at or
+    /// after `since_ms`.
+    pub async fn succeeded_in_environment(
+        &self,
+        environment: &str,
+        digest: &str,
+        since_ms: i64,
+    ) -> Result<Option<Run>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE environment = $1 AND design_digest = $2 \
+             AND state = 'succeeded' AND finished_at >= $3 ORDER BY id DESC LIMIT 1"
+        )))
+        .bind(environment)
+        .bind(digest)
+        .bind(since_ms)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|r| run_from_row(&r)).transpose()
+    }
+
+    /// The newest run in `environment` of this design content, else of this host, in any state:
+    /// what a refused promotion names.
+    pub async fn last_in_environment(
+        &self,
+        environment: &str,
+        digest: &str,
+        host: &str,
+    ) -> Result<Option<Run>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE environment = $1 \
+             AND (design_digest = $2 OR host = $3) \
+             ORDER BY CASE WHEN design_digest = $2 THEN 0 ELSE 1 END, id DESC LIMIT 1"
+        )))
+        .bind(environment)
+        .bind(digest)
+        .bind(host)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.map(|r| run_from_row(&r)).transpose()
+    }
+}
