@@ -1422,8 +1422,10 @@ groups:
 roles:
   people:
     alice: [ { xmpp_jid: alice@example.com } ]
+    carol: [ { xmpp_jid: carol@example.com } ]
   grants:
     - { person: alice, roles: [deployer] }
+    - { person: carol, roles: [viewer] }
 http:
   listen: 127.0.0.1:0
 ",
@@ -1487,6 +1489,23 @@ http:
     assert!(run_page.contains("Promote a1 to production"), "{run_page}");
     let (code, body) = api.post("/api/v1/rollouts/1/resume", &alice, json!({}));
     assert_eq!(code, StatusCode::CONFLICT, "{body}");
+
+    // The refusals, each documented: a viewer may read but not cancel, an unknown rollout
+    // or action is not found, and a change needs a login.
+    let carol = make_token(&home, "carol");
+    let (code, body) = api.get("/api/v1/rollouts/1", Some(&carol));
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let (code, body) = api.post("/api/v1/rollouts/1/cancel", &carol, json!({}));
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    let (code, body) = api.get("/api/v1/rollouts/99", Some(&alice));
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    assert!(error_of(&body).contains("no rollout #99"), "{body}");
+    let (code, body) = api.post("/api/v1/rollouts/99/cancel", &alice, json!({}));
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    let (code, body) = api.post("/api/v1/rollouts/1/frobnicate", &alice, json!({}));
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    let (code, body) = api.call("POST", "/api/v1/rollouts/1/cancel", None, Some(json!({})));
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
 
     // Both succeeded on staging: a1 may go to production; an unknown environment is refused.
     let (code, body) = api.post(

@@ -179,11 +179,6 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls:
 
 fn router(state: Shared) -> Router {
     let (api, _) = api::routes().split_for_parts();
-    let api = api
-        .route("/rollouts", get(rollouts::list))
-        .route("/rollouts/{id}", get(rollouts::one))
-        .route("/rollouts/{id}/{action}", post(rollouts::act))
-        .route("/promote", post(rollouts::promote));
     Router::new()
         .nest("/api/v1", api)
         .route("/", get(page::index))
