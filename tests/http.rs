@@ -695,8 +695,12 @@ fn api_deploys_approves_and_refuses_as_chat_does() {
     assert!(html.contains("<a href=\"/hosts/demo\">demo</a>"), "{html}");
 
     // Every documented operation answered well at least once, and every one that can
-    // refuse did refuse here (events' stream is checked in its own test).
+    // refuse did refuse here (events' stream is checked in its own test, the rollouts API in
+    // api_rolls_over_a_group_and_promotes_a_host).
     for (template, method) in api.spec.operations() {
+        if rollouts_api(&template) {
+            continue;
+        }
         let seen = api
             .spec
             .seen()
@@ -1406,6 +1410,11 @@ fn https_from_certificate_files() {
     assert!(client().get(daemon.url("/healthz")).send().is_err());
 }
 
+/// The rollouts API's operations, exercised by api_rolls_over_a_group_and_promotes_a_host.
+fn rollouts_api(template: &str) -> bool {
+    template.starts_with("/rollouts") || template == "/promote"
+}
+
 #[test]
 fn api_rolls_over_a_group_and_promotes_a_host() {
     let home = Home::new(
@@ -1419,11 +1428,14 @@ environments:
   order: [{ name: staging }, { name: production }]
 groups:
   pair: { hosts: [a1, a2], max_parallel: 1 }
+  slow: { hosts: [b1] }
 roles:
   people:
     alice: [ { xmpp_jid: alice@example.com } ]
+    carol: [ { xmpp_jid: carol@example.com } ]
   grants:
     - { person: alice, roles: [deployer] }
+    - { person: carol, roles: [viewer] }
 http:
   listen: 127.0.0.1:0
 ",
@@ -1436,6 +1448,10 @@ http:
             ),
         );
     }
+    home.design(
+        "b1",
+        "instance:\n  hostname: b1\n  provider: local\n  environment: staging\ndemo:\n  step_ms: 60000\n",
+    );
     let alice = make_token(&home, "alice");
     let mut api = Api::start(&home);
     let (code, body) = api.post("/api/v1/deploy", &alice, json!({ "design": "group:pair" }));
@@ -1488,6 +1504,23 @@ http:
     let (code, body) = api.post("/api/v1/rollouts/1/resume", &alice, json!({}));
     assert_eq!(code, StatusCode::CONFLICT, "{body}");
 
+    // The refusals, each documented: a viewer may read but not cancel, an unknown rollout
+    // or action is not found, and a change needs a login.
+    let carol = make_token(&home, "carol");
+    let (code, body) = api.get("/api/v1/rollouts/1", Some(&carol));
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let (code, body) = api.post("/api/v1/rollouts/1/cancel", &carol, json!({}));
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    let (code, body) = api.get("/api/v1/rollouts/99", Some(&alice));
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    assert!(error_of(&body).contains("no rollout #99"), "{body}");
+    let (code, body) = api.post("/api/v1/rollouts/99/cancel", &alice, json!({}));
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    let (code, body) = api.post("/api/v1/rollouts/1/frobnicate", &alice, json!({}));
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    let (code, body) = api.call("POST", "/api/v1/rollouts/1/cancel", None, Some(json!({})));
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
+
     // Both succeeded on staging: a1 may go to production; an unknown environment is refused.
     let (code, body) = api.post(
         "/api/v1/promote",
@@ -1507,4 +1540,40 @@ http:
         error_of(&body).contains("not a configured environment"),
         "{body}"
     );
+
+    // A running rollout (its one host's run takes a minute) is cancelled, with its run.
+    let (code, body) = api.post("/api/v1/deploy", &alice, json!({ "design": "group:slow" }));
+    assert_eq!(code, StatusCode::OK, "{body}");
+    let (code, body) = api.post("/api/v1/rollouts/2/cancel", &alice, json!({}));
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("cancelling rollout #2 of slow"),
+        "{body}"
+    );
+    let (code, body) = api.get("/api/v1/rollouts", Some("jv_not_a_token"));
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
+
+    // Every operation of the rollouts API answered well at least once and refused here.
+    for (template, method) in api.spec.operations() {
+        if !rollouts_api(&template) {
+            continue;
+        }
+        let seen = api
+            .spec
+            .seen()
+            .get(&(template.clone(), method.clone()))
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            seen.iter().any(|s| *s < 300),
+            "{method} {template} never answered well: {seen:?}"
+        );
+        assert!(
+            seen.iter().any(|s| *s >= 400),
+            "{method} {template} never refused: {seen:?}"
+        );
+    }
 }

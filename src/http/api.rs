@@ -616,6 +616,7 @@ async fn command_from_body(
 #[utoipa::path(post, path = "/deploy", tag = "commands", request_body = DeployBody,
     responses(
         (status = 202, description = "Queued: the run's id, at once", body = Accepted),
+        (status = 200, description = "A rollout of a group started (`group:NAME`)", body = Accepted),
         (status = 401, description = "No login, or a token not known", body = ErrorBody),
         (status = 403, description = "The caller lacks the role, or the CSRF token is missing", body = ErrorBody),
         (status = 409, description = "The host has a run already (its id given)", body = ErrorBody),
@@ -637,6 +638,7 @@ pub async fn deploy(
 #[utoipa::path(post, path = "/redeploy", tag = "commands", request_body = HostBody,
     responses(
         (status = 202, description = "Queued: the run's id, at once", body = Accepted),
+        (status = 200, description = "A rollout of a group started (`group:NAME`)", body = Accepted),
         (status = 401, description = "No login, or a token not known", body = ErrorBody),
         (status = 403, description = "The caller lacks the role, or the CSRF token is missing", body = ErrorBody),
         (status = 409, description = "The host has a run already (its id given)", body = ErrorBody),
@@ -658,6 +660,7 @@ pub async fn redeploy(
 #[utoipa::path(post, path = "/destroy", tag = "commands", request_body = HostBody,
     responses(
         (status = 202, description = "Queued: the run's id, at once", body = Accepted),
+        (status = 200, description = "A rollout of a group started (`group:NAME`)", body = Accepted),
         (status = 401, description = "No login, or a token not known", body = ErrorBody),
         (status = 403, description = "The caller lacks the role, or the CSRF token is missing", body = ErrorBody),
         (status = 409, description = "The host has a run already (its id given)", body = ErrorBody),
@@ -921,6 +924,10 @@ pub(crate) fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(redeploy))
         .routes(routes!(destroy))
         .routes(routes!(events))
+        .routes(routes!(super::rollouts::list))
+        .routes(routes!(super::rollouts::one))
+        .routes(routes!(super::rollouts::act))
+        .routes(routes!(super::rollouts::promote))
         .routes(routes!(openapi))
         .fallback(not_found)
 }

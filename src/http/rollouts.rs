@@ -11,11 +11,12 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{ConnectInfo, Path, State as AxumState};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::api::{self, ApiError};
 use super::auth::{self, Caller, Refusal};
 use super::page::{self, FormFields};
+use super::schema::{Accepted, ErrorBody, PromoteBody, RolloutBody, RolloutHostBody, RolloutList};
 use super::{Shared, State, esc};
 use crate::chat::bot::rollout::{HostState, host_state, rollout_line};
 use crate::chat::command::{Command, RunRef};
@@ -60,35 +61,38 @@ async fn actor(
     Ok(caller)
 }
 
-fn rollout_json(r: &Rollout, hosts_of: &[RolloutHost]) -> Value {
-    let hosts: Vec<Value> = hosts_of
+fn rollout_body(r: &Rollout, hosts_of: &[RolloutHost]) -> RolloutBody {
+    let hosts = hosts_of
         .iter()
         .map(|h| {
             let s = host_state(h);
-            json!({
-                "host": h.host,
-                "design": h.design_ref,
-                "state": s.as_str(),
-                "run": h.run.as_ref().map(|run| run.id),
-                "error": match &s { HostState::Failed(why) => Some(why.clone()), _ => None },
-            })
+            RolloutHostBody {
+                host: h.host.clone(),
+                design: h.design_ref.clone(),
+                state: s.as_str().to_string(),
+                run: h.run.as_ref().map(|run| run.id),
+                error: match &s {
+                    HostState::Failed(why) => Some(why.clone()),
+                    _ => None,
+                },
+            }
         })
         .collect();
-    json!({
-        "id": r.id,
-        "group": r.group,
-        "command": r.kind.as_str(),
-        "environment": r.environment,
-        "state": r.state.as_str(),
-        "reason": r.reason,
-        "max_parallel": r.max_parallel,
-        "max_failures": r.max_failures,
-        "requester": r.requester,
-        "created_at": r.created_at,
-        "finished_at": r.finished_at,
-        "status": rollout_line(r, hosts_of),
-        "hosts": hosts,
-    })
+    RolloutBody {
+        id: r.id,
+        group: r.group.clone(),
+        command: r.kind.as_str().to_string(),
+        environment: r.environment.clone(),
+        state: r.state.as_str().to_string(),
+        reason: r.reason.clone(),
+        max_parallel: r.max_parallel as u64,
+        max_failures: r.max_failures as u64,
+        requester: r.requester.clone(),
+        created_at: r.created_at,
+        finished_at: r.finished_at,
+        status: rollout_line(r, hosts_of),
+        hosts,
+    }
 }
 
 async fn with_hosts(state: &State, r: &Rollout) -> Result<Vec<RolloutHost>, Refusal> {
@@ -101,7 +105,14 @@ async fn with_hosts(state: &State, r: &Rollout) -> Result<Vec<RolloutHost>, Refu
         .map_err(failed)
 }
 
-/// `GET /api/v1/rollouts`: the last 50, newest first, each with its hosts.
+/// The last 50 rollouts, newest first, each with its hosts.
+#[utoipa::path(get, path = "/rollouts", tag = "rollouts",
+    responses(
+        (status = 200, description = "The last rollouts", body = RolloutList),
+        (status = 401, description = "No login, or a token not known", body = ErrorBody),
+        (status = 403, description = "The caller lacks the viewer role", body = ErrorBody),
+        (status = 503, description = "The database did not answer", body = ErrorBody),
+    ))]
 pub async fn list(
     AxumState(state): AxumState<Shared>,
     ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
@@ -113,9 +124,9 @@ pub async fn list(
     let mut list = Vec::new();
     for r in &rollouts {
         let hosts = with_hosts(&state, r).await?;
-        list.push(rollout_json(r, &hosts));
+        list.push(rollout_body(r, &hosts));
     }
-    Ok(Json(json!({ "rollouts": list })).into_response())
+    Ok(Json(RolloutList { rollouts: list }).into_response())
 }
 
 fn rollout_id(path: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
@@ -141,7 +152,16 @@ async fn load(state: &State, id: i64) -> Result<(Rollout, Vec<RolloutHost>), Ref
     Ok((r, hosts))
 }
 
-/// `GET /api/v1/rollouts/ID`.
+/// One rollout with its hosts.
+#[utoipa::path(get, path = "/rollouts/{id}", tag = "rollouts",
+    params(("id" = i64, Path, description = "The rollout's id")),
+    responses(
+        (status = 200, description = "The rollout", body = RolloutBody),
+        (status = 401, description = "No login, or a token not known", body = ErrorBody),
+        (status = 403, description = "The caller lacks the viewer role", body = ErrorBody),
+        (status = 404, description = "No such rollout", body = ErrorBody),
+        (status = 503, description = "The database did not answer", body = ErrorBody),
+    ))]
 pub async fn one(
     AxumState(state): AxumState<Shared>,
     ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
@@ -151,7 +171,7 @@ pub async fn one(
     viewer(&state, &headers, peer).await?;
     let id = rollout_id(path)?;
     let (r, hosts) = load(&state, id).await?;
-    Ok(Json(rollout_json(&r, &hosts)).into_response())
+    Ok(Json(rollout_body(&r, &hosts)).into_response())
 }
 
 fn action(name: &str, id: i64) -> Option<Command> {
@@ -163,7 +183,32 @@ fn action(name: &str, id: i64) -> Option<Command> {
     })
 }
 
-/// `POST /api/v1/rollouts/ID/cancel|resume`.
+/// What can be done to a rollout.
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum RolloutAction {
+    /// No more batches; its runs under way are cancelled.
+    Cancel,
+    /// Its failed hosts start afresh and the batches go on (a stopped or cancelled rollout).
+    Resume,
+}
+
+/// A rollout action: `cancel` or `resume`, as chat's `cancel rollout #ID`.
+#[utoipa::path(post, path = "/rollouts/{id}/{action}", tag = "rollouts",
+    params(
+        ("id" = i64, Path, description = "The rollout's id"),
+        ("action" = RolloutAction, Path, description = "What to do"),
+    ),
+    responses(
+        (status = 200, description = "Done", body = Accepted),
+        (status = 401, description = "No login, or a token not known", body = ErrorBody),
+        (status = 403, description = "The caller lacks the role, or the CSRF token is missing", body = ErrorBody),
+        (status = 404, description = "No such rollout or action", body = ErrorBody),
+        (status = 409, description = "The rollout is not in a state for it", body = ErrorBody),
+        (status = 503, description = "The database did not answer", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub async fn act(
     AxumState(state): AxumState<Shared>,
     ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
@@ -192,7 +237,20 @@ pub async fn act(
     Ok(api::answer(status, reply))
 }
 
-/// `POST /api/v1/promote` with `{"host": "web1", "environment": "production"}`.
+/// Promote a host to an environment: its design's run there, as chat's
+/// `promote HOST to ENV`.
+#[utoipa::path(post, path = "/promote", tag = "rollouts", request_body = PromoteBody,
+    responses(
+        (status = 202, description = "Queued: the run's id, at once", body = Accepted),
+        (status = 401, description = "No login, or a token not known", body = ErrorBody),
+        (status = 403, description = "The caller lacks the role, or the CSRF token is missing", body = ErrorBody),
+        (status = 404, description = "No such host", body = ErrorBody),
+        (status = 409, description = "The host is not ready for it, or has a run already (its id given)", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 422, description = "A body or environment the API does not take", body = ErrorBody),
+        (status = 503, description = "The database did not answer", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub async fn promote(
     AxumState(state): AxumState<Shared>,
     ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,

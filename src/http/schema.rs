@@ -194,6 +194,57 @@ pub struct HostBody {
     pub host: String,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct RolloutList {
+    /// The last 50 rollouts, newest first.
+    pub rollouts: Vec<RolloutBody>,
+}
+
+/// A rollout of a group: its hosts in batches, each host by its own run.
+#[derive(Serialize, ToSchema)]
+pub struct RolloutBody {
+    pub id: i64,
+    pub group: String,
+    /// deploy, redeploy or destroy.
+    pub command: String,
+    pub environment: Option<String>,
+    /// running, stopped (too many failures; `resume` continues it), cancelled or succeeded.
+    pub state: String,
+    /// Why it stopped or was cancelled.
+    pub reason: Option<String>,
+    pub max_parallel: u64,
+    pub max_failures: u64,
+    pub requester: String,
+    /// Milliseconds since 1970.
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+    /// The rollout's status as chat's `status rollout #ID` says it.
+    pub status: String,
+    pub hosts: Vec<RolloutHostBody>,
+}
+
+/// One host of a rollout.
+#[derive(Serialize, ToSchema)]
+pub struct RolloutHostBody {
+    pub host: String,
+    /// The design it is deployed from.
+    pub design: String,
+    /// pending, running, done or failed.
+    pub state: String,
+    /// Its current run, once it has one.
+    pub run: Option<i64>,
+    /// Why it failed (for `failed`).
+    pub error: Option<String>,
+}
+
+/// The body of promote: a host, and the environment to promote it to.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct PromoteBody {
+    pub host: String,
+    pub environment: String,
+}
+
 /// A clipboard as the API shows it: values under secret keys masked, and secret values
 /// known from the clipboard masked wherever else they appear — as `status` and `log` mask.
 pub fn masked(masker: &Masker, clipboard: &Clipboard) -> Clipboard {
