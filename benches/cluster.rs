@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Bench, figure, percentile};
+use common::{Bench, figure, percentile, pipeline_of};
 use jarvis::clipboard::Clipboard;
 use jarvis::engine::pipeline::RunKind;
 use jarvis::engine::{Engine, EngineConfig};
@@ -101,14 +101,6 @@ fn new_run(settings: &jarvis::config::Settings, host: &str) -> NewRun {
         retry_of: None,
         placement: Default::default(),
     }
-}
-
-fn pipeline_of(stages: usize) -> String {
-    let mut text = "  p:\n    providers: [bench]\n    stages:\n".to_string();
-    for _ in 0..stages {
-        text.push_str("      - { task: \"noop:x\", idempotent: true }\n");
-    }
-    text
 }
 
 /// The median and p99 interval between consecutive stage starts of run 1.

@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Bench, figure, memory_mb, percentile};
+use common::{Bench, figure, memory_mb, percentile, pipeline_of};
 use jarvis::clipboard::Clipboard;
 use jarvis::engine::pipeline::RunKind;
 use jarvis::engine::{Engine, EngineConfig};
@@ -55,14 +55,6 @@ fn new_run(settings: &jarvis::config::Settings, host: &str, clipboard: Clipboard
         retry_of: None,
         placement: Default::default(),
     }
-}
-
-fn pipeline_of(stages: usize) -> String {
-    let mut text = "  p:\n    providers: [bench]\n    stages:\n".to_string();
-    for _ in 0..stages {
-        text.push_str("      - { task: \"noop:x\", idempotent: true }\n");
-    }
-    text
 }
 
 fn clipboard_of(bytes: usize) -> Clipboard {

@@ -89,3 +89,12 @@ pub fn memory_mb(pid: u32, field: &str) -> f64 {
 pub fn exists(path: &Path) -> bool {
     path.exists()
 }
+
+/// A pipeline `p` of `stages` idempotent no-op stages, as the pipelines section.
+pub fn pipeline_of(stages: usize) -> String {
+    let mut text = "  p:\n    providers: [bench]\n    stages:\n".to_string();
+    for _ in 0..stages {
+        text.push_str("      - { task: \"noop:x\", idempotent: true }\n");
+    }
+    text
+}
