@@ -76,7 +76,8 @@ pub struct Settings {
     /// Cron schedules, each with a command to run.
     #[serde(default)]
     pub schedules: BTreeMap<String, ScheduleConfig>,
-    /// Named actions for `run ACTION on HOST`, each with the role that may run it.
+    /// Named actions for `run ACTION on HOST` (or `on group:G`, as a rollout), each with the
+    /// role that may run it.
     #[serde(default)]
     pub actions: BTreeMap<String, ActionConfig>,
     /// The environments (staging before production) in promotion order.

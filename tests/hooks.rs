@@ -41,6 +41,8 @@ actions:
       - task: reloader:reload
         with: {{ script: \"systemctl reload nginx\" }}
     lines: 3
+groups:
+  web: {{ hosts: [web1, web2, web3], max_parallel: 2 }}
 roles:
   people:
     ci: []
@@ -478,6 +480,15 @@ fn a_named_action_runs_for_its_grant_and_no_one_else() {
         ),
         "{body}"
     );
+    // Nor on a group: the rollout is refused before it starts.
+    let (status, body) = send(
+        client()
+            .post(d.url("/api/v1/actions/reload"))
+            .bearer_auth(&bob)
+            .json(&json!({ "host": "group:web" })),
+    );
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(home.sql("SELECT count(*) FROM rollouts"), ["0"]);
     // And dev may do exactly that: a deploy is refused.
     let (status, _) = send(
         client()
@@ -523,7 +534,28 @@ fn chat_runs_actions_and_lists_schedules() {
         "schedules",
         "nightly — 0 3 * * * Europe/Berlin: redeploy web1; next ",
     );
-    shell.ask("help run", "run ACTION on HOST");
+    shell.ask("help run", "run ACTION on HOST|group:GROUP");
+
+    // On a group: a rollout that runs the action on each host, two at a time.
+    shell.ask(
+        "run reload on group:web",
+        "rollout #1 of group web started: run reload on 3 hosts, 2 at a time",
+    );
+    wait_until("the rollout finishes", || {
+        home.sql("SELECT state FROM rollouts") == ["succeeded"]
+    });
+    shell.ask(
+        "status rollout #1",
+        "rollout #1 web (run reload): 3/3 done, 0 running, 0 failed; finished",
+    );
+    assert_eq!(
+        home.sql("SELECT host, pipeline, state FROM runs WHERE rollout_id = 1 ORDER BY host"),
+        [
+            "web1|reload|succeeded",
+            "web2|reload|succeeded",
+            "web3|reload|succeeded"
+        ]
+    );
     shell.finish();
 }
 
@@ -597,4 +629,122 @@ schedules:
     assert_eq!(home.sql("SELECT origin FROM runs"), [""]);
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A push to main deploys on staging; a tag deploys on production, and only once the same
+/// design content has succeeded on staging (the pipeline's `promote_within`).
+fn promotion_config() -> String {
+    format!(
+        "pipelines:
+  site:
+    providers: [local]
+    promote_within: 1h
+    stages:
+      - {{ task: \"local:check\", idempotent: true }}
+      - {{ task: \"local:step\", idempotent: true }}
+workers:
+  folders: [{workers}]
+environments:
+  order:
+    - {{ name: staging }}
+    - {{ name: production }}
+roles:
+  people:
+    ci: []
+  grants:
+    - {{ person: ci, roles: [deployer] }}
+    - {{ console: \"*\", roles: [admin] }}
+hooks:
+  site:
+    forge: github
+    secret: ${{SITE_SECRET}}
+    person: ci
+    triggers:
+      - {{ repository: acme/site, event: push, pattern: main, run: \"deploy site\", environment: staging }}
+      - {{ repository: acme/site, event: tag, pattern: \"v*\", run: \"deploy site\", environment: production }}
+http:
+  listen: 127.0.0.1:0
+",
+        workers = support::test_workers().display()
+    )
+}
+
+fn site_design(version: u32) -> String {
+    format!(
+        "instance:\n  hostname: site\n  provider: local\n  environment: staging\n\
+         app:\n  version: {version}\ndemo:\n  step_ms: 50\n"
+    )
+}
+
+#[test]
+fn a_push_deploys_on_staging_and_production_waits_for_the_same_design_there() {
+    let home = Home::new(&promotion_config());
+    home.design("site", &site_design(1));
+    let d = Daemon::start(&home);
+    let deliver = |id: &str, git_ref: &str| {
+        let body = push(git_ref, "3f2a1c0d9e8b7a6f5e4d3c2b1a0f9e8d7c6b5a49");
+        let signature = github_signature(GITHUB_SECRET.as_bytes(), body.as_bytes());
+        github(&d, "push", id, &body, &signature)
+    };
+    let refusal = |body: &Value| {
+        assert_eq!(body["queued"], json!([]), "{body}");
+        body["refused"][0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let succeeded = |run: i64| {
+        wait_until(&format!("run #{run} succeeds"), || {
+            home.sql(&format!("SELECT state FROM runs WHERE id = {run}")) == ["succeeded"]
+        });
+    };
+
+    // A release tag before staging ever ran this design: production is refused, nothing
+    // queued, and the answer says why.
+    let (status, body) = deliver("t-1", "refs/tags/v1.0");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let why = refusal(&body);
+    assert!(
+        why.contains("production needs site's design")
+            && why.contains("succeeded on staging within 1h")
+            && why.contains("it has no run there yet"),
+        "{why}"
+    );
+    assert_eq!(runs(&home), 0);
+
+    // A push to main deploys on staging.
+    let (status, body) = deliver("p-1", "refs/heads/main");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let staging = body["queued"][0]["run"].as_i64().expect("a run");
+    succeeded(staging);
+
+    // The same tag again (a new delivery): now production runs the design staging ran.
+    let (status, body) = deliver("t-2", "refs/tags/v1.0");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let production = body["queued"][0]["run"].as_i64().expect("a run");
+    succeeded(production);
+    assert_eq!(
+        home.sql("SELECT id, environment FROM runs ORDER BY id"),
+        [
+            format!("{staging}|staging"),
+            format!("{production}|production")
+        ]
+    );
+    assert_eq!(
+        home.sql("SELECT COUNT(DISTINCT design_digest) FROM runs WHERE design_digest IS NOT NULL"),
+        ["1"]
+    );
+
+    // The design changes without going through staging: production is refused again,
+    // naming the staging run that had other content.
+    home.design("site", &site_design(2));
+    let (status, body) = deliver("t-3", "refs/tags/v1.1");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let why = refusal(&body);
+    assert!(
+        why.contains(&format!("site deploy #{staging}, succeeded"))
+            && why.contains("with other content"),
+        "{why}"
+    );
+    assert_eq!(runs(&home), 2);
 }

@@ -698,7 +698,7 @@ fn api_deploys_approves_and_refuses_as_chat_does() {
     // refuse did refuse here (events' stream is checked in its own test, the rollouts API in
     // api_rolls_over_a_group_and_promotes_a_host).
     for (template, method) in api.spec.operations() {
-        if rollouts_api(&template) {
+        if rollouts_api(&template) || triggers_api(&template) {
             continue;
         }
         let seen = api
@@ -812,7 +812,12 @@ fn the_openapi_document_is_what_the_router_serves() {
     let mut api = Api::start(&home);
     let operations = api.spec.operations();
     assert!(operations.len() >= 12, "{operations:?}");
-    let concrete = |template: &str| template.replace("{id}", "1").replace("{action}", "cancel");
+    let concrete = |template: &str| {
+        template
+            .replace("{id}", "1")
+            .replace("{action}", "cancel")
+            .replace("{name}", "reload")
+    };
     for (template, method) in &operations {
         let path = format!("{}{}", openapi::PREFIX, concrete(template));
         let resp = match method.as_str() {
@@ -1415,6 +1420,11 @@ fn rollouts_api(template: &str) -> bool {
     template.starts_with("/rollouts") || template == "/promote"
 }
 
+/// The schedules and named actions, checked in api_lists_schedules_and_runs_named_actions.
+fn triggers_api(template: &str) -> bool {
+    template == "/schedules" || template.starts_with("/actions/")
+}
+
 #[test]
 fn api_rolls_over_a_group_and_promotes_a_host() {
     let home = Home::new(
@@ -1559,6 +1569,129 @@ http:
     // Every operation of the rollouts API answered well at least once and refused here.
     for (template, method) in api.spec.operations() {
         if !rollouts_api(&template) {
+            continue;
+        }
+        let seen = api
+            .spec
+            .seen()
+            .get(&(template.clone(), method.clone()))
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            seen.iter().any(|s| *s < 300),
+            "{method} {template} never answered well: {seen:?}"
+        );
+        assert!(
+            seen.iter().any(|s| *s >= 400),
+            "{method} {template} never refused: {seen:?}"
+        );
+    }
+}
+
+#[test]
+fn api_lists_schedules_and_runs_named_actions() {
+    let home = Home::new(&format!(
+        "pipelines:
+  local:
+    providers: [local]
+    stages:
+      - {{ task: \"local:step\", idempotent: true }}
+workers:
+  folders: [{workers}]
+actions:
+  reload:
+    description: reload the web server gracefully
+    role: admin
+    stages:
+      - task: reloader:reload
+        with: {{ script: \"systemctl reload nginx\" }}
+    lines: 2
+schedules:
+  nightly:
+    cron: \"0 3 * * *\"
+    timezone: Europe/Berlin
+    run: redeploy web1
+    person: ci
+roles:
+  people:
+    ci: []
+    dev: [ {{ xmpp_jid: dev@example.com }} ]
+    carol: [ {{ xmpp_jid: carol@example.com }} ]
+  grants:
+    - {{ person: ci, roles: [deployer] }}
+    - {{ person: dev, actions: [reload] }}
+    - {{ person: carol, roles: [viewer] }}
+http:
+  listen: 127.0.0.1:0
+",
+        workers = support::test_workers().display()
+    ));
+    home.design(
+        "web1",
+        "instance:\n  hostname: web1\n  provider: local\ndemo:\n  step_ms: 50\n",
+    );
+    let dev = make_token(&home, "dev");
+    let carol = make_token(&home, "carol");
+    let mut api = Api::start(&home);
+
+    // The schedules, for anyone who may view; not for a stranger.
+    let deadline = Instant::now() + PATIENCE;
+    let schedules = loop {
+        let (code, body) = api.get("/api/v1/schedules", Some(&carol));
+        assert_eq!(code, StatusCode::OK, "{body}");
+        if body["schedules"][0]["next_at"].is_i64() {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "never planned: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(schedules["schedules"][0]["name"], "nightly");
+    assert_eq!(schedules["schedules"][0]["catch_up"], "once");
+    assert_eq!(schedules["schedules"][0]["last_at"], Value::Null);
+    let (code, body) = api.get("/api/v1/schedules", Some("jv_not_a_token"));
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
+
+    // dev may run `reload` and gets its last lines; carol may not, and is told the role.
+    let (code, body) = api.post("/api/v1/actions/reload", &dev, json!({ "host": "web1" }));
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("on web1 succeeded"),
+        "{body}"
+    );
+    assert_eq!(
+        body["lines"],
+        json!([
+            "running: systemctl reload nginx",
+            "reload done, 4 workers replaced"
+        ])
+    );
+    let (code, body) = api.post("/api/v1/actions/reload", &carol, json!({ "host": "web1" }));
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        error_of(&body).contains("needs the admin role or a grant of action reload"),
+        "{body}"
+    );
+    let (code, body) = api.post(
+        "/api/v1/actions/frobnicate",
+        &dev,
+        json!({ "host": "web1" }),
+    );
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    let (code, body) = api.post("/api/v1/actions/reload", &dev, json!({ "hots": "web1" }));
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let (code, body) = api.call(
+        "POST",
+        "/api/v1/actions/reload",
+        None,
+        Some(json!({ "host": "web1" })),
+    );
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "{body}");
+
+    for (template, method) in api.spec.operations() {
+        if !triggers_api(&template) {
             continue;
         }
         let seen = api

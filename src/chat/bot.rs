@@ -339,19 +339,22 @@ impl Bot {
                 target: Target::Group(group),
                 environment,
             } => {
-                self.start_rollout(msg, RunKind::Deploy, group, environment.as_deref())
+                self.start_rollout(msg, RunKind::Deploy, group, environment.as_deref(), None)
                     .await
             }
             Command::Redeploy {
                 target: Target::Group(group),
                 environment,
             } => {
-                self.start_rollout(msg, RunKind::Redeploy, group, environment.as_deref())
+                self.start_rollout(msg, RunKind::Redeploy, group, environment.as_deref(), None)
                     .await
             }
             Command::Destroy {
                 target: Target::Group(group),
-            } => self.start_rollout(msg, RunKind::Destroy, group, None).await,
+            } => {
+                self.start_rollout(msg, RunKind::Destroy, group, None, None)
+                    .await
+            }
             Command::Promote { host, environment } => {
                 self.promote(msg, host, environment, trigger).await
             }
@@ -364,9 +367,14 @@ impl Bot {
             Command::Resume {
                 run: r @ (RunRef::Rollout(_) | RunRef::Group(_)),
             } => self.resume_rollout(r).await,
-            Command::Run { action, host } => {
-                self.run_action(msg, action, host, roles, trigger).await
-            }
+            Command::Run {
+                action,
+                target: Target::Single(host),
+            } => self.run_action(msg, action, host, roles, trigger).await,
+            Command::Run {
+                action,
+                target: Target::Group(group),
+            } => self.start_action_rollout(msg, action, group, roles).await,
             Command::Schedules => self.schedules().await,
             Command::Plan { reference } => self.plan(reference).await,
             Command::Status { run } => {
@@ -856,17 +864,14 @@ impl Bot {
         }
     }
 
-    /// `run ACTION on HOST`: the action's stages on the host's design, if the asker holds
-    /// the action's role or a grant of it; waits up to the action's `wait` and answers with
-    /// the last lines of the run's log.
-    async fn run_action(
+    /// The configured action `name`, if the asker holds its role or a grant of it; else the
+    /// refusal to answer with.
+    fn allowed_action(
         &self,
         msg: &Incoming,
         name: &str,
-        host: &str,
         roles: &[Role],
-        trigger: Option<&Trigger>,
-    ) -> Result<Reply, BotError> {
+    ) -> Result<Result<&crate::chat::actions::ActionConfig, Reply>, BotError> {
         let Some(action) = self.settings.actions.get(name) else {
             let known: Vec<&str> = self.settings.actions.keys().map(String::as_str).collect();
             return Err(BotError::NotFound(if known.is_empty() {
@@ -880,20 +885,31 @@ impl Bot {
         };
         let granted = roles.iter().any(|r| r.covers(action.role()))
             || self.settings.roles.may_run_action(&msg.identities, name);
-        if !granted {
-            let who = match (roles::principal(&msg.identities), &msg.identity_note) {
-                (_, Some(note)) => note.clone(),
-                (Some(id), None) => format!("you are {id}, with neither"),
-                (None, None) => {
-                    "I cannot tell who you are — log in to your services account".into()
-                }
-            };
-            return Ok(Reply::line(format!(
-                "run {name} needs the {} role or a grant of action {name}; {who}",
-                action.role().as_str()
-            ))
-            .with(Verdict::Forbidden));
+        if granted {
+            return Ok(Ok(action));
         }
+        let who = match (roles::principal(&msg.identities), &msg.identity_note) {
+            (_, Some(note)) => note.clone(),
+            (Some(id), None) => format!("you are {id}, with neither"),
+            (None, None) => "I cannot tell who you are — log in to your services account".into(),
+        };
+        Ok(Err(Reply::line(format!(
+            "run {name} needs the {} role or a grant of action {name}; {who}",
+            action.role().as_str()
+        ))
+        .with(Verdict::Forbidden)))
+    }
+
+    /// Queues the action `name` on `host`'s design (the asker's right to it checked
+    /// already), as a child of `rollout` when one runs it.
+    async fn queue_action(
+        &self,
+        asker: &Asker,
+        name: &str,
+        host: &str,
+        rollout: Option<i64>,
+        trigger: Option<&Trigger>,
+    ) -> Result<Reply, BotError> {
         let reference = self.design_of_host(host).await?;
         let design = self
             .designs
@@ -907,7 +923,6 @@ impl Bot {
                 design.hostname
             )));
         }
-        let asker = self.asker(msg);
         let clipboard = initial_clipboard(
             &design.document,
             host,
@@ -921,21 +936,39 @@ impl Bot {
         let placement = Placement {
             environment: None,
             design_digest: None,
-            rollout: None,
+            rollout,
         };
-        let queued = self
-            .submit(
-                &asker,
-                RunKind::Action,
-                host,
-                name,
-                &reference,
-                clipboard,
-                None,
-                placement,
-                trigger,
-            )
-            .await?;
+        self.submit(
+            asker,
+            RunKind::Action,
+            host,
+            name,
+            &reference,
+            clipboard,
+            None,
+            placement,
+            trigger,
+        )
+        .await
+    }
+
+    /// `run ACTION on HOST`: the action's stages on the host's design, if the asker holds
+    /// the action's role or a grant of it; waits up to the action's `wait` and answers with
+    /// the last lines of the run's log.
+    async fn run_action(
+        &self,
+        msg: &Incoming,
+        name: &str,
+        host: &str,
+        roles: &[Role],
+        trigger: Option<&Trigger>,
+    ) -> Result<Reply, BotError> {
+        let action = match self.allowed_action(msg, name, roles)? {
+            Ok(action) => action,
+            Err(refusal) => return Ok(refusal),
+        };
+        let asker = self.asker(msg);
+        let queued = self.queue_action(&asker, name, host, None, trigger).await?;
         let Some(id) = queued.run.filter(|_| queued.verdict == Verdict::Done) else {
             return Ok(queued);
         };

@@ -444,13 +444,13 @@ commands! {
             Ok(Command::Token { action })
         },
     },
-    Run { action: String, host: String } => {
+    Run { action: String, target: Target } => {
         name: "run",
         // Each action names its own role, and grants may name actions: the bot checks.
         role: None,
         changes_state: true,
-        usage: "run ACTION on HOST",
-        summary: "run a configured action on a known host (the action's role or a grant of it); its last output lines come back",
+        usage: "run ACTION on HOST|group:GROUP",
+        summary: "run a configured action on a known host (the action's role or a grant of it), its last output lines coming back; on a group, as a rollout in batches",
         example: "run reload on loki",
         parse: |a| {
             a.at_most(3)?;
@@ -466,7 +466,7 @@ commands! {
             }
             Ok(Command::Run {
                 action: action.to_ascii_lowercase(),
-                host: a.host(2)?,
+                target: a.target(2, |w| host_arg(Some(w)))?,
             })
         },
     },
@@ -912,12 +912,19 @@ mod tests {
             parse("run reload on Web1"),
             Ok(Command::Run {
                 action: "reload".into(),
-                host: "web1".into()
+                target: Target::Single("web1".into())
+            })
+        );
+        assert_eq!(
+            parse("run reload on group:Web"),
+            Ok(Command::Run {
+                action: "reload".into(),
+                target: Target::Group("web".into())
             })
         );
         let err = |line: &str| parse(line).unwrap_err().to_string();
         assert!(err("run reload web1").starts_with("say on which host"));
-        assert!(err("run reload on").starts_with("which host?"));
+        assert!(err("run reload on").starts_with("which host or group?"));
         assert!(err("run ../x on web1").contains("not an action's name"));
         assert!(err("run").starts_with("which action?"));
     }

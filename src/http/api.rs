@@ -928,6 +928,8 @@ pub(crate) fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(super::rollouts::one))
         .routes(routes!(super::rollouts::act))
         .routes(routes!(super::rollouts::promote))
+        .routes(routes!(super::hooks::schedules))
+        .routes(routes!(super::hooks::run_action))
         .routes(routes!(openapi))
         .fallback(not_found)
 }

@@ -13,11 +13,12 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::auth;
+use super::schema::{ActionBody, ActionDone, CatchUpBody, ErrorBody, ScheduleBody, ScheduleList};
 use super::{Shared, State, esc};
 use crate::chat::bot::{Trigger, Verdict};
 use crate::chat::command::Command;
 use crate::chat::roles::Role;
-use crate::triggers::config::HookConfig;
+use crate::triggers::config::{CatchUp, HookConfig};
 use crate::triggers::webhook::{self, Delivery, Headers};
 
 fn answer(status: StatusCode, body: Value) -> Response {
@@ -198,7 +199,7 @@ async fn handle(
 }
 
 /// The configured schedules with their next and last firing, as stored.
-async fn schedule_list(state: &State) -> Result<Vec<Value>, Response> {
+async fn schedule_list(state: &State) -> Result<Vec<ScheduleBody>, Response> {
     let rows = state.app.engine().store().schedules().await.map_err(|e| {
         tracing::error!(error = %e, "schedules: the database failed");
         refusal(503, "the database did not answer; see jarvis's log")
@@ -210,24 +211,31 @@ async fn schedule_list(state: &State) -> Result<Vec<Value>, Response> {
         .iter()
         .map(|(name, s)| {
             let row = rows.iter().find(|r| &r.name == name);
-            json!({
-                "name": name,
-                "cron": s.cron,
-                "timezone": s.timezone,
-                "run": s.run,
-                "catch_up": match s.catch_up {
-                    crate::triggers::config::CatchUp::Once => "once",
-                    crate::triggers::config::CatchUp::None => "none",
+            ScheduleBody {
+                name: name.clone(),
+                cron: s.cron.clone(),
+                timezone: s.timezone.clone(),
+                run: s.run.clone(),
+                catch_up: match s.catch_up {
+                    CatchUp::Once => CatchUpBody::Once,
+                    CatchUp::None => CatchUpBody::None,
                 },
-                "next_at": row.map(|r| r.next_at),
-                "last_at": row.and_then(|r| r.last_at),
-                "last_outcome": row.and_then(|r| r.last_outcome.clone()),
-            })
+                next_at: row.map(|r| r.next_at),
+                last_at: row.and_then(|r| r.last_at),
+                last_outcome: row.and_then(|r| r.last_outcome.clone()),
+            }
         })
         .collect())
 }
 
-/// `GET /api/v1/schedules`.
+/// The configured schedules with their next and last firing, as chat's `schedules`.
+#[utoipa::path(get, path = "/schedules", tag = "triggers",
+    responses(
+        (status = 200, description = "The schedules", body = ScheduleList),
+        (status = 401, description = "No login, or a token not known", body = ErrorBody),
+        (status = 403, description = "The caller lacks the viewer role", body = ErrorBody),
+        (status = 503, description = "The database did not answer", body = ErrorBody),
+    ))]
 pub async fn schedules(
     AxumState(state): AxumState<Shared>,
     ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
@@ -241,13 +249,26 @@ pub async fn schedules(
         return answer(r.status, json!({ "error": r.message }));
     }
     match schedule_list(&state).await {
-        Ok(list) => answer(StatusCode::OK, json!({ "schedules": list })),
+        Ok(schedules) => (StatusCode::OK, Json(ScheduleList { schedules })).into_response(),
         Err(r) => r,
     }
 }
 
-/// `POST /api/v1/actions/NAME` with `{"host": "web1"}`: `run NAME on HOST` as the caller;
-/// the answer carries the run and the last lines of its output.
+/// Run a named action on a host, as chat's `run NAME on HOST`: the caller needs the
+/// action's role or a grant of that action. Answers when the run has ended, with the last
+/// lines of its output.
+#[utoipa::path(post, path = "/actions/{name}", tag = "triggers", request_body = ActionBody,
+    params(("name" = String, Path, description = "The action, as configured under `actions`")),
+    responses(
+        (status = 200, description = "The action ran: its run and the last lines of its output", body = ActionDone),
+        (status = 401, description = "No login, or a token not known", body = ErrorBody),
+        (status = 403, description = "The caller lacks the role or grant, or the CSRF token is missing", body = ErrorBody),
+        (status = 404, description = "No such action or host", body = ErrorBody),
+        (status = 409, description = "The host has a run already (its id given)", body = ErrorBody),
+        (status = 422, description = "A body the API does not take", body = ErrorBody),
+        (status = 503, description = "The database did not answer, or the run failed", body = ErrorBody),
+    ),
+    security(("bearer" = []), ("session" = [])))]
 pub async fn run_action(
     AxumState(state): AxumState<Shared>,
     ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
@@ -309,12 +330,18 @@ pub async fn run_action(
         lines.remove(0)
     };
     if status.is_success() {
-        answer(
-            status,
-            json!({ "message": first, "run": reply.run, "lines": lines }),
-        )
+        let done = ActionDone {
+            message: first,
+            run: reply.run,
+            lines,
+        };
+        (status, Json(done)).into_response()
     } else {
-        answer(status, json!({ "error": first, "run": reply.run }))
+        let error = ErrorBody {
+            error: first,
+            run: reply.run,
+        };
+        (status, Json(error)).into_response()
     }
 }
 
@@ -332,9 +359,8 @@ pub async fn page(
         Ok(l) => l,
         Err(r) => return r,
     };
-    let when = |v: &Value| {
-        v.as_i64()
-            .map(crate::chat::render::utc_time)
+    let when = |at: Option<i64>| {
+        at.map(crate::chat::render::utc_time)
             .unwrap_or_else(|| "—".into())
     };
     let mut body = String::from("<h1>Schedules</h1>");
@@ -346,18 +372,17 @@ pub async fn page(
              <th>Next</th><th>Last</th></tr></thead><tbody>",
         );
         for s in &list {
-            let text = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-            let last = match s.get("last_outcome").and_then(Value::as_str) {
-                Some(o) => format!("{} ({})", when(&s["last_at"]), o),
-                None => when(&s["last_at"]),
+            let last = match &s.last_outcome {
+                Some(o) => format!("{} ({})", when(s.last_at), o),
+                None => when(s.last_at),
             };
             body.push_str(&format!(
                 "<tr><td>{}</td><td><code>{}</code> {}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
-                esc(&text("name")),
-                esc(&text("cron")),
-                esc(&text("timezone")),
-                esc(&text("run")),
-                esc(&when(&s["next_at"])),
+                esc(&s.name),
+                esc(&s.cron),
+                esc(&s.timezone),
+                esc(&s.run),
+                esc(&when(s.next_at)),
                 esc(&last)
             ));
         }

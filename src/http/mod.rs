@@ -180,10 +180,6 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls:
 
 fn router(state: Shared) -> Router {
     let (api, _) = api::routes().split_for_parts();
-    // Served, not yet in the OpenAPI document.
-    let api = api
-        .route("/schedules", get(hooks::schedules))
-        .route("/actions/{name}", post(hooks::run_action));
     Router::new()
         .nest("/api/v1", api)
         .route("/", get(page::index))

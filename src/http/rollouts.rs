@@ -82,6 +82,7 @@ fn rollout_body(r: &Rollout, hosts_of: &[RolloutHost]) -> RolloutBody {
         id: r.id,
         group: r.group.clone(),
         command: r.kind.as_str().to_string(),
+        action: r.action.clone(),
         environment: r.environment.clone(),
         state: r.state.as_str().to_string(),
         reason: r.reason.clone(),

@@ -205,8 +205,10 @@ pub struct RolloutList {
 pub struct RolloutBody {
     pub id: i64,
     pub group: String,
-    /// deploy, redeploy or destroy.
+    /// deploy, redeploy, destroy, or action (`run ACTION on group:G`).
     pub command: String,
+    /// The named action each host runs, when `command` is action.
+    pub action: Option<String>,
     pub environment: Option<String>,
     /// running, stopped (too many failures; `resume` continues it), cancelled or succeeded.
     pub state: String,
@@ -243,6 +245,56 @@ pub struct RolloutHostBody {
 pub struct PromoteBody {
     pub host: String,
     pub environment: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ScheduleList {
+    /// The configured schedules, in the configuration's order.
+    pub schedules: Vec<ScheduleBody>,
+}
+
+/// A configured schedule with its next and last firing, as stored.
+#[derive(Serialize, ToSchema)]
+pub struct ScheduleBody {
+    pub name: String,
+    /// The cron expression, read in `timezone`.
+    pub cron: String,
+    /// An IANA time zone name (`Europe/Berlin`).
+    pub timezone: String,
+    /// What it runs, as a chat command.
+    pub run: String,
+    /// After downtime: `once` fires once when jarvis is back, `none` waits for the next instant.
+    pub catch_up: CatchUpBody,
+    /// Milliseconds since 1970; none until the scheduler planned it.
+    pub next_at: Option<i64>,
+    /// Milliseconds since 1970; none if it never fired.
+    pub last_at: Option<i64>,
+    /// What its last firing did: the run it queued, or why it was skipped.
+    pub last_outcome: Option<String>,
+}
+
+#[derive(Serialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum CatchUpBody {
+    Once,
+    None,
+}
+
+/// The body of running a named action: the host to run it on.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ActionBody {
+    pub host: String,
+}
+
+/// A named action that ran: its run and the last lines of its output.
+#[derive(Serialize, ToSchema)]
+pub struct ActionDone {
+    /// One line: how the run ended, as chat says it.
+    pub message: String,
+    pub run: Option<i64>,
+    /// The last lines of its output (the action's `lines`).
+    pub lines: Vec<String>,
 }
 
 /// A clipboard as the API shows it: values under secret keys masked, and secret values

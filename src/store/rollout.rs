@@ -52,6 +52,8 @@ impl RolloutState {
 pub struct NewRollout {
     pub group: String,
     pub kind: RunKind,
+    /// The named action each host runs (`run ACTION on group:G`), for `RunKind::Action`.
+    pub action: Option<String>,
     pub environment: Option<String>,
     pub max_parallel: usize,
     pub max_failures: usize,
@@ -67,6 +69,8 @@ pub struct Rollout {
     pub id: i64,
     pub group: String,
     pub kind: RunKind,
+    /// The named action each host runs, for `RunKind::Action`.
+    pub action: Option<String>,
     pub environment: Option<String>,
     pub max_parallel: usize,
     pub max_failures: usize,
@@ -90,7 +94,7 @@ pub struct RolloutHost {
     pub run: Option<Run>,
 }
 
-const ROLLOUT_COLUMNS: &str = "id, grp, kind, environment, max_parallel, max_failures, state, \
+const ROLLOUT_COLUMNS: &str = "id, grp, kind, action, environment, max_parallel, max_failures, state, \
     reason, requester, person, origin, created_at, finished_at";
 
 fn rollout_from_row(r: &AnyRow) -> Result<Rollout> {
@@ -101,6 +105,7 @@ fn rollout_from_row(r: &AnyRow) -> Result<Rollout> {
         group: r.try_get("grp")?,
         kind: RunKind::parse(&kind)
             .ok_or_else(|| StoreError::Corrupt(format!("rollout kind '{kind}'")))?,
+        action: r.try_get("action")?,
         environment: r.try_get("environment")?,
         max_parallel: r.try_get::<i64, _>("max_parallel")?.max(1) as usize,
         max_failures: r.try_get::<i64, _>("max_failures")?.max(1) as usize,
@@ -134,8 +139,8 @@ impl Store {
         let mut tx = self.begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO rollouts (grp, kind, environment, max_parallel, max_failures, state, \
-             requester, person, origin, created_at) \
-             VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8, $9) RETURNING id",
+             requester, person, origin, created_at, action) \
+             VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8, $9, $10) RETURNING id",
         )
         .bind(&new.group)
         .bind(new.kind.as_str())
@@ -146,6 +151,7 @@ impl Store {
         .bind(&new.person)
         .bind(&new.origin)
         .bind(now_ms())
+        .bind(&new.action)
         .fetch_one(&mut *tx)
         .await?;
         for (position, (host, design_ref)) in new.hosts.iter().enumerate() {

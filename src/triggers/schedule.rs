@@ -190,7 +190,10 @@ pub async fn carry_out(bot: &Bot, store: &Store, s: &Schedule, firing: &Firing) 
                 | Command::Destroy {
                     target: command::Target::Single(host),
                 }
-                | Command::Run { host, .. } => host.clone(),
+                | Command::Run {
+                    target: command::Target::Single(host),
+                    ..
+                } => host.clone(),
                 _ => String::new(),
             };
             let origin = super::origin_of(&s.target, &source);

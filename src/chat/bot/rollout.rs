@@ -112,7 +112,7 @@ pub fn rollout_line(r: &Rollout, hosts: &[RolloutHost]) -> String {
         "rollout #{} {} ({}{env}): {}/{} done, {} running, {} failed",
         r.id,
         r.group,
-        r.kind.as_str(),
+        what(r.kind, r.action.as_deref()),
         t.done,
         t.total,
         t.running,
@@ -127,6 +127,14 @@ pub fn rollout_line(r: &Rollout, hosts: &[RolloutHost]) -> String {
             r.reason.as_deref().unwrap_or("too many failures"),
             r.id
         ),
+    }
+}
+
+/// What a rollout does to each host: `redeploy`, or `run reload` for a named action.
+fn what(kind: RunKind, action: Option<&str>) -> String {
+    match (kind, action) {
+        (RunKind::Action, Some(a)) => format!("run {a}"),
+        (kind, _) => kind.as_str().to_string(),
     }
 }
 
@@ -189,13 +197,30 @@ fn rollout_event(
 }
 
 impl Bot {
-    /// Starts a rollout of `kind` over a group's hosts.
+    /// `run ACTION on group:G`: a rollout that runs the action on each host of the group,
+    /// for an asker who holds the action's role or a grant of it.
+    pub(super) async fn start_action_rollout(
+        &self,
+        msg: &Incoming,
+        action: &str,
+        group: &str,
+        roles: &[crate::chat::roles::Role],
+    ) -> Result<Reply, BotError> {
+        if let Err(refusal) = self.allowed_action(msg, action, roles)? {
+            return Ok(refusal);
+        }
+        self.start_rollout(msg, RunKind::Action, group, None, Some(action))
+            .await
+    }
+
+    /// Starts a rollout of `kind` (for `RunKind::Action`, of `action`) over a group's hosts.
     pub(super) async fn start_rollout(
         &self,
         msg: &Incoming,
         kind: RunKind,
         group: &str,
         environment: Option<&str>,
+        action: Option<&str>,
     ) -> Result<Reply, BotError> {
         let Some(config) = self.settings.groups.get(group) else {
             let known = self
@@ -242,6 +267,7 @@ impl Bot {
         let new = NewRollout {
             group: group.to_string(),
             kind,
+            action: action.map(str::to_string),
             environment: environment.map(str::to_string),
             max_parallel: config.max_parallel.max(1),
             max_failures: config.max_failures.max(1),
@@ -260,7 +286,10 @@ impl Bot {
         let env = environment.map(|e| format!(" to {e}")).unwrap_or_default();
         Ok(Reply::line(format!(
             "rollout #{id} of group {group} started: {} {}{env}, {} at a time, stopping after {}",
-            kind.as_str(),
+            match action {
+                Some(a) => format!("run {a} on"),
+                None => kind.as_str().to_string(),
+            },
             render::count(new.hosts.len(), "host"),
             new.max_parallel,
             render::count(new.max_failures, "failure")
@@ -583,7 +612,14 @@ impl Bot {
                 return Ok(());
             }
             let at = Placing::new(r.environment.as_deref(), Some(r.id));
-            let refused = match self.queue(&asker, r.kind, &h.design_ref, None, &at).await {
+            let queued = match (r.kind, r.action.as_deref()) {
+                (RunKind::Action, Some(action)) => {
+                    self.queue_action(&asker, action, &h.host, Some(r.id), None)
+                        .await
+                }
+                _ => self.queue(&asker, r.kind, &h.design_ref, None, &at).await,
+            };
+            let refused = match queued {
                 Ok(reply) if reply.verdict == Verdict::Done => None,
                 Ok(reply) => Some(reply.public.first().cloned().unwrap_or_default()),
                 Err(e @ (BotError::Store(_) | BotError::Engine(_))) => return Err(e),
