@@ -64,6 +64,7 @@ hooks:
     triggers:
       - {{ repository: acme/site, event: push, pattern: main, run: \"deploy web1\" }}
       - {{ repository: acme/site, event: push, pattern: \"release-*\", run: \"deploy web2\" }}
+      - {{ repository: acme/site, event: push, pattern: fleet, run: \"deploy group:web\" }}
   lab:
     forge: gitlab
     secret: ${{LAB_SECRET}}
@@ -385,6 +386,40 @@ fn github_deliveries_are_verified_deduplicated_and_queue_their_deploy() {
     let (status, body) = github(&d, "push", "d-1", &main, &signature);
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(runs(&home), 1);
+
+    // A trigger may start a rollout: each of its runs records the push and tells of it.
+    let fleet = push("refs/heads/fleet", commit);
+    let fleet_sig = github_signature(GITHUB_SECRET.as_bytes(), fleet.as_bytes());
+    let (status, body) = github(&d, "push", "d-8", &fleet, &fleet_sig);
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert!(
+        body["queued"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("rollout #1 of group web started")),
+        "{body}"
+    );
+    wait_until("the pushed rollout finishes", || {
+        home.sql("SELECT state FROM rollouts WHERE id = 1") == ["succeeded"]
+    });
+    let children = home.sql("SELECT id FROM runs WHERE rollout_id = 1 ORDER BY id");
+    assert_eq!(children.len(), 3, "{children:?}");
+    for child in &children {
+        let (_, json) = send(
+            client()
+                .get(d.url(&format!("/api/v1/runs/{child}")))
+                .bearer_auth(&alice),
+        );
+        assert_eq!(json["trigger"]["ref"], "refs/heads/fleet", "{json}");
+        assert_eq!(json["trigger"]["commit"], commit, "{json}");
+        let told = home.sql(&format!(
+            "SELECT body FROM events WHERE run_id = {child} AND kind = 'triggered'"
+        ));
+        assert!(
+            told.iter()
+                .any(|b| b.contains(&format!("deploy #{child} of ")) && b.contains("by push")),
+            "{told:?}"
+        );
+    }
 
     // The hook's secret is in no log line, answer or database row.
     let log = d.log();

@@ -102,7 +102,7 @@ pub struct BotConfig {
 /// What started a run other than a person's command: a webhook delivery or a schedule. It
 /// is kept in the run's clipboard (`jarvis.trigger`) and told in the run's announcement
 /// ("deploy #51 of web1 for acme/site@3f2a1c0 by push").
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Trigger {
     /// `push`, `tag`, `release`, `schedule NAME`.
     pub by: String,
@@ -339,20 +339,34 @@ impl Bot {
                 target: Target::Group(group),
                 environment,
             } => {
-                self.start_rollout(msg, RunKind::Deploy, group, environment.as_deref(), None)
-                    .await
+                self.start_rollout(
+                    msg,
+                    RunKind::Deploy,
+                    group,
+                    environment.as_deref(),
+                    None,
+                    trigger,
+                )
+                .await
             }
             Command::Redeploy {
                 target: Target::Group(group),
                 environment,
             } => {
-                self.start_rollout(msg, RunKind::Redeploy, group, environment.as_deref(), None)
-                    .await
+                self.start_rollout(
+                    msg,
+                    RunKind::Redeploy,
+                    group,
+                    environment.as_deref(),
+                    None,
+                    trigger,
+                )
+                .await
             }
             Command::Destroy {
                 target: Target::Group(group),
             } => {
-                self.start_rollout(msg, RunKind::Destroy, group, None, None)
+                self.start_rollout(msg, RunKind::Destroy, group, None, None, trigger)
                     .await
             }
             Command::Promote { host, environment } => {
@@ -374,7 +388,10 @@ impl Bot {
             Command::Run {
                 action,
                 target: Target::Group(group),
-            } => self.start_action_rollout(msg, action, group, roles).await,
+            } => {
+                self.start_action_rollout(msg, action, group, roles, trigger)
+                    .await
+            }
             Command::Schedules => self.schedules().await,
             Command::Plan { reference } => self.plan(reference).await,
             Command::Status { run } => {

@@ -161,6 +161,8 @@ async fn handle(
         let message = reply.public.first().cloned().unwrap_or_default();
         match (reply.verdict, reply.run) {
             (Verdict::Done, Some(run)) => queued.push(json!({ "run": run, "message": message })),
+            // A group's command starts a rollout, which queues its runs batch by batch.
+            (Verdict::Done, None) => queued.push(json!({ "message": message })),
             _ => refused.push(json!({ "run": t.run, "error": message })),
         }
     }

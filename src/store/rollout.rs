@@ -54,6 +54,8 @@ pub struct NewRollout {
     pub kind: RunKind,
     /// The named action each host runs (`run ACTION on group:G`), for `RunKind::Action`.
     pub action: Option<String>,
+    /// The webhook or schedule that started it, as JSON, for each child run to record.
+    pub trigger: Option<String>,
     pub environment: Option<String>,
     pub max_parallel: usize,
     pub max_failures: usize,
@@ -71,6 +73,8 @@ pub struct Rollout {
     pub kind: RunKind,
     /// The named action each host runs, for `RunKind::Action`.
     pub action: Option<String>,
+    /// The webhook or schedule that started it, as JSON.
+    pub trigger: Option<String>,
     pub environment: Option<String>,
     pub max_parallel: usize,
     pub max_failures: usize,
@@ -94,7 +98,7 @@ pub struct RolloutHost {
     pub run: Option<Run>,
 }
 
-const ROLLOUT_COLUMNS: &str = "id, grp, kind, action, environment, max_parallel, max_failures, state, \
+const ROLLOUT_COLUMNS: &str = "id, grp, kind, action, trigger_json, environment, max_parallel, max_failures, state, \
     reason, requester, person, origin, created_at, finished_at";
 
 fn rollout_from_row(r: &AnyRow) -> Result<Rollout> {
@@ -106,6 +110,7 @@ fn rollout_from_row(r: &AnyRow) -> Result<Rollout> {
         kind: RunKind::parse(&kind)
             .ok_or_else(|| StoreError::Corrupt(format!("rollout kind '{kind}'")))?,
         action: r.try_get("action")?,
+        trigger: r.try_get("trigger_json")?,
         environment: r.try_get("environment")?,
         max_parallel: r.try_get::<i64, _>("max_parallel")?.max(1) as usize,
         max_failures: r.try_get::<i64, _>("max_failures")?.max(1) as usize,
@@ -139,8 +144,8 @@ impl Store {
         let mut tx = self.begin().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO rollouts (grp, kind, environment, max_parallel, max_failures, state, \
-             requester, person, origin, created_at, action) \
-             VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8, $9, $10) RETURNING id",
+             requester, person, origin, created_at, action, trigger_json) \
+             VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $8, $9, $10, $11) RETURNING id",
         )
         .bind(&new.group)
         .bind(new.kind.as_str())
@@ -152,6 +157,7 @@ impl Store {
         .bind(&new.origin)
         .bind(now_ms())
         .bind(&new.action)
+        .bind(&new.trigger)
         .fetch_one(&mut *tx)
         .await?;
         for (position, (host, design_ref)) in new.hosts.iter().enumerate() {

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Asker, Bot, BotError, Placing, Reply, Verdict, Who};
+use super::{Asker, Bot, BotError, Placing, Reply, Trigger, Verdict, Who};
 use crate::chat::Incoming;
 use crate::chat::command::RunRef;
 use crate::chat::render;
@@ -205,11 +205,12 @@ impl Bot {
         action: &str,
         group: &str,
         roles: &[crate::chat::roles::Role],
+        trigger: Option<&Trigger>,
     ) -> Result<Reply, BotError> {
         if let Err(refusal) = self.allowed_action(msg, action, roles)? {
             return Ok(refusal);
         }
-        self.start_rollout(msg, RunKind::Action, group, None, Some(action))
+        self.start_rollout(msg, RunKind::Action, group, None, Some(action), trigger)
             .await
     }
 
@@ -221,6 +222,7 @@ impl Bot {
         group: &str,
         environment: Option<&str>,
         action: Option<&str>,
+        trigger: Option<&Trigger>,
     ) -> Result<Reply, BotError> {
         let Some(config) = self.settings.groups.get(group) else {
             let known = self
@@ -268,6 +270,7 @@ impl Bot {
             group: group.to_string(),
             kind,
             action: action.map(str::to_string),
+            trigger: trigger.and_then(|t| serde_json::to_string(t).ok()),
             environment: environment.map(str::to_string),
             max_parallel: config.max_parallel.max(1),
             max_failures: config.max_failures.max(1),
@@ -606,15 +609,20 @@ impl Bot {
             },
             origin: r.origin.clone(),
         };
+        // A trigger that does not read back (written by a later jarvis) is left out.
+        let trigger: Option<Trigger> = r
+            .trigger
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok());
         for h in due.iter().filter_map(|&i| hosts.get(i)) {
             // Cancelled or stopped meanwhile (by a command): queue nothing more.
             if store.rollout(r.id).await?.map(|now| now.state) != Some(RolloutState::Running) {
                 return Ok(());
             }
-            let at = Placing::new(r.environment.as_deref(), Some(r.id));
+            let at = Placing::new(r.environment.as_deref(), Some(r.id)).by(trigger.as_ref());
             let queued = match (r.kind, r.action.as_deref()) {
                 (RunKind::Action, Some(action)) => {
-                    self.queue_action(&asker, action, &h.host, Some(r.id), None)
+                    self.queue_action(&asker, action, &h.host, Some(r.id), trigger.as_ref())
                         .await
                 }
                 _ => self.queue(&asker, r.kind, &h.design_ref, None, &at).await,
