@@ -63,6 +63,7 @@ fn engine(settings: &jarvis::config::Settings, store: Store, data: PathBuf, sole
     Engine::new(
         store,
         EngineConfig {
+            scratch_dir: jarvis::engine::scratch::choose(&data, None),
             data_dir: data,
             worker_folders: settings.workers.folders.clone(),
             builtin: None,

@@ -23,6 +23,7 @@ fn engine(settings: &jarvis::config::Settings, store: Store) -> Engine {
     Engine::new(
         store,
         EngineConfig {
+            scratch_dir: jarvis::engine::scratch::choose(&settings.data_dir(), None),
             data_dir: settings.data_dir(),
             worker_folders: settings.workers.folders.clone(),
             builtin: None,

@@ -450,6 +450,7 @@ impl Application {
         }
         self.engine.wait_idle().await;
         self.wait_delivered(console::NETWORK).await;
+        self.engine.tidy_scratch();
         Ok(())
     }
 
@@ -535,8 +536,10 @@ fn engine_config(
     masker: Masker,
     sealer: Option<Arc<crate::seal::Sealer>>,
 ) -> EngineConfig {
+    let data_dir = settings.data_dir();
     EngineConfig {
-        data_dir: settings.data_dir(),
+        scratch_dir: crate::engine::scratch::choose(&data_dir, settings.scratch_dir.as_deref()),
+        data_dir,
         worker_folders: settings.workers.folders.clone(),
         builtin,
         grants: settings

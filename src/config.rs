@@ -38,9 +38,17 @@ pub struct Settings {
     /// The bot's nick, which users address it by.
     #[serde(default = "default_name")]
     pub name: String,
-    /// Where the database, working folders and lock live.
+    /// Where the database and the lock live (and, without a `scratch_dir`, the working folders).
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// Where each stage's fresh working folder and the markers of running workers live: a
+    /// folder that outlives a crash of jarvis but not a reboot. Default: the unit's
+    /// `RuntimeDirectory` (`$RUNTIME_DIRECTORY`), else a private folder in `/dev/shm` (tmpfs:
+    /// making and removing a folder per stage is ten times cheaper there than on ext4, and
+    /// what workers leave never reaches a disk), else the data folder. Workers that write
+    /// large files should be given a folder on disk here.
+    #[serde(default)]
+    pub scratch_dir: Option<PathBuf>,
     /// `sqlite://PATH` (default: `DATA/jarvis.db`) or `postgres://USER:PASSWORD@HOST:PORT/DB`
     /// (several jarvis processes may share one: see `cluster`). A secret, since a URL may carry a
     /// password: shown only through [`Settings::database_url_shown`].

@@ -8,6 +8,7 @@ pub mod pipeline;
 pub mod recovery;
 mod resolve;
 mod schedule;
+pub mod scratch;
 mod stage;
 mod stderr;
 mod trust;
@@ -46,6 +47,11 @@ pub struct BuiltinWorkers {
 
 #[derive(Clone)]
 pub struct EngineConfig {
+    /// Where the stages' working folders and the workers' markers live
+    /// ([`scratch::choose`]).
+    pub scratch_dir: PathBuf,
+    /// Where an older jarvis kept them (`DATA/work`, `DATA/running`): read once at start,
+    /// for the workers it may have left.
     pub data_dir: PathBuf,
     pub worker_folders: Vec<PathBuf>,
     pub builtin: Option<BuiltinWorkers>,
@@ -206,6 +212,14 @@ impl Engine {
             self.inner.halt.cancel();
             let limit = self.inner.config.kill_grace + Duration::from_secs(5);
             let _ = tokio::time::timeout(limit, self.wait_no_active()).await;
+        }
+        self.tidy_scratch();
+    }
+
+    /// Removes what is left of the scratch folder, when no run is driven here any more.
+    pub fn tidy_scratch(&self) {
+        if self.lock_active().is_empty() {
+            scratch::tidy(&self.inner.config.scratch_dir);
         }
     }
 
@@ -417,9 +431,4 @@ pub fn run_duration(run: &Run) -> u64 {
     let start = run.started_at.unwrap_or(run.created_at);
     let end = run.finished_at.unwrap_or_else(now_ms);
     (end - start).max(0) as u64
-}
-
-/// Where the working folders of workers live.
-pub fn work_root(data_dir: &Path) -> PathBuf {
-    data_dir.join("work")
 }

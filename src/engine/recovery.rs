@@ -13,13 +13,10 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::events::{EventBody, kind};
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, scratch};
 use crate::store::{Phase, RunState, lifecycle};
 
 /// The marker that records a running worker's process group.
-pub fn running_marker(data_dir: &Path, run: i64) -> PathBuf {
-    data_dir.join("running").join(format!("{run}.pgid"))
-}
 
 pub fn write_marker(path: &Path, pgid: i32) {
     if let Some(parent) = path.parent() {
@@ -35,15 +32,19 @@ pub fn remove_marker(path: &Path) {
 }
 
 pub(super) async fn recover(engine: &Engine) -> Result<(), EngineError> {
-    let data_dir = engine.inner.config.data_dir.clone();
-    let killed = kill_leftovers(&data_dir);
+    // The scratch folder, and the data folder where an older jarvis kept the same.
+    let config = &engine.inner.config;
+    let roots = [config.scratch_dir.clone(), config.data_dir.clone()];
+    let killed = kill_leftovers(&roots);
     if killed > 0 {
         tracing::warn!(
             killed,
             "killed worker processes left behind by a previous jarvis"
         );
     }
-    let _ = std::fs::remove_dir_all(super::work_root(&data_dir));
+    for root in &roots {
+        let _ = std::fs::remove_dir_all(scratch::work_root(root));
+    }
 
     let store = engine.store();
     // Runs this node had claimed and not started: anyone's again.
@@ -168,10 +169,12 @@ pub(super) async fn take_over(engine: &Engine, id: i64, force: bool) -> Result<b
 /// Kills every process recorded in a marker's process group, and every process whose
 /// working folder is under ours (a worker's child that left the group still has it).
 /// Returns how many were killed.
-fn kill_leftovers(data_dir: &Path) -> usize {
+fn kill_leftovers(roots: &[PathBuf]) -> usize {
     let mut groups = Vec::new();
-    let running = data_dir.join("running");
-    if let Ok(entries) = std::fs::read_dir(&running) {
+    for root in roots {
+        let Ok(entries) = std::fs::read_dir(scratch::running_dir(root)) else {
+            continue;
+        };
         for entry in entries.flatten() {
             if let Ok(text) = std::fs::read_to_string(entry.path())
                 && let Ok(pgid) = text.trim().parse::<i32>()
@@ -182,7 +185,10 @@ fn kill_leftovers(data_dir: &Path) -> usize {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-    let work = std::fs::canonicalize(super::work_root(data_dir)).ok();
+    let work: Vec<PathBuf> = roots
+        .iter()
+        .filter_map(|r| std::fs::canonicalize(scratch::work_root(r)).ok())
+        .collect();
     let mut killed = 0;
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return 0;
@@ -200,9 +206,9 @@ fn kill_leftovers(data_dir: &Path) -> usize {
             continue;
         }
         let in_group = process_group(pid).is_some_and(|g| groups.contains(&g) && is_worker(pid));
-        let in_work = work.as_ref().is_some_and(|w| {
-            std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(w))
-        });
+        let in_work = !work.is_empty()
+            && std::fs::read_link(format!("/proc/{pid}/cwd"))
+                .is_ok_and(|cwd| work.iter().any(|w| cwd.starts_with(w)));
         if (in_group || in_work) && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
             killed += 1;
         }

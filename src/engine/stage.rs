@@ -59,7 +59,7 @@ impl Engine {
             .masker
             .with_clipboard(&input)
             .with_values(run_secrets.iter().map(|(_, v)| v.as_str()));
-        let workdir = config.data_dir.join("work").join(format!(
+        let workdir = scratch::work_root(&config.scratch_dir).join(format!(
             "{}-{}{}-{}",
             run.id,
             phase_letter(run.phase),
@@ -137,7 +137,7 @@ impl Engine {
             rx,
             secrets_rx,
         ));
-        let marker = recovery::running_marker(&config.data_dir, run.id);
+        let marker = scratch::running_marker(&config.scratch_dir, run.id);
         let finished = worker::run(spec, tx, cancel.clone(), self.inner.halt.clone(), |pgid| {
             recovery::write_marker(&marker, pgid);
         })
