@@ -16,8 +16,7 @@ use super::events::{EventBody, kind};
 use super::{Engine, EngineError, scratch};
 use crate::store::{Phase, RunState, lifecycle};
 
-/// The marker that records a running worker's process group.
-
+/// Records a running worker's process group in its marker.
 pub fn write_marker(path: &Path, pgid: i32) {
     if let Some(parent) = path.parent() {
         let _ = std::fs::create_dir_all(parent);
