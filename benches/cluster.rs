@@ -3,7 +3,8 @@
 //!
 //! - stage overhead: one run of 300 stages, the interval between consecutive stage starts
 //!   (microseconds as stored), on SQLite and on PostgreSQL.
-//! - 1,000 concurrent 10-stage runs on one PostgreSQL database driven by 1, 2 and 3 nodes
+//! - 1,000 concurrent 10-stage runs (`JARVIS_BENCH_RUNS`) on one PostgreSQL database driven
+//!   by 1, 2 and 3 nodes (`JARVIS_BENCH_NODES=1,3`)
 //!   (each an engine with a store of its own, as a `jarvis run` process has, in this one
 //!   process: on this 2-core machine the nodes share the cores either way).
 //! - takeover: 500 runs left running under the lease of a node that is gone; how many a
@@ -141,6 +142,23 @@ async fn stage_overhead(name: &str, url: &str, bench: &Bench, sole: bool) {
     store.close().await;
 }
 
+/// How many runs the throughput figures push through: 1,000, or `JARVIS_BENCH_RUNS`.
+fn bench_runs() -> usize {
+    std::env::var("JARVIS_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
+/// Which node counts the throughput figures are taken for: 1 to 3, or `JARVIS_BENCH_NODES`
+/// (`1,3`).
+fn bench_nodes() -> Vec<usize> {
+    std::env::var("JARVIS_BENCH_NODES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2, 3])
+}
+
 /// 1,000 runs of 10 stages on one database, driven by `nodes` engines.
 async fn thousand_runs(db: &Database, nodes: usize) {
     let bench = Bench::new();
@@ -156,7 +174,8 @@ async fn thousand_runs(db: &Database, nodes: usize) {
         engines.push(e);
     }
     let started = Instant::now();
-    for i in 0..1000 {
+    let runs = bench_runs();
+    for i in 0..runs {
         engines[i % nodes]
             .submit(new_run(&settings, &format!("h{i}")))
             .await
@@ -167,9 +186,9 @@ async fn thousand_runs(db: &Database, nodes: usize) {
     }
     let wall = started.elapsed();
     let done = db.sql("SELECT COUNT(*) FROM runs WHERE state = 'succeeded'");
-    assert_eq!(done, vec!["1000"], "every run succeeded");
+    assert_eq!(done, vec![runs.to_string()], "every run succeeded");
     figure(
-        &format!("postgres_runs_1000x10_nodes_{nodes}_wall"),
+        &format!("postgres_runs_{runs}x10_nodes_{nodes}_wall"),
         wall.as_secs_f64(),
         "s",
     );
@@ -233,7 +252,7 @@ fn main() {
     let pg = Bench::new();
     let db = Database::fresh(&server, &format!("bench_overhead_{}", std::process::id()));
     runtime.block_on(stage_overhead("postgres", &db.url, &pg, false));
-    for nodes in 1..=3 {
+    for nodes in bench_nodes() {
         let db = Database::fresh(
             &server,
             &format!("bench_nodes{nodes}_{}", std::process::id()),
