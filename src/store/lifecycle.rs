@@ -231,4 +231,24 @@ mod tests {
         assert!(allowed(WaitingApproval, Queued));
         assert!(!allowed(Succeeded, Queued));
     }
+
+    /// Migrations are frozen once applied (sqlx checks their digests), so the unique index
+    /// that keeps one active run per host spells the active states out; it must say what
+    /// `RunState::is_active` says.
+    #[test]
+    fn the_one_active_run_index_lists_the_active_states() {
+        let index = format!("ON runs (host)\n    WHERE {};", active_states_sql());
+        for (name, migration) in [
+            (
+                "sqlite",
+                include_str!("../../migrations/sqlite/0001_init.sql"),
+            ),
+            (
+                "postgres",
+                include_str!("../../migrations/postgres/0001_init.sql"),
+            ),
+        ] {
+            assert!(migration.contains(&index), "{name}: {index}");
+        }
+    }
 }
