@@ -55,8 +55,9 @@ impl RunState {
 pub enum Phase {
     /// The pipeline's stages.
     Main,
-    /// The `on_failure` stages that undo what a failed run made.
-    Undo,
+    /// The `on_failure` stages that undo what a failed run made. Named as it is stored
+    /// (`on_failure`) and configured, so code, database and configuration say one word.
+    OnFailure,
 }
 
 impl Phase {
@@ -64,14 +65,14 @@ impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Main => "main",
-            Phase::Undo => "on_failure",
+            Phase::OnFailure => "on_failure",
         }
     }
 
     pub fn parse(text: &str) -> Option<Phase> {
         match text {
             "main" => Some(Phase::Main),
-            "on_failure" => Some(Phase::Undo),
+            "on_failure" => Some(Phase::OnFailure),
             _ => None,
         }
     }

@@ -94,7 +94,7 @@ impl Run {
     pub fn phase_stages(&self) -> &[Stage] {
         match self.phase {
             Phase::Main => &self.stages,
-            Phase::Undo => &self.on_failure,
+            Phase::OnFailure => &self.on_failure,
         }
     }
 }
