@@ -516,7 +516,8 @@ async fn several_networks_with_tls_external_and_whois_fallback() {
     let ws = workspace(200);
     // Three more connections of the same jarvis, each its own network in jarvis's eyes: one
     // as on an old server (no IRCv3: accounts by WHOIS), one over TLS with SASL PLAIN, one
-    // over TLS logged in by its client certificate (SASL EXTERNAL).
+    // over TLS logged in by its client certificate (SASL EXTERNAL). tlsnet keeps the older
+    // key name `tls_ca`, so that existing configurations are seen to keep working.
     let extra = format!(
         r###"    - name: oldnet
       server: 127.0.0.1
@@ -537,9 +538,9 @@ async fn several_networks_with_tls_external_and_whois_fallback() {
       server: localhost
       port: {tls}
       tls: true
-      tls_ca: {ca}
-      tls_cert: {cert}
-      tls_key: {key}
+      ca_file: {ca}
+      cert_file: {cert}
+      key_file: {key}
       nick: jarvis-ext
       sasl:
         mechanism: external

@@ -158,7 +158,7 @@ async fn apply(store: &Store, run: &Run, op: &Op) -> (Option<Transition>, Result
 
 fn is_final(run: &Run) -> bool {
     matches!(run.state, RunState::Succeeded | RunState::Cancelled)
-        || (run.state == RunState::Failed && run.phase == Phase::Undo)
+        || (run.state == RunState::Failed && run.phase == Phase::OnFailure)
 }
 
 /// Plays `ops` on a fresh run of its own host in the database at `url`.

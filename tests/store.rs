@@ -169,10 +169,10 @@ async fn every_call(url: &str) {
     let run = store.run(failed).await.unwrap().unwrap();
     assert_eq!(
         (run.phase, run.error.as_deref()),
-        (Phase::Undo, Some("boom"))
+        (Phase::OnFailure, Some("boom"))
     );
     store
-        .start_stage(failed, Phase::Undo, 0, 1, "x:y", &[])
+        .start_stage(failed, Phase::OnFailure, 0, 1, "x:y", &[])
         .await
         .unwrap();
     store

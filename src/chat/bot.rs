@@ -448,7 +448,7 @@ impl Bot {
                 let run = self.find_run(run).await?;
                 let run = self.engine.resume(run.id).await?;
                 let name = render::run_name(&run.host, run.kind.as_str(), run.id);
-                if run.phase == crate::store::Phase::Undo {
+                if run.phase == crate::store::Phase::OnFailure {
                     let task = run
                         .on_failure
                         .get(run.next_stage)

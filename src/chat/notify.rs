@@ -177,7 +177,7 @@ async fn route_one(
     true
 }
 
-async fn route_summary(store: &Store, held: &Held, extra: &[Target]) -> bool {
+async fn route_summary(store: &Store, held: &HeldNotices, extra: &[Target]) -> bool {
     let text = held.text();
     let messages = messages_with_text(kind::NOTICE, &held.last, &text, extra);
     match store.route_events(&held.ids, &messages).await {
@@ -237,14 +237,15 @@ fn messages_with_text(
 #[derive(Debug)]
 pub enum Step {
     /// Route it now, after the summary of the notices held back before it, if any.
-    Route { flush: Option<Box<Held>> },
+    Route { flush: Option<Box<HeldNotices>> },
     /// A notice over the rate: held back, to be summed up.
     Hold,
 }
 
-/// Notices of one run held back, to go out as one line.
+/// Notices of one run held back over the notice rate, to go out as one summary line, so
+/// that a chatty worker cannot flood a channel.
 #[derive(Debug)]
-pub struct Held {
+pub struct HeldNotices {
     pub run: RunId,
     pub ids: Vec<i64>,
     stages: (Option<usize>, Option<usize>),
@@ -252,7 +253,7 @@ pub struct Held {
     last: EventBody,
 }
 
-impl Held {
+impl HeldNotices {
     /// The line that sums the held notices up (one held notice reads as itself).
     pub fn text(&self) -> String {
         if self.ids.len() == 1
@@ -277,7 +278,7 @@ impl Held {
 
 struct RunNotices {
     bucket: Bucket,
-    held: Option<Held>,
+    held: Option<HeldNotices>,
 }
 
 /// The notice rate per run, pure: events in, what to route out.
@@ -323,7 +324,7 @@ impl Coalescer {
             run.bucket.reserve(now);
             return Step::Route { flush: None };
         }
-        let held = run.held.get_or_insert_with(|| Held {
+        let held = run.held.get_or_insert_with(|| HeldNotices {
             run: body.run,
             ids: Vec::new(),
             stages: (body.stage, body.stage),
@@ -336,7 +337,7 @@ impl Coalescer {
     }
 
     /// Summaries whose run has a token again (each takes one).
-    pub fn due(&mut self, now: Instant) -> Vec<Held> {
+    pub fn due(&mut self, now: Instant) -> Vec<HeldNotices> {
         let mut out = Vec::new();
         for run in self.runs.values_mut() {
             if run.held.is_some() && run.bucket.wait_needed(now).is_zero() {
@@ -357,7 +358,7 @@ impl Coalescer {
     }
 
     /// A summary that could not be stored: held again (before anything held since).
-    pub fn put_back(&mut self, mut held: Held) {
+    pub fn put_back(&mut self, mut held: HeldNotices) {
         let rate = self.rate;
         let run = self.runs.entry(held.run).or_insert_with(|| RunNotices {
             bucket: Bucket::new(rate, Instant::now()),

@@ -116,7 +116,7 @@ pub fn status_line(run: &Run, live_progress: Option<&str>) -> String {
     let n = stages.len();
     let i = run.next_stage;
     let task = stages.get(i).map(|s| s.task.as_str()).unwrap_or("");
-    let undo = if run.phase == Phase::Undo {
+    let undo = if run.phase == Phase::OnFailure {
         "on_failure "
     } else {
         ""
@@ -161,7 +161,7 @@ pub fn status_line(run: &Run, live_progress: Option<&str>) -> String {
             "{name}: interrupted at {undo}stage {}/{n} {task} — 'resume #{}' {} or 'cancel #{}'",
             i + 1,
             run.id,
-            if run.phase == Phase::Undo {
+            if run.phase == Phase::OnFailure {
                 "continues the undo"
             } else {
                 "continues"
@@ -175,7 +175,7 @@ pub fn status_line(run: &Run, live_progress: Option<&str>) -> String {
         RunState::Failed => {
             let at = run.failed_stage.unwrap_or(i);
             let task = run.stages.get(at).map(|s| s.task.as_str()).unwrap_or("");
-            let undone = if run.phase == Phase::Undo {
+            let undone = if run.phase == Phase::OnFailure {
                 format!(
                     " (undone by its on_failure stages; 'retry #{}' starts it anew)",
                     run.id

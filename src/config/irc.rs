@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::network::{RateConfig, check_name};
+use super::network::{ChatTls, RateConfig, check_name};
 use crate::secrets::Secret;
 
 /// One IRC network in the configuration (`chat.irc`).
@@ -20,16 +20,19 @@ pub struct IrcNetworkConfig {
     pub port: u16,
     #[serde(default)]
     pub tls: bool,
-    /// PEM file of certificates to trust beside the system's (a private CA, a self-signed
-    /// server).
-    #[serde(default)]
-    pub tls_ca: Option<PathBuf>,
-    /// PEM client certificate (chain) and key, offered in TLS; with `sasl.mechanism:
-    /// external` they log jarvis in.
-    #[serde(default)]
-    pub tls_cert: Option<PathBuf>,
-    #[serde(default)]
-    pub tls_key: Option<PathBuf>,
+    /// PEM file of certificates to trust beside the system's roots (a private CA, a
+    /// self-signed server); the same key and meaning as on XMPP. (`tls_ca` is the older
+    /// name, still read.)
+    #[serde(default, alias = "tls_ca")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain), offered in TLS with `key_file`; with
+    /// `sasl.mechanism: external` they log jarvis in. (`tls_cert` is the older name, still
+    /// read.)
+    #[serde(default, alias = "tls_cert")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`. (`tls_key` is the older name, still read.)
+    #[serde(default, alias = "tls_key")]
+    pub key_file: Option<PathBuf>,
     /// Nick; defaults to the bot's name.
     #[serde(default)]
     pub nick: Option<String>,
@@ -143,9 +146,9 @@ impl IrcNetworkConfig {
                 SaslMechanism::Plain if s.account.is_none() || s.password.is_none() => {
                     return Err(format!("{at}.sasl: PLAIN needs an account and a password"));
                 }
-                SaslMechanism::External if !self.tls || self.tls_cert.is_none() => {
+                SaslMechanism::External if !self.tls || self.cert_file.is_none() => {
                     return Err(format!(
-                        "{at}.sasl: EXTERNAL needs tls: true with tls_cert and tls_key"
+                        "{at}.sasl: EXTERNAL needs tls: true with cert_file and key_file"
                     ));
                 }
                 SaslMechanism::Plain if !self.tls && !super::is_loopback(&self.server) => {
@@ -157,9 +160,7 @@ impl IrcNetworkConfig {
                 _ => {}
             }
         }
-        if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err(format!("{at}: tls_cert and tls_key go together"));
-        }
+        self.tls_files().check(at)?;
         if let Some(rate) = &self.rate {
             rate.check(&format!("{at}.rate"))?;
         }
@@ -175,6 +176,17 @@ impl IrcNetworkConfig {
     }
 }
 
+impl IrcNetworkConfig {
+    /// The TLS files, under the keys every network shares.
+    pub fn tls_files(&self) -> ChatTls<'_> {
+        ChatTls {
+            ca_file: self.ca_file.as_deref(),
+            cert_file: self.cert_file.as_deref(),
+            key_file: self.key_file.as_deref(),
+        }
+    }
+}
+
 /// A nick or channel as IRC takes it in a command's parameter: not empty, no leading `:`,
 /// no comma, no space or control character.
 pub fn valid_target(name: &str) -> bool {
@@ -187,4 +199,41 @@ pub fn valid_target(name: &str) -> bool {
 /// Whether `name` is a channel (`#`, `&`, `+` or `!` first).
 pub fn is_channel(name: &str) -> bool {
     name.starts_with(['#', '&', '+', '!'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(tls: &str) -> IrcNetworkConfig {
+        serde_saphyr::from_str(&format!(
+            "name: n\nserver: irc.example.com\ntls: true\n{tls}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_tls_files_have_the_shared_names_and_the_old_ones_still_read() {
+        for keys in [
+            "ca_file: /ca.pem\ncert_file: /c.pem\nkey_file: /k.pem\n",
+            "tls_ca: /ca.pem\ntls_cert: /c.pem\ntls_key: /k.pem\n",
+        ] {
+            let c = parse(keys);
+            let files = c.tls_files();
+            assert_eq!(files.ca_file, Some(std::path::Path::new("/ca.pem")));
+            assert_eq!(files.cert_file, Some(std::path::Path::new("/c.pem")));
+            assert_eq!(files.key_file, Some(std::path::Path::new("/k.pem")));
+            assert!(c.check(0).is_ok());
+        }
+        assert_eq!(
+            parse("tls_cert: /c.pem\n").check(2).unwrap_err(),
+            "chat.irc[2]: cert_file and key_file go together"
+        );
+        assert_eq!(
+            parse("sasl:\n  mechanism: external\n")
+                .check(0)
+                .unwrap_err(),
+            "chat.irc[0].sasl: EXTERNAL needs tls: true with cert_file and key_file"
+        );
+    }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::network::{RateConfig, check_name};
+use super::network::{ChatTls, RateConfig, check_name};
 use crate::secrets::Secret;
 
 /// One XMPP account in the configuration (`chat.xmpp`).
@@ -26,9 +26,16 @@ pub struct XmppAccountConfig {
     /// test server only).
     #[serde(default)]
     pub tls: Tls,
-    /// A PEM file with the CA certificate(s) to trust instead of the system's.
+    /// PEM file of certificates to trust beside the system's roots (a private CA, a
+    /// self-signed server); the same key and meaning as on IRC.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain), offered in TLS with `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
     /// The nick in rooms; default: the bot's name.
     #[serde(default)]
     pub nick: Option<String>,
@@ -48,6 +55,7 @@ impl XmppAccountConfig {
         if let Some(rate) = &self.rate {
             rate.check(&format!("{at}.rate"))?;
         }
+        self.tls_files().check(&at)?;
         if self.tls == Tls::Plain {
             let host = self.host();
             if !super::is_loopback(&host) {
@@ -57,6 +65,15 @@ impl XmppAccountConfig {
             }
         }
         Ok(())
+    }
+
+    /// The TLS files, under the keys every network shares.
+    pub fn tls_files(&self) -> ChatTls<'_> {
+        ChatTls {
+            ca_file: self.ca_file.as_deref(),
+            cert_file: self.cert_file.as_deref(),
+            key_file: self.key_file.as_deref(),
+        }
     }
 
     /// The host connected to: `server`, else the JID's domain.

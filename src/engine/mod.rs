@@ -328,7 +328,7 @@ impl Engine {
     pub async fn resume(&self, id: RunId) -> Result<Run, EngineError> {
         self.refuse_when_stopping()?;
         let run = self.run(id).await?;
-        if run.state == RunState::Failed && run.phase == Phase::Undo {
+        if run.state == RunState::Failed && run.phase == Phase::OnFailure {
             return Err(EngineError::Undone(id));
         }
         if !matches!(run.state, RunState::Failed | RunState::Interrupted) {

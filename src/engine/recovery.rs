@@ -91,7 +91,7 @@ pub(super) async fn take_over(engine: &Engine, id: i64, force: bool) -> Result<b
             .find(|s| s.state == "running");
         if let Some(s) = &in_flight {
             let phase = if s.phase == "on_failure" {
-                Phase::Undo
+                Phase::OnFailure
             } else {
                 Phase::Main
             };

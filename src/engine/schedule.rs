@@ -216,7 +216,7 @@ impl Engine {
                         let mut next_run = run.clone();
                         match run.phase {
                             Phase::Main => next_run.clipboard = clipboard,
-                            Phase::Undo => next_run.undo_clipboard = Some(clipboard),
+                            Phase::OnFailure => next_run.undo_clipboard = Some(clipboard),
                         }
                         let at = now_ms();
                         next_run.next_stage = next;
@@ -308,7 +308,7 @@ impl Engine {
                     )
                     .await?
             }
-            Phase::Undo => {
+            Phase::OnFailure => {
                 let mut body = body;
                 body.undo_stages = Some(run.on_failure.len());
                 self.inner
@@ -354,7 +354,7 @@ impl Engine {
                     )
                     .await?;
             }
-            Phase::Undo => {
+            Phase::OnFailure => {
                 body.stages = run.on_failure.len();
                 self.inner
                     .store
@@ -407,7 +407,7 @@ impl Engine {
 
 pub(super) fn current_clipboard(run: &Run) -> &Clipboard {
     match (run.phase, &run.undo_clipboard) {
-        (Phase::Undo, Some(c)) => c,
+        (Phase::OnFailure, Some(c)) => c,
         _ => &run.clipboard,
     }
 }

@@ -272,7 +272,7 @@ pub(super) fn outcome_of(
 pub(super) fn phase_letter(phase: Phase) -> &'static str {
     match phase {
         Phase::Main => "s",
-        Phase::Undo => "u",
+        Phase::OnFailure => "u",
     }
 }
 

@@ -29,7 +29,7 @@ pub(super) async fn consume_stderr(
     // with the main stages.
     let (stage, mark) = match run.phase {
         Phase::Main => (Some(index + 1), String::new()),
-        Phase::Undo => (None, format!("[on_failure {}] ", index + 1)),
+        Phase::OnFailure => (None, format!("[on_failure {}] ", index + 1)),
     };
     loop {
         let line = tokio::select! {

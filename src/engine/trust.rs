@@ -80,7 +80,7 @@ impl Engine {
                 Some(index + 1),
                 format!("run #{} stage {} {}", run.id, index + 1, stage.task),
             ),
-            Phase::Undo => (
+            Phase::OnFailure => (
                 None,
                 format!("run #{} on_failure {} {}", run.id, index + 1, stage.task),
             ),

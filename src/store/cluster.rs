@@ -38,7 +38,7 @@ pub mod news {
 const CLAIM_LOCK: i64 = 0x6a61_7276_6973_0002;
 
 /// A node as the database knows it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct NodeRow {
     pub name: String,
     pub pid: i64,
@@ -167,21 +167,11 @@ impl Store {
 
     /// The nodes that share the database, most recently seen first.
     pub async fn nodes(&self) -> Result<Vec<NodeRow>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT name, pid, started_at, seen_at FROM nodes ORDER BY seen_at DESC, name",
         )
         .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(NodeRow {
-                    name: r.try_get("name")?,
-                    pid: r.try_get("pid")?,
-                    started_at: r.try_get("started_at")?,
-                    seen_at: r.try_get("seen_at")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// Claims up to `room` of the oldest queued runs nobody holds, as long as fewer than
@@ -206,10 +196,11 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let held: i64 = sqlx::query_scalar(
+        let held: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
             "SELECT COUNT(*) FROM runs WHERE lease_owner IS NOT NULL AND lease_until > $1 \
-             AND state IN ('queued', 'running')",
-        )
+             AND {}",
+            super::lc::state_list(&[RunState::Queued, RunState::Running])
+        )))
         .bind(now)
         .fetch_one(&mut *tx)
         .await?;
@@ -367,14 +358,20 @@ impl Store {
 
     /// The runs this node holds that someone asked to cancel, with who asked.
     pub async fn cancel_requests(&self) -> Result<Vec<(RunId, String)>> {
-        let rows: Vec<(i64, String)> = sqlx::query_as(
+        /// A run someone asked to cancel, and who.
+        #[derive(sqlx::FromRow)]
+        struct CancelRequest {
+            id: RunId,
+            cancel_by: String,
+        }
+        let rows: Vec<CancelRequest> = sqlx::query_as(
             "SELECT id, cancel_by FROM runs WHERE lease_owner = $1 AND cancel_by IS NOT NULL \
              AND state = 'running'",
         )
         .bind(self.node.as_ref())
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows)
+        Ok(rows.into_iter().map(|r| (r.id, r.cancel_by)).collect())
     }
 
     /// Sends `what` to every node listening (nothing on SQLite).

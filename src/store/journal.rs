@@ -38,7 +38,13 @@ impl Store {
 
     /// The last `n` log lines of a run, oldest first, with their 1-based stage.
     pub async fn log_tail(&self, run: RunId, n: usize) -> Result<Vec<(Option<usize>, String)>> {
-        let rows = sqlx::query(
+        /// A `log_lines` row as stored.
+        #[derive(sqlx::FromRow)]
+        struct LogLine {
+            stage: Option<i64>,
+            line: String,
+        }
+        let rows: Vec<LogLine> = sqlx::query_as(
             "SELECT stage, line FROM (SELECT id, stage, line FROM log_lines WHERE run_id = $1 \
              ORDER BY id DESC LIMIT $2) AS tail ORDER BY id",
         )
@@ -46,14 +52,10 @@ impl Store {
         .bind(n as i64)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get::<Option<i64>, _>("stage")?.map(|s| s as usize),
-                    r.try_get("line")?,
-                ))
-            })
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.stage.map(|s| s as usize), r.line))
+            .collect())
     }
 
     // ---- audit -----------------------------------------------------------------------
@@ -76,24 +78,12 @@ impl Store {
     }
 
     pub async fn audit_tail(&self, n: usize) -> Result<Vec<AuditEntry>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT identity, person, network, channel, command, outcome FROM audit \
              ORDER BY id DESC LIMIT $1",
         )
         .bind(n as i64)
         .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditEntry {
-                    identity: r.try_get("identity")?,
-                    person: r.try_get("person")?,
-                    network: r.try_get("network")?,
-                    channel: r.try_get("channel")?,
-                    command: r.try_get("command")?,
-                    outcome: r.try_get("outcome")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 }

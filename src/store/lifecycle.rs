@@ -55,8 +55,9 @@ impl RunState {
 pub enum Phase {
     /// The pipeline's stages.
     Main,
-    /// The `on_failure` stages that undo what a failed run made.
-    Undo,
+    /// The `on_failure` stages that undo what a failed run made. Named as it is stored
+    /// (`on_failure`) and configured, so code, database and configuration say one word.
+    OnFailure,
 }
 
 impl Phase {
@@ -64,14 +65,14 @@ impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Main => "main",
-            Phase::Undo => "on_failure",
+            Phase::OnFailure => "on_failure",
         }
     }
 
     pub fn parse(text: &str) -> Option<Phase> {
         match text {
             "main" => Some(Phase::Main),
-            "on_failure" => Some(Phase::Undo),
+            "on_failure" => Some(Phase::OnFailure),
             _ => None,
         }
     }
@@ -230,5 +231,25 @@ mod tests {
         );
         assert!(allowed(WaitingApproval, Queued));
         assert!(!allowed(Succeeded, Queued));
+    }
+
+    /// Migrations are frozen once applied (sqlx checks their digests), so the unique index
+    /// that keeps one active run per host spells the active states out; it must say what
+    /// `RunState::is_active` says.
+    #[test]
+    fn the_one_active_run_index_lists_the_active_states() {
+        let index = format!("ON runs (host)\n    WHERE {};", active_states_sql());
+        for (name, migration) in [
+            (
+                "sqlite",
+                include_str!("../../migrations/sqlite/0001_init.sql"),
+            ),
+            (
+                "postgres",
+                include_str!("../../migrations/postgres/0001_init.sql"),
+            ),
+        ] {
+            assert!(migration.contains(&index), "{name}: {index}");
+        }
     }
 }

@@ -12,11 +12,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{
-    Any, AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Executor, Row, Transaction,
-};
+use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, ConnectOptions, Executor, Transaction};
 
 use crate::clipboard::Clipboard;
 use crate::model::{RunKind, Stage};
@@ -96,7 +94,7 @@ impl Run {
     pub fn phase_stages(&self) -> &[Stage] {
         match self.phase {
             Phase::Main => &self.stages,
-            Phase::Undo => &self.on_failure,
+            Phase::OnFailure => &self.on_failure,
         }
     }
 }
@@ -151,16 +149,18 @@ pub struct NewEvent {
     pub body: Value,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StageRunRow {
     pub phase: String,
+    #[sqlx(try_from = "i64")]
     pub stage: usize,
+    #[sqlx(try_from = "i64")]
     pub attempt: u32,
     pub task: String,
     pub state: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AuditEntry {
     /// The verified identity key (`irc:libera:alice`), or `unverified:NICK`.
     pub identity: String,
@@ -430,55 +430,55 @@ impl Store {
     }
 
     pub async fn run(&self, id: RunId) -> Result<Option<Run>> {
-        let row = sqlx::query(AssertSqlSafe(format!(
+        let row = sqlx::query_as::<_, RunRow>(AssertSqlSafe(format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"
         )))
         .bind(id)
         .fetch_optional(&self.reader)
         .await?;
-        row.map(|r| run_from_row(&r)).transpose()
+        row.map(Run::try_from).transpose()
     }
 
     pub async fn active_run_for_host(&self, host: &str) -> Result<Option<Run>> {
-        let row = sqlx::query(AssertSqlSafe(format!(
+        let row = sqlx::query_as::<_, RunRow>(AssertSqlSafe(format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE host = $1 AND {} ORDER BY id DESC LIMIT 1",
             lc::active_states_sql()
         )))
         .bind(host)
         .fetch_optional(&self.reader)
         .await?;
-        row.map(|r| run_from_row(&r)).transpose()
+        row.map(Run::try_from).transpose()
     }
 
     /// The newest run of a host, active or not.
     pub async fn last_run_for_host(&self, host: &str) -> Result<Option<Run>> {
-        let row = sqlx::query(AssertSqlSafe(format!(
+        let row = sqlx::query_as::<_, RunRow>(AssertSqlSafe(format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE host = $1 ORDER BY id DESC LIMIT 1"
         )))
         .bind(host)
         .fetch_optional(&self.reader)
         .await?;
-        row.map(|r| run_from_row(&r)).transpose()
+        row.map(Run::try_from).transpose()
     }
 
     pub async fn runs_in_state(&self, state: RunState) -> Result<Vec<Run>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
+        let rows = sqlx::query_as::<_, RunRow>(AssertSqlSafe(format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE state = $1 ORDER BY id"
         )))
         .bind(state.as_str())
         .fetch_all(&self.reader)
         .await?;
-        rows.iter().map(run_from_row).collect()
+        rows.into_iter().map(Run::try_from).collect()
     }
 
     pub async fn active_runs(&self) -> Result<Vec<Run>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
+        let rows = sqlx::query_as::<_, RunRow>(AssertSqlSafe(format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE {} ORDER BY id",
             lc::active_states_sql()
         )))
         .fetch_all(&self.reader)
         .await?;
-        rows.iter().map(run_from_row).collect()
+        rows.into_iter().map(Run::try_from).collect()
     }
 
     pub async fn count_active(&self) -> Result<usize> {
@@ -509,7 +509,7 @@ impl Store {
     pub async fn history(&self, host: Option<&str>, n: usize) -> Result<Vec<Run>> {
         let rows = match host {
             Some(h) => {
-                sqlx::query(AssertSqlSafe(format!(
+                sqlx::query_as::<_, RunRow>(AssertSqlSafe(format!(
                     "SELECT {RUN_COLUMNS} FROM runs WHERE host = $1 ORDER BY id DESC LIMIT $2"
                 )))
                 .bind(h)
@@ -518,7 +518,7 @@ impl Store {
                 .await?
             }
             None => {
-                sqlx::query(AssertSqlSafe(format!(
+                sqlx::query_as::<_, RunRow>(AssertSqlSafe(format!(
                     "SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT $1"
                 )))
                 .bind(n as i64)
@@ -526,28 +526,17 @@ impl Store {
                 .await?
             }
         };
-        rows.iter().map(run_from_row).collect()
+        rows.into_iter().map(Run::try_from).collect()
     }
 
     pub async fn stage_runs(&self, run: RunId) -> Result<Vec<StageRunRow>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT phase, stage, attempt, task, state FROM stage_runs WHERE run_id = $1 \
              ORDER BY started_at, phase, stage, attempt",
         )
         .bind(run)
         .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StageRunRow {
-                    phase: r.try_get("phase")?,
-                    stage: r.try_get::<i64, _>("stage")? as usize,
-                    attempt: r.try_get::<i64, _>("attempt")? as u32,
-                    task: r.try_get("task")?,
-                    state: r.try_get("state")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// The clipboard a finished stage produced.
@@ -623,47 +612,78 @@ fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-fn run_from_row(r: &AnyRow) -> Result<Run> {
-    let kind: String = r.try_get("kind")?;
-    let state: String = r.try_get("state")?;
-    let phase: String = r.try_get("phase")?;
-    let undo: Option<String> = r.try_get("undo_clipboard")?;
-    Ok(Run {
-        id: r.try_get("id")?,
-        host: r.try_get("host")?,
-        kind: RunKind::parse(&kind).unwrap_or_default(),
-        pipeline: r.try_get("pipeline")?,
-        stages: parse_json(&r.try_get::<String, _>("stages")?)?,
-        on_failure: parse_json(&r.try_get::<String, _>("on_failure")?)?,
-        design_ref: r.try_get("design_ref")?,
-        requester: r.try_get("requester")?,
-        origin: r.try_get("origin")?,
-        state: RunState::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("run state '{state}'")))?,
-        phase: Phase::parse(&phase)
-            .ok_or_else(|| StoreError::Corrupt(format!("run phase '{phase}'")))?,
-        next_stage: r.try_get::<i64, _>("next_stage")? as usize,
-        attempt: r.try_get::<i64, _>("attempt")? as u32,
-        approved_stage: r
-            .try_get::<Option<i64>, _>("approved_stage")?
-            .map(|s| s as usize),
-        approved_by: r.try_get("approved_by")?,
-        initial_clipboard: parse_json(&r.try_get::<String, _>("initial_clipboard")?)?,
-        clipboard: parse_json(&r.try_get::<String, _>("clipboard")?)?,
-        undo_clipboard: undo.map(|t| parse_json(&t)).transpose()?,
-        failed_stage: r
-            .try_get::<Option<i64>, _>("failed_stage")?
-            .map(|s| s as usize),
-        error: r.try_get("error")?,
-        progress: r.try_get("progress")?,
-        retry_of: r.try_get("retry_of")?,
-        created_at: r.try_get("created_at")?,
-        started_at: r.try_get("started_at")?,
-        stage_started_at: r.try_get("stage_started_at")?,
-        finished_at: r.try_get("finished_at")?,
-        lease_owner: r.try_get("lease_owner")?,
-        environment: r.try_get("environment")?,
-        design_digest: r.try_get("design_digest")?,
-        rollout_id: r.try_get("rollout_id")?,
-    })
+/// A `runs` row as stored ([`RUN_COLUMNS`]); [`Run`] is what it means.
+#[derive(sqlx::FromRow)]
+struct RunRow {
+    id: i64,
+    host: String,
+    kind: String,
+    pipeline: String,
+    stages: String,
+    on_failure: String,
+    design_ref: String,
+    requester: String,
+    origin: String,
+    state: String,
+    phase: String,
+    next_stage: i64,
+    attempt: i64,
+    approved_stage: Option<i64>,
+    approved_by: Option<String>,
+    initial_clipboard: String,
+    clipboard: String,
+    undo_clipboard: Option<String>,
+    failed_stage: Option<i64>,
+    error: Option<String>,
+    progress: Option<String>,
+    retry_of: Option<i64>,
+    created_at: i64,
+    started_at: Option<i64>,
+    stage_started_at: Option<i64>,
+    finished_at: Option<i64>,
+    lease_owner: Option<String>,
+    environment: Option<String>,
+    design_digest: Option<String>,
+    rollout_id: Option<i64>,
+}
+
+impl TryFrom<RunRow> for Run {
+    type Error = StoreError;
+
+    fn try_from(r: RunRow) -> Result<Run> {
+        Ok(Run {
+            id: r.id,
+            host: r.host,
+            kind: RunKind::parse(&r.kind).unwrap_or_default(),
+            pipeline: r.pipeline,
+            stages: parse_json(&r.stages)?,
+            on_failure: parse_json(&r.on_failure)?,
+            design_ref: r.design_ref,
+            requester: r.requester,
+            origin: r.origin,
+            state: RunState::parse(&r.state)
+                .ok_or_else(|| StoreError::Corrupt(format!("run state '{}'", r.state)))?,
+            phase: Phase::parse(&r.phase)
+                .ok_or_else(|| StoreError::Corrupt(format!("run phase '{}'", r.phase)))?,
+            next_stage: r.next_stage as usize,
+            attempt: r.attempt as u32,
+            approved_stage: r.approved_stage.map(|s| s as usize),
+            approved_by: r.approved_by,
+            initial_clipboard: parse_json(&r.initial_clipboard)?,
+            clipboard: parse_json(&r.clipboard)?,
+            undo_clipboard: r.undo_clipboard.map(|t| parse_json(&t)).transpose()?,
+            failed_stage: r.failed_stage.map(|s| s as usize),
+            error: r.error,
+            progress: r.progress,
+            retry_of: r.retry_of,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            stage_started_at: r.stage_started_at,
+            finished_at: r.finished_at,
+            lease_owner: r.lease_owner,
+            environment: r.environment,
+            design_digest: r.design_digest,
+            rollout_id: r.rollout_id,
+        })
+    }
 }

@@ -3,8 +3,6 @@
 //! (refused for good, or failed too often) so that the others go on.
 
 use serde_json::Value;
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use super::{Result, RunId, Store, now_ms};
 
@@ -18,15 +16,17 @@ pub struct EventRow {
 }
 
 /// A notification waiting to be sent.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutboxRow {
     pub id: i64,
     pub network: String,
     pub target: String,
     pub text: String,
     /// Tries so far, whatever came of them.
+    #[sqlx(try_from = "i64")]
     pub attempts: u32,
     /// Tries the network failed (not counting a lost connection).
+    #[sqlx(try_from = "i64")]
     pub failures: u32,
 }
 
@@ -38,27 +38,40 @@ pub struct NewOutbox {
 }
 
 /// A notification set aside: it will not be sent.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Undeliverable {
     pub id: i64,
     pub network: String,
     pub target: String,
     pub text: String,
+    #[sqlx(try_from = "i64")]
     pub attempts: u32,
     pub reason: String,
     pub at: i64,
 }
 
-/// An `events` row (`id, run_id, at, kind, body`), its body read by `body`.
-pub(super) fn event_from_row(r: &AnyRow, body: impl Fn(&str) -> Result<Value>) -> Result<EventRow> {
-    let text: String = r.try_get("body")?;
-    Ok(EventRow {
-        id: r.try_get("id")?,
-        run_id: r.try_get("run_id")?,
-        at: r.try_get("at")?,
-        kind: r.try_get("kind")?,
-        body: body(&text)?,
-    })
+/// An `events` row as stored (`id, run_id, at, kind, body`), its body still text: how a
+/// damaged body is read is up to the reader (the router must not stall on one).
+#[derive(sqlx::FromRow)]
+pub(super) struct StoredEvent {
+    id: i64,
+    run_id: RunId,
+    at: i64,
+    kind: String,
+    body: String,
+}
+
+impl StoredEvent {
+    /// The event, its body read by `body`.
+    pub(super) fn read(self, body: impl Fn(&str) -> Result<Value>) -> Result<EventRow> {
+        Ok(EventRow {
+            id: self.id,
+            run_id: self.run_id,
+            at: self.at,
+            kind: self.kind,
+            body: body(&self.body)?,
+        })
+    }
 }
 
 impl Store {
@@ -70,7 +83,7 @@ impl Store {
     /// The oldest events not yet routed whose id is above `after` (events the router holds
     /// back stay unrouted, and it reads on past them).
     pub async fn unrouted_events_after(&self, after: i64, limit: usize) -> Result<Vec<EventRow>> {
-        let rows = sqlx::query(
+        let rows: Vec<StoredEvent> = sqlx::query_as(
             "SELECT id, run_id, at, kind, body FROM events WHERE routed = 0 AND id > $1 \
              ORDER BY id LIMIT $2",
         )
@@ -79,8 +92,8 @@ impl Store {
         .fetch_all(&self.writer)
         .await?;
         // The router must not stall on one damaged body: it routes it as null.
-        rows.iter()
-            .map(|r| event_from_row(r, |b| Ok(serde_json::from_str(b).unwrap_or(Value::Null))))
+        rows.into_iter()
+            .map(|r| r.read(|b| Ok(serde_json::from_str(b).unwrap_or(Value::Null))))
             .collect()
     }
 
@@ -130,7 +143,7 @@ impl Store {
     /// The pending notifications of `network`: the oldest `per_target` of each target, in
     /// the order they were written. One target's backlog never hides another's.
     pub async fn pending_outbox(&self, network: &str, per_target: usize) -> Result<Vec<OutboxRow>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT id, network, target, text, attempts, failures FROM ( \
                SELECT id, network, target, text, attempts, failures, \
                       ROW_NUMBER() OVER (PARTITION BY target ORDER BY id) AS n \
@@ -141,19 +154,7 @@ impl Store {
         .bind(network)
         .bind(per_target as i64)
         .fetch_all(&self.writer)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(OutboxRow {
-                    id: r.try_get("id")?,
-                    network: r.try_get("network")?,
-                    target: r.try_get("target")?,
-                    text: r.try_get("text")?,
-                    attempts: r.try_get::<i64, _>("attempts")? as u32,
-                    failures: r.try_get::<i64, _>("failures")? as u32,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     pub async fn mark_sent(&self, id: i64) -> Result<()> {
@@ -194,28 +195,14 @@ impl Store {
 
     /// The most recently set-aside notifications, newest first.
     pub async fn undeliverable(&self, limit: usize) -> Result<Vec<Undeliverable>> {
-        let rows = sqlx::query(
-            "SELECT id, network, target, text, attempts, last_error, undeliverable_at FROM outbox \
+        Ok(sqlx::query_as(
+            "SELECT id, network, target, text, attempts, COALESCE(last_error, '') AS reason, \
+             undeliverable_at AS at FROM outbox \
              WHERE undeliverable_at IS NOT NULL ORDER BY undeliverable_at DESC, id DESC LIMIT $1",
         )
         .bind(limit as i64)
         .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Undeliverable {
-                    id: r.try_get("id")?,
-                    network: r.try_get("network")?,
-                    target: r.try_get("target")?,
-                    text: r.try_get("text")?,
-                    attempts: r.try_get::<i64, _>("attempts")? as u32,
-                    reason: r
-                        .try_get::<Option<String>, _>("last_error")?
-                        .unwrap_or_default(),
-                    at: r.try_get("undeliverable_at")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     pub async fn count_undeliverable(&self) -> Result<usize> {

@@ -1,7 +1,7 @@
 //! Pruning what finished runs no longer need: their log lines, stage records, clipboards and
 //! events. The run's summary (host, outcome, times, error) and the audit log are kept for good.
 
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
 use super::{Result, Store, lifecycle};
 
@@ -33,17 +33,14 @@ impl Store {
         ]);
         loop {
             let mut tx = self.begin().await?;
-            let ids: Vec<i64> = sqlx::query(AssertSqlSafe(format!(
+            let ids: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(format!(
                 "SELECT id FROM runs WHERE {ended} AND finished_at < $1 AND pruned_at IS NULL \
                  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.run_id = runs.id AND e.routed = 0) \
                  ORDER BY id LIMIT 500"
             )))
             .bind(before_ms)
             .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<i64, _>("id"))
-            .collect::<std::result::Result<_, _>>()?;
+            .await?;
             if ids.is_empty() {
                 tx.commit().await?;
                 break;

@@ -3,12 +3,9 @@
 //! (`runs.rollout_id`, written in the insert that queues each), never kept in memory, so a
 //! rollout survives any stop exactly as its runs do.
 
-use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
-use super::{
-    NewEvent, RUN_COLUMNS, Result, Run, Store, StoreError, insert_events, now_ms, run_from_row,
-};
+use super::{NewEvent, RUN_COLUMNS, Result, Run, RunRow, Store, StoreError, insert_events, now_ms};
 use crate::model::RunKind;
 
 /// Where a rollout stands. `Running` queues batches; `Stopped` (too many failures) queues
@@ -22,6 +19,14 @@ pub enum RolloutState {
 }
 
 impl RolloutState {
+    /// Every state, for SQL that lists them.
+    pub const ALL: [RolloutState; 4] = [
+        RolloutState::Running,
+        RolloutState::Stopped,
+        RolloutState::Cancelled,
+        RolloutState::Succeeded,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RolloutState::Running => "running",
@@ -32,19 +37,23 @@ impl RolloutState {
     }
 
     pub fn parse(text: &str) -> Option<RolloutState> {
-        Some(match text {
-            "running" => RolloutState::Running,
-            "stopped" => RolloutState::Stopped,
-            "cancelled" => RolloutState::Cancelled,
-            "succeeded" => RolloutState::Succeeded,
-            _ => return None,
-        })
+        RolloutState::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
     /// Running or stopped: it may still queue runs.
     pub fn is_open(self) -> bool {
         matches!(self, RolloutState::Running | RolloutState::Stopped)
     }
+}
+
+/// `state IN ('running', 'stopped')`: the open states, as SQL.
+fn open_states_sql() -> String {
+    let names: Vec<String> = RolloutState::ALL
+        .into_iter()
+        .filter(|s| s.is_open())
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    format!("state IN ({})", names.join(", "))
 }
 
 /// What it takes to start a rollout: its hosts in order, each with the design it runs.
@@ -101,28 +110,60 @@ pub struct RolloutHost {
 const ROLLOUT_COLUMNS: &str = "id, grp, kind, action, trigger_json, environment, max_parallel, max_failures, state, \
     reason, requester, person, origin, created_at, finished_at";
 
-fn rollout_from_row(r: &AnyRow) -> Result<Rollout> {
-    let kind: String = r.try_get("kind")?;
-    let state: String = r.try_get("state")?;
-    Ok(Rollout {
-        id: r.try_get("id")?,
-        group: r.try_get("grp")?,
-        kind: RunKind::parse(&kind)
-            .ok_or_else(|| StoreError::Corrupt(format!("rollout kind '{kind}'")))?,
-        action: r.try_get("action")?,
-        trigger: r.try_get("trigger_json")?,
-        environment: r.try_get("environment")?,
-        max_parallel: r.try_get::<i64, _>("max_parallel")?.max(1) as usize,
-        max_failures: r.try_get::<i64, _>("max_failures")?.max(1) as usize,
-        state: RolloutState::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("rollout state '{state}'")))?,
-        reason: r.try_get("reason")?,
-        requester: r.try_get("requester")?,
-        person: r.try_get("person")?,
-        origin: r.try_get("origin")?,
-        created_at: r.try_get("created_at")?,
-        finished_at: r.try_get("finished_at")?,
-    })
+/// A `rollouts` row as stored ([`ROLLOUT_COLUMNS`]); [`Rollout`] is what it means.
+#[derive(sqlx::FromRow)]
+struct RolloutRow {
+    id: i64,
+    grp: String,
+    kind: String,
+    action: Option<String>,
+    trigger_json: Option<String>,
+    environment: Option<String>,
+    max_parallel: i64,
+    max_failures: i64,
+    state: String,
+    reason: Option<String>,
+    requester: String,
+    person: Option<String>,
+    origin: String,
+    created_at: i64,
+    finished_at: Option<i64>,
+}
+
+impl TryFrom<RolloutRow> for Rollout {
+    type Error = StoreError;
+
+    fn try_from(r: RolloutRow) -> Result<Rollout> {
+        Ok(Rollout {
+            id: r.id,
+            group: r.grp,
+            kind: RunKind::parse(&r.kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("rollout kind '{}'", r.kind)))?,
+            action: r.action,
+            trigger: r.trigger_json,
+            environment: r.environment,
+            max_parallel: r.max_parallel.max(1) as usize,
+            max_failures: r.max_failures.max(1) as usize,
+            state: RolloutState::parse(&r.state)
+                .ok_or_else(|| StoreError::Corrupt(format!("rollout state '{}'", r.state)))?,
+            reason: r.reason,
+            requester: r.requester,
+            person: r.person,
+            origin: r.origin,
+            created_at: r.created_at,
+            finished_at: r.finished_at,
+        })
+    }
+}
+
+/// A `rollout_hosts` row as stored.
+#[derive(sqlx::FromRow)]
+struct RolloutHostRow {
+    position: i64,
+    host: String,
+    design_ref: String,
+    past_runs: i64,
+    error: Option<String>,
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -177,83 +218,82 @@ impl Store {
     }
 
     pub async fn rollout(&self, id: i64) -> Result<Option<Rollout>> {
-        let row = sqlx::query(AssertSqlSafe(format!(
+        let row = sqlx::query_as::<_, RolloutRow>(AssertSqlSafe(format!(
             "SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE id = $1"
         )))
         .bind(id)
         .fetch_optional(&self.reader)
         .await?;
-        row.map(|r| rollout_from_row(&r)).transpose()
+        row.map(Rollout::try_from).transpose()
     }
 
     /// The newest rollout of a group.
     pub async fn last_rollout_of_group(&self, group: &str) -> Result<Option<Rollout>> {
-        let row = sqlx::query(AssertSqlSafe(format!(
+        let row = sqlx::query_as::<_, RolloutRow>(AssertSqlSafe(format!(
             "SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE grp = $1 ORDER BY id DESC LIMIT 1"
         )))
         .bind(group)
         .fetch_optional(&self.reader)
         .await?;
-        row.map(|r| rollout_from_row(&r)).transpose()
+        row.map(Rollout::try_from).transpose()
     }
 
     /// Rollouts that may still queue runs (running or stopped), oldest first.
     pub async fn open_rollouts(&self) -> Result<Vec<Rollout>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE state IN ('running', 'stopped') \
-             ORDER BY id"
+        let rows = sqlx::query_as::<_, RolloutRow>(AssertSqlSafe(format!(
+            "SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE {} ORDER BY id",
+            open_states_sql()
         )))
         .fetch_all(&self.reader)
         .await?;
-        rows.iter().map(rollout_from_row).collect()
+        rows.into_iter().map(Rollout::try_from).collect()
     }
 
     /// The last `n` rollouts, newest first.
     pub async fn recent_rollouts(&self, n: usize) -> Result<Vec<Rollout>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
+        let rows = sqlx::query_as::<_, RolloutRow>(AssertSqlSafe(format!(
             "SELECT {ROLLOUT_COLUMNS} FROM rollouts ORDER BY id DESC LIMIT $1"
         )))
         .bind(n as i64)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter().map(rollout_from_row).collect()
+        rows.into_iter().map(Rollout::try_from).collect()
     }
 
     /// A rollout's hosts in order, each with its current child run.
     pub async fn rollout_hosts(&self, id: i64) -> Result<Vec<RolloutHost>> {
-        let rows = sqlx::query(
+        let rows: Vec<RolloutHostRow> = sqlx::query_as(
             "SELECT position, host, design_ref, past_runs, error FROM rollout_hosts \
              WHERE rollout_id = $1 ORDER BY position",
         )
         .bind(id)
         .fetch_all(&self.reader)
         .await?;
-        let runs = sqlx::query(AssertSqlSafe(format!(
+        let runs = sqlx::query_as::<_, RunRow>(AssertSqlSafe(format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE rollout_id = $1 ORDER BY id"
         )))
         .bind(id)
         .fetch_all(&self.reader)
         .await?;
-        let runs: Vec<Run> = runs.iter().map(run_from_row).collect::<Result<_>>()?;
-        rows.iter()
+        let runs: Vec<Run> = runs.into_iter().map(Run::try_from).collect::<Result<_>>()?;
+        Ok(rows
+            .into_iter()
             .map(|r| {
-                let host: String = r.try_get("host")?;
-                let past_runs: i64 = r.try_get("past_runs")?;
                 let run = runs
                     .iter()
                     .rev()
-                    .find(|run| run.host == host && run.id > past_runs)
+                    .find(|run| run.host == r.host && run.id > r.past_runs)
                     .cloned();
-                Ok(RolloutHost {
-                    position: r.try_get::<i64, _>("position")? as usize,
-                    host,
-                    design_ref: r.try_get("design_ref")?,
-                    past_runs,
-                    error: r.try_get("error")?,
+                RolloutHost {
+                    position: r.position as usize,
+                    host: r.host,
+                    design_ref: r.design_ref,
+                    past_runs: r.past_runs,
+                    error: r.error,
                     run,
-                })
+                }
             })
-            .collect()
+            .collect())
     }
 
     /// Moves a rollout from one of `from` to `to`, with the reason and the events that tell
@@ -353,7 +393,7 @@ impl Store {
         digest: &str,
         since_ms: i64,
     ) -> Result<Option<Run>> {
-        let row = sqlx::query(AssertSqlSafe(format!(
+        let row = sqlx::query_as::<_, RunRow>(AssertSqlSafe(format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE environment = $1 AND design_digest = $2 \
              AND state = 'succeeded' AND finished_at >= $3 ORDER BY id DESC LIMIT 1"
         )))
@@ -362,7 +402,7 @@ impl Store {
         .bind(since_ms)
         .fetch_optional(&self.reader)
         .await?;
-        row.map(|r| run_from_row(&r)).transpose()
+        row.map(Run::try_from).transpose()
     }
 
     /// The newest run in `environment` of this design content, else of this host, in any state:
@@ -373,7 +413,7 @@ impl Store {
         digest: &str,
         host: &str,
     ) -> Result<Option<Run>> {
-        let row = sqlx::query(AssertSqlSafe(format!(
+        let row = sqlx::query_as::<_, RunRow>(AssertSqlSafe(format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE environment = $1 \
              AND (design_digest = $2 OR host = $3) \
              ORDER BY CASE WHEN design_digest = $2 THEN 0 ELSE 1 END, id DESC LIMIT 1"
@@ -383,6 +423,33 @@ impl Store {
         .bind(host)
         .fetch_optional(&self.reader)
         .await?;
-        row.map(|r| run_from_row(&r)).transpose()
+        row.map(Run::try_from).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Migrations are frozen once applied, so the index that keeps one open rollout per
+    /// group spells the open states out; it must say what `RolloutState::is_open` says.
+    #[test]
+    fn the_one_open_rollout_index_lists_the_open_states() {
+        let index = format!("ON rollouts (grp)\n    WHERE {};", open_states_sql());
+        for (name, migration) in [
+            (
+                "sqlite",
+                include_str!("../../migrations/sqlite/0009_rollouts.sql"),
+            ),
+            (
+                "postgres",
+                include_str!("../../migrations/postgres/0004_rollouts.sql"),
+            ),
+        ] {
+            assert!(migration.contains(&index), "{name}: {index}");
+        }
+        for s in RolloutState::ALL {
+            assert_eq!(RolloutState::parse(s.as_str()), Some(s));
+        }
     }
 }

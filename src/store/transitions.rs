@@ -58,7 +58,7 @@ impl Store {
                 Box::pin(async move {
                     let column = match phase {
                         Phase::Main => "clipboard",
-                        Phase::Undo => "undo_clipboard",
+                        Phase::OnFailure => "undo_clipboard",
                     };
                     let t = &lc::FINISH_STAGE;
                     let done = sqlx::query(AssertSqlSafe(format!(
@@ -302,7 +302,7 @@ impl Store {
         }
         let t = &lc::RESUME;
         // Resuming the undo keeps the failure it undoes; resuming the main stages forgets it.
-        let keep_failure = phase == Phase::Undo;
+        let keep_failure = phase == Phase::OnFailure;
         let done = sqlx::query(AssertSqlSafe(format!(
             "UPDATE runs SET state = 'queued', phase = $1, next_stage = $2, attempt = $3, \
              error = CASE WHEN $4 THEN error END, \
@@ -400,8 +400,8 @@ pub(super) async fn start_stage_in(
 /// How a run's state reads in a refusal: a failed run whose undo ran says so.
 pub(super) fn describe(state: RunState, phase: Phase) -> String {
     match (state, phase) {
-        (RunState::Failed, Phase::Undo) => "failed and undone".into(),
-        (RunState::Interrupted, Phase::Undo) => "interrupted while undoing".into(),
+        (RunState::Failed, Phase::OnFailure) => "failed and undone".into(),
+        (RunState::Interrupted, Phase::OnFailure) => "interrupted while undoing".into(),
         _ => state.as_str().replace('_', " "),
     }
 }

@@ -2,15 +2,13 @@
 //! next and last firing. A firing is claimed with one conditional UPDATE on the instant the
 //! claimer saw, so it is taken once, whichever process (or restart) tries.
 
-use sqlx::Row;
-
 use super::{Result, Store, now_ms};
 
 /// How long a webhook's delivery ids are kept.
 pub const DELIVERY_MEMORY: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
 /// A schedule as stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ScheduleRow {
     pub name: String,
     /// The cron expression and time zone `next_at` was computed from.
@@ -45,22 +43,11 @@ impl Store {
 
     /// Every stored schedule.
     pub async fn schedules(&self) -> Result<Vec<ScheduleRow>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT name, spec, next_at, last_at, last_outcome FROM schedules ORDER BY name",
         )
         .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ScheduleRow {
-                    name: r.try_get("name")?,
-                    spec: r.try_get("spec")?,
-                    next_at: r.try_get("next_at")?,
-                    last_at: r.try_get("last_at")?,
-                    last_outcome: r.try_get("last_outcome")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// Sets a schedule's next firing for (a changed) `spec`, keeping its last firing. A

@@ -1,20 +1,19 @@
 //! Host keys pinned per host, and the sealed secrets of runs. The store sees only opaque pins
 //! and sealed bytes: what an SSH key is, or how a secret is sealed, it does not know.
 
-use sqlx::Row;
-
 use super::{Result, RunId, Store, now_ms};
 
 /// One pinned host key: its algorithm and its SHA-256 fingerprint.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct HostKey {
     pub algorithm: String,
     pub fingerprint: String,
 }
 
 /// A pin with where it came from, for `jarvis` to show.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PinnedKey {
+    #[sqlx(flatten)]
     pub key: HostKey,
     pub pinned_by: String,
     pub pinned_at: i64,
@@ -23,25 +22,13 @@ pub struct PinnedKey {
 impl Store {
     /// The keys pinned for `host`.
     pub async fn host_keys(&self, host: &str) -> Result<Vec<PinnedKey>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT algorithm, fingerprint, pinned_by, pinned_at FROM host_keys \
              WHERE host = $1 ORDER BY algorithm",
         )
         .bind(host)
         .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(PinnedKey {
-                    key: HostKey {
-                        algorithm: r.try_get("algorithm")?,
-                        fingerprint: r.try_get("fingerprint")?,
-                    },
-                    pinned_by: r.try_get("pinned_by")?,
-                    pinned_at: r.try_get("pinned_at")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// Pins the keys a stage of `run` learned. The first keys a run learns replace every pin
@@ -151,13 +138,17 @@ impl Store {
 
     /// The sealed secrets of a run, by name.
     pub async fn sealed_secrets(&self, run: RunId) -> Result<Vec<(String, Vec<u8>)>> {
-        let rows =
-            sqlx::query("SELECT name, sealed FROM run_secrets WHERE run_id = $1 ORDER BY name")
+        /// A `run_secrets` row as stored.
+        #[derive(sqlx::FromRow)]
+        struct SealedSecret {
+            name: String,
+            sealed: Vec<u8>,
+        }
+        let rows: Vec<SealedSecret> =
+            sqlx::query_as("SELECT name, sealed FROM run_secrets WHERE run_id = $1 ORDER BY name")
                 .bind(run)
                 .fetch_all(&self.reader)
                 .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("name")?, r.try_get("sealed")?)))
-            .collect()
+        Ok(rows.into_iter().map(|r| (r.name, r.sealed)).collect())
     }
 }

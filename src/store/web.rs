@@ -5,16 +5,16 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
-use super::outbox::event_from_row;
+use super::outbox::StoredEvent;
 use super::{
-    EventRow, RUN_COLUMNS, Result, Run, RunId, RunState, Store, now_ms, parse_json, run_from_row,
+    EventRow, RUN_COLUMNS, Result, Run, RunId, RunRow, RunState, Store, now_ms, parse_json,
 };
 use crate::clipboard::Clipboard;
 
 /// A personal API token as stored: never the token, only who it is for.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ApiToken {
     pub id: i64,
     pub person: String,
@@ -25,14 +25,18 @@ pub struct ApiToken {
 }
 
 /// One attempt of one stage, with its timings, for a run's page.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StageTiming {
     pub phase: String,
+    #[sqlx(try_from = "i64")]
     pub stage: usize,
+    #[sqlx(try_from = "i64")]
     pub attempt: u32,
     pub task: String,
     pub state: String,
+    #[sqlx(rename = "s")]
     pub started_us: Option<i64>,
+    #[sqlx(rename = "f")]
     pub finished_us: Option<i64>,
     pub exit_code: Option<i64>,
     pub error: Option<String>,
@@ -131,15 +135,19 @@ impl Store {
 
     /// The person a token hash belongs to, if the token is known and not revoked.
     pub async fn api_token_person(&self, hash: &[u8]) -> Result<Option<(i64, String)>> {
-        let row =
-            sqlx::query("SELECT id, person FROM api_tokens WHERE hash = $1 AND revoked_at IS NULL")
-                .bind(hash)
-                .fetch_optional(&self.reader)
-                .await?;
-        match row {
-            Some(r) => Ok(Some((r.try_get("id")?, r.try_get("person")?))),
-            None => Ok(None),
+        /// The part of an `api_tokens` row a request needs.
+        #[derive(sqlx::FromRow)]
+        struct TokenOwner {
+            id: i64,
+            person: String,
         }
+        let row: Option<TokenOwner> = sqlx::query_as(
+            "SELECT id, person FROM api_tokens WHERE hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|r| (r.id, r.person)))
     }
 
     /// Notes that a token was used now.
@@ -174,29 +182,17 @@ impl Store {
 
     /// Every token, newest first, revoked ones included.
     pub async fn api_tokens(&self) -> Result<Vec<ApiToken>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT id, person, created_at, created_by, revoked_at, last_used FROM api_tokens \
              ORDER BY id DESC",
         )
         .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ApiToken {
-                    id: r.try_get("id")?,
-                    person: r.try_get("person")?,
-                    created_at: r.try_get("created_at")?,
-                    created_by: r.try_get("created_by")?,
-                    revoked_at: r.try_get("revoked_at")?,
-                    last_used: r.try_get("last_used")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// Runs, newest first, by filter.
     pub async fn runs_filtered(&self, f: &RunFilter) -> Result<Vec<Run>> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
+        let rows = sqlx::query_as::<_, RunRow>(AssertSqlSafe(format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE ($1 IS NULL OR host = $1) \
              AND ($2 IS NULL OR state = $2) AND ($3 IS NULL OR pipeline = $3) \
              AND ($4 IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
@@ -208,12 +204,12 @@ impl Store {
         .bind(f.limit as i64)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter().map(run_from_row).collect()
+        rows.into_iter().map(Run::try_from).collect()
     }
 
     /// Every stage attempt of a run with its timings, in the order they ran.
     pub async fn stage_timings(&self, run: RunId) -> Result<Vec<StageTiming>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "SELECT phase, stage, attempt, task, state, \
              COALESCE(started_us, started_at * 1000) AS s, \
              COALESCE(finished_us, finished_at * 1000) AS f, exit_code, error \
@@ -221,28 +217,20 @@ impl Store {
         )
         .bind(run)
         .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StageTiming {
-                    phase: r.try_get("phase")?,
-                    stage: r.try_get::<i64, _>("stage")? as usize,
-                    attempt: r.try_get::<i64, _>("attempt")? as u32,
-                    task: r.try_get("task")?,
-                    state: r.try_get("state")?,
-                    started_us: r.try_get("s")?,
-                    finished_us: r.try_get("f")?,
-                    exit_code: r.try_get("exit_code")?,
-                    error: r.try_get("error")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// The clipboard each stage of a run left, by phase (`main`, `on_failure`) and stage:
     /// its last succeeded attempt's (stage records keep them; retention prunes them).
     pub async fn stage_clipboards(&self, run: RunId) -> Result<Vec<(String, usize, Clipboard)>> {
-        let rows = sqlx::query(
+        /// A succeeded attempt's clipboard as stored.
+        #[derive(sqlx::FromRow)]
+        struct StageClipboard {
+            phase: String,
+            stage: i64,
+            clipboard: String,
+        }
+        let rows: Vec<StageClipboard> = sqlx::query_as(
             "SELECT phase, stage, clipboard FROM stage_runs WHERE run_id = $1 \
              AND state = 'succeeded' AND clipboard IS NOT NULL ORDER BY phase, stage, attempt",
         )
@@ -250,10 +238,9 @@ impl Store {
         .fetch_all(&self.reader)
         .await?;
         let mut out: Vec<(String, usize, Clipboard)> = Vec::new();
-        for r in &rows {
-            let phase: String = r.try_get("phase")?;
-            let stage = r.try_get::<i64, _>("stage")? as usize;
-            let clipboard: Clipboard = parse_json(&r.try_get::<String, _>("clipboard")?)?;
+        for r in rows {
+            let (phase, stage) = (r.phase, r.stage as usize);
+            let clipboard: Clipboard = parse_json(&r.clipboard)?;
             match out.last_mut() {
                 // A later attempt of the same stage: its clipboard is the one that counts.
                 Some(last) if last.0 == phase && last.1 == stage => last.2 = clipboard,
@@ -265,14 +252,14 @@ impl Store {
 
     /// Stored events with an id above `after`, oldest first (routed or not).
     pub async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<EventRow>> {
-        let rows = sqlx::query(
+        let rows: Vec<StoredEvent> = sqlx::query_as(
             "SELECT id, run_id, at, kind, body FROM events WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after)
         .bind(limit as i64)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter().map(|r| event_from_row(r, parse_json)).collect()
+        rows.into_iter().map(|r| r.read(parse_json)).collect()
     }
 
     /// The id of the newest stored event (0 when there is none).
@@ -285,20 +272,34 @@ impl Store {
 
     /// How many runs are in each state, by pipeline.
     pub async fn run_counts(&self) -> Result<Vec<(String, String, i64)>> {
-        let rows = sqlx::query(
+        /// How many runs of a pipeline are in a state.
+        #[derive(sqlx::FromRow)]
+        struct RunCount {
+            pipeline: String,
+            state: String,
+            n: i64,
+        }
+        let rows: Vec<RunCount> = sqlx::query_as(
             "SELECT pipeline, state, COUNT(*) AS n FROM runs GROUP BY pipeline, state \
              ORDER BY pipeline, state",
         )
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("pipeline")?, r.try_get("state")?, r.try_get("n")?)))
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.pipeline, r.state, r.n))
+            .collect())
     }
 
     /// The durations of finished stage attempts, by task.
     pub async fn stage_durations(&self) -> Result<Vec<StageDurations>> {
-        let rows = sqlx::query(
+        /// How long one finished attempt of a task took.
+        #[derive(sqlx::FromRow)]
+        struct AttemptDuration {
+            task: String,
+            us: Option<i64>,
+        }
+        let rows: Vec<AttemptDuration> = sqlx::query_as(
             "SELECT task, (COALESCE(finished_us, finished_at * 1000) - \
              COALESCE(started_us, started_at * 1000)) AS us FROM stage_runs \
              WHERE finished_at IS NOT NULL ORDER BY task",
@@ -306,9 +307,7 @@ impl Store {
         .fetch_all(&self.reader)
         .await?;
         let mut out: Vec<StageDurations> = Vec::new();
-        for r in &rows {
-            let task: String = r.try_get("task")?;
-            let us: Option<i64> = r.try_get("us")?;
+        for AttemptDuration { task, us } in rows {
             let seconds = us.unwrap_or(0).max(0) as f64 / 1e6;
             match out.last_mut() {
                 Some(last) if last.task == task => last.seconds.push(seconds),
@@ -338,13 +337,19 @@ impl Store {
     /// aside, and how many were set aside as undeliverable. Both look only at the rows the
     /// outbox's partial indexes hold (pending, undeliverable), not at the sent ones.
     pub async fn outbox_health(&self) -> Result<Vec<(String, Option<i64>, i64)>> {
-        let pending = sqlx::query(
+        /// The oldest pending notification of a network.
+        #[derive(sqlx::FromRow)]
+        struct Oldest {
+            network: String,
+            oldest: Option<i64>,
+        }
+        let pending: Vec<Oldest> = sqlx::query_as(
             "SELECT network, MIN(created_at) AS oldest FROM outbox WHERE sent_at IS NULL \
              AND undeliverable_at IS NULL GROUP BY network",
         )
         .fetch_all(&self.reader)
         .await?;
-        let dead = sqlx::query(
+        let dead: Vec<NetworkCount> = sqlx::query_as(
             "SELECT network, COUNT(*) AS n FROM outbox WHERE undeliverable_at IS NOT NULL \
              GROUP BY network",
         )
@@ -352,26 +357,30 @@ impl Store {
         .await?;
         let now = now_ms();
         let mut out: std::collections::BTreeMap<String, (Option<i64>, i64)> = Default::default();
-        for r in &pending {
-            let oldest: Option<i64> = r.try_get("oldest")?;
-            out.entry(r.try_get("network")?).or_default().0 = oldest.map(|t| (now - t).max(0));
+        for r in pending {
+            out.entry(r.network).or_default().0 = r.oldest.map(|t| (now - t).max(0));
         }
-        for r in &dead {
-            out.entry(r.try_get("network")?).or_default().1 = r.try_get("n")?;
+        for r in dead {
+            out.entry(r.network).or_default().1 = r.n;
         }
         Ok(out.into_iter().map(|(n, (a, d))| (n, a, d)).collect())
     }
 
     /// Notifications not yet sent nor set aside, by network.
     pub async fn outbox_backlog(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query(
+        let rows: Vec<NetworkCount> = sqlx::query_as(
             "SELECT network, COUNT(*) AS n FROM outbox WHERE sent_at IS NULL \
              AND undeliverable_at IS NULL GROUP BY network ORDER BY network",
         )
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("network")?, r.try_get("n")?)))
-            .collect()
+        Ok(rows.into_iter().map(|r| (r.network, r.n)).collect())
     }
+}
+
+/// How many outbox rows of a network a count found.
+#[derive(sqlx::FromRow)]
+struct NetworkCount {
+    network: String,
+    n: i64,
 }

@@ -66,7 +66,7 @@ use crate::protocol::{self, Failure, Mapping, TaskResult};
 mod connect;
 mod exec;
 
-use connect::{Connection, Pin, Route, Trouble, Trust};
+use connect::{Connection, HopFailure, Pin, Route, Trust};
 use exec::Template;
 
 const TASKS: &[&str] = &["wait", "fingerprints", "run", "run.NAME", "keygen"];
@@ -228,7 +228,7 @@ async fn wait(mut clipboard: Mapping) -> TaskResult {
                 }
                 return Ok(Some(clipboard));
             }
-            Err(Trouble::Unreachable(why)) => {
+            Err(HopFailure::Unreachable(why)) => {
                 if started.elapsed() >= deadline {
                     return Err(Failure::retry(format!(
                         "no SSH on {name} after {}s: {why}",
@@ -300,7 +300,7 @@ async fn fingerprints(mut clipboard: Mapping) -> TaskResult {
                 offered.push(connection.target_key.clone());
                 close(connection).await;
             }
-            Err(Trouble::NoCommonAlgorithm) => match &mode {
+            Err(HopFailure::NoCommonAlgorithm) => match &mode {
                 Mode::Learn => protocol::log(&format!("{name} has no {kind} host key")),
                 Mode::Pinned(_) => protocol::notice(&format!(
                     "{host} no longer offers its pinned {kind} host key"

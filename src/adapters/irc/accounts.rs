@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 /// How long an account learned without account-notify is trusted.
 pub const ACCOUNT_TTL: Duration = Duration::from_secs(60);
 
-struct Known {
+/// The account a nick was last seen logged in as, and when: without account-notify what
+/// was seen is trusted only for [`ACCOUNT_TTL`], so the time goes with it.
+struct SeenAccount {
     account: Option<String>,
     at: Instant,
 }
@@ -16,14 +18,14 @@ struct Known {
 /// Nick (case-folded) → the account it was last seen with.
 #[derive(Default)]
 pub struct Accounts {
-    known: HashMap<String, Known>,
+    known: HashMap<String, SeenAccount>,
 }
 
 impl Accounts {
     /// `nick` is logged in as `account` (`None`: as nobody), as of `now`.
     pub fn remember(&mut self, nick: &str, account: Option<String>, now: Instant) {
         self.known
-            .insert(nick.to_ascii_lowercase(), Known { account, at: now });
+            .insert(nick.to_ascii_lowercase(), SeenAccount { account, at: now });
     }
 
     /// `nick` may be someone else now (they left, were kicked, quit, or joined unseen).

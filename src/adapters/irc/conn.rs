@@ -1,6 +1,6 @@
 //! Opening the byte stream to an IRC server: TCP, optionally TLS (rustls with the ring
-//! provider), with the system's roots plus any configured CA, and a client certificate for
-//! SASL EXTERNAL.
+//! provider, built by `config::network::ChatTls` as for XMPP: the system's roots plus any
+//! `ca_file`, and a client certificate for SASL EXTERNAL).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,9 +8,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::IrcNetworkConfig;
 
@@ -25,41 +24,7 @@ pub fn tls_config(cfg: &IrcNetworkConfig) -> Result<Option<Arc<ClientConfig>>, S
     if !cfg.tls {
         return Ok(None);
     }
-    let mut roots = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(ca) = &cfg.tls_ca {
-        let certs = CertificateDer::pem_file_iter(ca)
-            .map_err(|e| format!("tls_ca {}: {e}", ca.display()))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("tls_ca {}: {e}", ca.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("tls_ca {}: {e}", ca.display()))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(roots);
-    let config = match (&cfg.tls_cert, &cfg.tls_key) {
-        (Some(cert), Some(key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("tls_cert {}: {e}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("tls_key {}: {e}", key.display()))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("tls_cert: {e}"))?
-        }
-        (None, None) => builder.with_no_client_auth(),
-        _ => return Err("tls_cert and tls_key go together".into()),
-    };
-    Ok(Some(Arc::new(config)))
+    cfg.tls_files().client_config().map(Some)
 }
 
 /// Keeps the connection's ACKs immediate. Servers such as InspIRCd leave Nagle's

@@ -64,8 +64,9 @@ struct Pending {
     deadline: Instant,
 }
 
-/// A message held until a WHOIS tells who sent it.
-struct Held {
+/// A message held until a WHOIS tells who sent it: without a trusted account for its
+/// sender, a command cannot be checked against the roles.
+struct AwaitingWhois {
     msg: Message,
 }
 
@@ -84,7 +85,7 @@ struct Session<'a> {
     rejoin: HashMap<String, Instant>,
     pending: VecDeque<Pending>,
     accounts: Accounts,
-    lookups: Lookups<Held>,
+    lookups: Lookups<AwaitingWhois>,
     /// When the WHOIS whose token is reserved may go out.
     whois_due: Option<Instant>,
     whois_answers: HashMap<String, Option<String>>,
@@ -621,7 +622,7 @@ impl Session<'_> {
             self.deliver(msg, account).await;
             return;
         }
-        match self.lookups.hold(&key, Held { msg }) {
+        match self.lookups.hold(&key, AwaitingWhois { msg }) {
             Hold::New => self.schedule_whois(),
             Hold::Shared => {}
             Hold::Dropped => {

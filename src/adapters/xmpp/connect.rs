@@ -6,16 +6,13 @@
 //! stream.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_xmpp::parsers::jid::Jid;
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::sasl::DefinedCondition;
@@ -90,7 +87,7 @@ impl Connector {
             .unwrap_or_else(|| jid.domain().to_string());
         let tls = match config.tls {
             Tls::Plain => None,
-            Tls::Starttls => Some(tls_connector(config.ca_file.as_deref())?),
+            Tls::Starttls => Some(TlsConnector::from(config.tls_files().client_config()?)),
         };
         Ok(Connector {
             jid,
@@ -241,45 +238,6 @@ async fn starttls(
         }
     }
     Ok(stream.into_inner().into_inner())
-}
-
-/// rustls on ring (no C toolchain beyond what ring needs; no aws-lc, no cmake), trusting
-/// the configured CA file alone when there is one, else the system's roots.
-fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<TlsConnector, String> {
-    let mut roots = RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| format!("ca_file {}: {e}", path.display()))?
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-            if certs.is_empty() {
-                return Err(format!("ca_file {}: holds no certificate", path.display()));
-            }
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for e in &found.errors {
-                tracing::warn!(error = %e, "a system CA certificate could not be read");
-            }
-            roots.add_parsable_certificates(found.certs);
-            if roots.is_empty() {
-                return Err("no system CA certificates found; set ca_file".into());
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 fn io_reason(e: &std::io::Error) -> String {

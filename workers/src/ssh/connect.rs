@@ -310,9 +310,10 @@ pub enum Trust {
     Pinned(Vec<Pin>),
 }
 
-/// Why reaching a hop failed, in the terms the task reports.
+/// Why reaching a hop failed, in the terms the task reports: each variant maps to a retry
+/// or a fatal failure of the stage, and a scan reads `NoCommonAlgorithm` as "not offered".
 #[derive(Debug)]
-pub enum Trouble {
+pub enum HopFailure {
     /// Not (yet) answering: worth waiting for or retrying.
     Unreachable(String),
     /// The host's key is not the pinned one.
@@ -323,12 +324,12 @@ pub enum Trouble {
     Refused(String),
 }
 
-impl From<Trouble> for Failure {
-    fn from(trouble: Trouble) -> Failure {
-        match trouble {
-            Trouble::Unreachable(text) => Failure::retry(text),
-            Trouble::Changed(text) | Trouble::Refused(text) => Failure::fatal(text),
-            Trouble::NoCommonAlgorithm => Failure::fatal("no host key algorithm in common"),
+impl From<HopFailure> for Failure {
+    fn from(failure: HopFailure) -> Failure {
+        match failure {
+            HopFailure::Unreachable(text) => Failure::retry(text),
+            HopFailure::Changed(text) | HopFailure::Refused(text) => Failure::fatal(text),
+            HopFailure::NoCommonAlgorithm => Failure::fatal("no host key algorithm in common"),
         }
     }
 }
@@ -416,7 +417,7 @@ async fn handshake<S>(
     role: Role<'_>,
     trust: Trust,
     host_key_algorithms: Vec<Algorithm>,
-) -> Result<(Handle<Checker>, PublicKey), Trouble>
+) -> Result<(Handle<Checker>, PublicKey), HopFailure>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -433,25 +434,25 @@ where
     let offered_key = offered.lock().ok().and_then(|slot| slot.clone());
     let name = hop.name();
     match outcome {
-        Err(_) => Err(Trouble::Unreachable(format!(
+        Err(_) => Err(HopFailure::Unreachable(format!(
             "{name} did not finish the SSH handshake within {}s",
             HANDSHAKE_LIMIT.as_secs()
         ))),
         Ok(Ok(handle)) => match offered_key {
             Some(key) => Ok((handle, key)),
-            None => Err(Trouble::Refused(format!("{name} offered no host key"))),
+            None => Err(HopFailure::Refused(format!("{name} offered no host key"))),
         },
         Ok(Err(russh::Error::UnknownKey)) => Err(changed(hop, role, &trust, offered_key)),
-        Ok(Err(russh::Error::NoCommonAlgo { .. })) => Err(Trouble::NoCommonAlgorithm),
-        Ok(Err(e)) => Err(Trouble::Unreachable(format!("{name}: {e}"))),
+        Ok(Err(russh::Error::NoCommonAlgo { .. })) => Err(HopFailure::NoCommonAlgorithm),
+        Ok(Err(e)) => Err(HopFailure::Unreachable(format!("{name}: {e}"))),
     }
 }
 
 /// The one line for a host whose key is not the pinned one: both fingerprints, and what to
 /// say (or change) when the new key is expected.
-fn changed(hop: &Hop, role: Role<'_>, trust: &Trust, offered: Option<PublicKey>) -> Trouble {
+fn changed(hop: &Hop, role: Role<'_>, trust: &Trust, offered: Option<PublicKey>) -> HopFailure {
     let Some(offered) = offered else {
-        return Trouble::Refused(format!(
+        return HopFailure::Refused(format!(
             "{} offered a host certificate, not a pinned key",
             hop.name()
         ));
@@ -472,7 +473,7 @@ fn changed(hop: &Hop, role: Role<'_>, trust: &Trust, offered: Option<PublicKey>)
     };
     let pinned = shown.join(" or ");
     let new = Pin::of(&offered).shown();
-    Trouble::Changed(match role {
+    HopFailure::Changed(match role {
         Role::Target(host) => format!(
             "{host}'s host key changed: pinned {pinned}, offered {new}; if that is expected, an \
              admin says 'trust {host} {new}', then 'resume'"
@@ -487,12 +488,12 @@ fn changed(hop: &Hop, role: Role<'_>, trust: &Trust, offered: Option<PublicKey>)
 }
 
 /// Opens a TCP connection to the first hop.
-async fn dial(hop: &Hop) -> Result<tokio::net::TcpStream, Trouble> {
+async fn dial(hop: &Hop) -> Result<tokio::net::TcpStream, HopFailure> {
     let connect = tokio::net::TcpStream::connect((hop.host.as_str(), hop.port));
     match tokio::time::timeout(HANDSHAKE_LIMIT, connect).await {
         Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => Err(Trouble::Unreachable(format!("{}: {e}", hop.name()))),
-        Err(_) => Err(Trouble::Unreachable(format!(
+        Ok(Err(e)) => Err(HopFailure::Unreachable(format!("{}: {e}", hop.name()))),
+        Err(_) => Err(HopFailure::Unreachable(format!(
             "{}: no answer within {}s",
             hop.name(),
             HANDSHAKE_LIMIT.as_secs()
@@ -505,18 +506,18 @@ pub async fn authenticate(
     handle: &mut Handle<Checker>,
     hop: &Hop,
     key: &Arc<PrivateKey>,
-) -> Result<(), Trouble> {
+) -> Result<(), HopFailure> {
     let hash = handle
         .best_supported_rsa_hash()
         .await
-        .map_err(|e| Trouble::Unreachable(format!("{}: {e}", hop.name())))?
+        .map_err(|e| HopFailure::Unreachable(format!("{}: {e}", hop.name())))?
         .flatten();
     let result = handle
         .authenticate_publickey(&hop.user, PrivateKeyWithHashAlg::new(key.clone(), hash))
         .await
-        .map_err(|e| Trouble::Unreachable(format!("{}: {e}", hop.name())))?;
+        .map_err(|e| HopFailure::Unreachable(format!("{}: {e}", hop.name())))?;
     if !result.success() {
-        return Err(Trouble::Refused(format!(
+        return Err(HopFailure::Refused(format!(
             "{} refused the key in SSH_KEY_FILE for user {}",
             hop.name(),
             hop.user
@@ -534,7 +535,7 @@ pub async fn open(
     target_trust: Trust,
     target_algorithms: Vec<Algorithm>,
     sign_in: bool,
-) -> Result<Connection, Trouble> {
+) -> Result<Connection, HopFailure> {
     let mut jumps: Vec<Handle<Checker>> = Vec::new();
     let mut hops: Vec<(&Hop, Role<'_>, Trust, Vec<Algorithm>)> = route
         .jumps
@@ -566,7 +567,7 @@ pub async fn open(
                     )
                     .await
                     .map_err(|e| {
-                        Trouble::Unreachable(format!(
+                        HopFailure::Unreachable(format!(
                             "jump host {} cannot reach {}: {e}",
                             route.jumps[i - 1].hop.name(),
                             hop.name()
@@ -578,7 +579,8 @@ pub async fn open(
         let (mut handle, offered) = handshake?;
         if i == last {
             if sign_in {
-                let key = key.ok_or_else(|| Trouble::Refused("no SSH_KEY_FILE granted".into()))?;
+                let key =
+                    key.ok_or_else(|| HopFailure::Refused("no SSH_KEY_FILE granted".into()))?;
                 authenticate(&mut handle, hop, key).await?;
             }
             return Ok(Connection {
@@ -588,12 +590,12 @@ pub async fn open(
             });
         }
         let key = key.ok_or_else(|| {
-            Trouble::Refused("jump hosts need a key: no SSH_KEY_FILE granted".into())
+            HopFailure::Refused("jump hosts need a key: no SSH_KEY_FILE granted".into())
         })?;
         authenticate(&mut handle, hop, key).await?;
         jumps.push(handle);
     }
-    Err(Trouble::Refused("the route has no target".into()))
+    Err(HopFailure::Refused("the route has no target".into()))
 }
 
 /// The algorithms to ask a host for so that it shows a pinned key: the pins' algorithms (all
