@@ -72,9 +72,10 @@ pub struct EngineConfig {
     pub sole: bool,
 }
 
-/// What `status` shows of a stage under way, kept in memory.
+/// What `status` shows of a stage under way, kept in memory: progress lines change too often
+/// to be worth a write each.
 #[derive(Debug, Clone, Default)]
-pub struct Live {
+pub struct StageProgress {
     pub progress: Option<String>,
 }
 
@@ -82,7 +83,7 @@ struct ActiveRun {
     cancel: CancellationToken,
     /// Who cancelled it, for the event that tells of the end.
     cancelled_by: Arc<Mutex<Option<String>>>,
-    live: Arc<Mutex<Live>>,
+    live: Arc<Mutex<StageProgress>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -253,7 +254,7 @@ impl Engine {
     }
 
     /// What `status` may show live of a run under way.
-    pub fn live(&self, id: RunId) -> Option<Live> {
+    pub fn live(&self, id: RunId) -> Option<StageProgress> {
         let active = self.inner.active.lock().ok()?;
         active
             .get(&id)

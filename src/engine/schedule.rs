@@ -2,7 +2,7 @@
 //! approval), retried with backoff, finished, failed into the `on_failure` stages, or
 //! cancelled; every transition stored with the events that tell of it.
 
-use super::stage::{Outcome, RunContext};
+use super::stage::{RunContext, StageVerdict};
 use super::*;
 
 impl Engine {
@@ -46,7 +46,7 @@ impl Engine {
                 ActiveRun {
                     cancel: cancel.clone(),
                     cancelled_by: Arc::new(Mutex::new(None)),
-                    live: Arc::new(Mutex::new(Live::default())),
+                    live: Arc::new(Mutex::new(StageProgress::default())),
                 },
             );
             cancel
@@ -168,7 +168,7 @@ impl Engine {
                 .await;
 
             match outcome {
-                Outcome::Done {
+                StageVerdict::Done {
                     clipboard,
                     progress,
                 } => {
@@ -228,8 +228,8 @@ impl Engine {
                         carried = Some((permit, 1, next_run));
                     }
                 }
-                Outcome::Halted => return Ok(()),
-                Outcome::Cancelled => {
+                StageVerdict::Halted => return Ok(()),
+                StageVerdict::Cancelled => {
                     drop(permit);
                     self.inner
                         .store
@@ -245,7 +245,7 @@ impl Engine {
                         .await?;
                     return self.end_cancelled(&run, Some((index, &stage.task))).await;
                 }
-                Outcome::Failed {
+                StageVerdict::Failed {
                     reason,
                     retry,
                     exit_code,

@@ -3,7 +3,7 @@
 
 use super::schedule::current_clipboard;
 use super::stderr::{STDERR_BUFFER, consume_stderr};
-use super::worker::{Ending, Finished};
+use super::worker::{ProcessExit, WorkerReport};
 use super::*;
 
 impl Engine {
@@ -16,13 +16,13 @@ impl Engine {
         attempt: u32,
         cancel: &CancellationToken,
         context: &mut RunContext,
-    ) -> Outcome {
+    ) -> StageVerdict {
         let config = &self.inner.config;
         let (module, task) = stage.module_task();
         let (program, args) = match resolve_worker(config, module, task) {
             Ok(found) => found,
             Err(reason) => {
-                return Outcome::Failed {
+                return StageVerdict::Failed {
                     reason,
                     retry: false,
                     exit_code: None,
@@ -40,7 +40,7 @@ impl Engine {
                 }
                 Err(e) => {
                     tracing::error!(run = run.id, error = %e, "cannot read the host's pinned keys");
-                    return Outcome::failed("cannot read the host's pinned keys", true);
+                    return StageVerdict::failed("cannot read the host's pinned keys", true);
                 }
             },
         };
@@ -52,7 +52,7 @@ impl Engine {
                     context.secrets = Some(secrets.clone());
                     secrets
                 }
-                Err(reason) => return Outcome::failed(reason, false),
+                Err(reason) => return StageVerdict::failed(reason, false),
             },
         };
         let masker = config
@@ -68,13 +68,13 @@ impl Engine {
         ));
         let _ = std::fs::remove_dir_all(&workdir);
         if let Err(e) = make_private_folder(&workdir) {
-            return Outcome::failed(format!("cannot make the working folder: {e}"), true);
+            return StageVerdict::failed(format!("cannot make the working folder: {e}"), true);
         }
         let secret_channel = workdir.join("secrets.fifo");
         let secrets_rx = match open_secret_channel(&secret_channel) {
             Ok(rx) => rx,
             Err(e) => {
-                return Outcome::failed(format!("cannot make the secret channel: {e}"), true);
+                return StageVerdict::failed(format!("cannot make the secret channel: {e}"), true);
             }
         };
         let stages_total = run.phase_stages().len();
@@ -147,7 +147,7 @@ impl Engine {
         let _ = std::fs::remove_dir_all(&workdir);
         let masker = masker.with_values(made_secrets.iter().map(|(_, v)| v.as_str()));
         if let Err(reason) = self.keep_secrets(run.id, &made_secrets).await {
-            return Outcome::failed(reason, false);
+            return StageVerdict::failed(reason, false);
         }
         if !made_secrets.is_empty() {
             context.secrets = None;
@@ -159,7 +159,7 @@ impl Engine {
             // Whatever was pinned, the next stage reads the pins afresh.
             context.pins = None;
             if let Err(reason) = self.pin_learned(run, index, stage, learned).await {
-                return Outcome::failed(reason, false);
+                return StageVerdict::failed(reason, false);
             }
         }
         outcome
@@ -174,7 +174,9 @@ pub(super) struct RunContext {
     secrets: Option<Vec<(String, String)>>,
 }
 
-pub(super) enum Outcome {
+/// What a stage comes to for its run: the one thing the scheduler acts on (store the
+/// clipboard, retry, fail with a reason, or leave the attempt in flight).
+pub(super) enum StageVerdict {
     Done {
         clipboard: Option<Clipboard>,
         progress: Option<String>,
@@ -189,9 +191,9 @@ pub(super) enum Outcome {
     Halted,
 }
 
-impl Outcome {
-    pub(super) fn failed(reason: impl Into<String>, retry: bool) -> Outcome {
-        Outcome::Failed {
+impl StageVerdict {
+    pub(super) fn failed(reason: impl Into<String>, retry: bool) -> StageVerdict {
+        StageVerdict::Failed {
             reason: reason.into(),
             retry,
             exit_code: None,
@@ -202,10 +204,10 @@ impl Outcome {
 /// What a finished worker comes to: a pure judgement of its ending, its stdout and its last
 /// stderr lines (masked), with the host keys it reports learned, which the caller pins.
 pub(super) fn outcome_of(
-    finished: &Finished,
+    finished: &WorkerReport,
     masker: &Masker,
     progress: Option<String>,
-) -> (Outcome, Option<serde_json::Value>) {
+) -> (StageVerdict, Option<serde_json::Value>) {
     let reason_from_worker = |fallback: String| -> String {
         let text = finished
             .error_line
@@ -215,34 +217,34 @@ pub(super) fn outcome_of(
         masker.mask(&crate::text::one_line(&text, 300))
     };
     let outcome = match &finished.ending {
-        Ending::Exited(0) => match clipboard::parse_worker_output(&finished.stdout) {
+        ProcessExit::Exited(0) => match clipboard::parse_worker_output(&finished.stdout) {
             Ok(mut clipboard) => {
                 let learned = clipboard.as_mut().and_then(clipboard::take_stage_extras);
                 return (
-                    Outcome::Done {
+                    StageVerdict::Done {
                         clipboard,
                         progress,
                     },
                     learned,
                 );
             }
-            Err(e) => Outcome::Failed {
+            Err(e) => StageVerdict::Failed {
                 reason: masker.mask(&e.to_string()),
                 retry: false,
                 exit_code: Some(0),
             },
         },
-        &Ending::Exited(code) => Outcome::Failed {
+        &ProcessExit::Exited(code) => StageVerdict::Failed {
             reason: reason_from_worker(format!("worker exited with status {code}")),
             retry: code == EXIT_TEMPFAIL,
             exit_code: Some(code),
         },
-        &Ending::Signalled(sig) => Outcome::Failed {
+        &ProcessExit::Signalled(sig) => StageVerdict::Failed {
             reason: format!("worker was killed by signal {}", signal_name(sig)),
             retry: false,
             exit_code: None,
         },
-        &Ending::TimedOut(limit) => Outcome::Failed {
+        &ProcessExit::TimedOut(limit) => StageVerdict::Failed {
             reason: format!(
                 "timed out after {}",
                 crate::text::duration(limit.as_millis() as u64)
@@ -250,7 +252,7 @@ pub(super) fn outcome_of(
             retry: true,
             exit_code: None,
         },
-        &Ending::StdoutOverflow(cap) => Outcome::Failed {
+        &ProcessExit::StdoutOverflow(cap) => StageVerdict::Failed {
             reason: format!(
                 "worker printed more than {} on stdout, the limit for a clipboard",
                 crate::text::bytes(cap as u64)
@@ -258,9 +260,9 @@ pub(super) fn outcome_of(
             retry: false,
             exit_code: None,
         },
-        Ending::Cancelled => Outcome::Cancelled,
-        Ending::Halted => Outcome::Halted,
-        Ending::SpawnFailed(reason) => Outcome::Failed {
+        ProcessExit::Cancelled => StageVerdict::Cancelled,
+        ProcessExit::Halted => StageVerdict::Halted,
+        ProcessExit::SpawnFailed(reason) => StageVerdict::Failed {
             reason: reason.clone(),
             retry: false,
             exit_code: None,
@@ -307,8 +309,8 @@ mod tests {
 
     use super::*;
 
-    fn finished(ending: Ending, stdout: &str, stderr: &[&str]) -> Finished {
-        Finished {
+    fn finished(ending: ProcessExit, stdout: &str, stderr: &[&str]) -> WorkerReport {
+        WorkerReport {
             ending,
             stdout: stdout.as_bytes().to_vec(),
             error_line: None,
@@ -323,9 +325,9 @@ mod tests {
         Masker::new(vec![], vec!["hunter22".into()])
     }
 
-    fn failure(outcome: Outcome) -> (String, bool, Option<i32>) {
+    fn failure(outcome: StageVerdict) -> (String, bool, Option<i32>) {
         match outcome {
-            Outcome::Failed {
+            StageVerdict::Failed {
                 reason,
                 retry,
                 exit_code,
@@ -338,11 +340,11 @@ mod tests {
     fn a_clean_exit_hands_on_the_clipboard_and_the_learned_keys() {
         let out = "ip: 192.0.2.7\njarvis:\n  with: {a: 1}\n  learned_host_keys: [{algorithm: ssh-ed25519, fingerprint: x}]\n";
         let (outcome, learned) = outcome_of(
-            &finished(Ending::Exited(0), out, &[]),
+            &finished(ProcessExit::Exited(0), out, &[]),
             &masker(),
             Some("3/4".into()),
         );
-        let Outcome::Done {
+        let StageVerdict::Done {
             clipboard,
             progress,
         } = outcome
@@ -359,10 +361,11 @@ mod tests {
 
     #[test]
     fn empty_output_leaves_the_clipboard_unchanged() {
-        let (outcome, learned) = outcome_of(&finished(Ending::Exited(0), "", &[]), &masker(), None);
+        let (outcome, learned) =
+            outcome_of(&finished(ProcessExit::Exited(0), "", &[]), &masker(), None);
         assert!(matches!(
             outcome,
-            Outcome::Done {
+            StageVerdict::Done {
                 clipboard: None,
                 ..
             }
@@ -372,7 +375,11 @@ mod tests {
 
     #[test]
     fn output_that_is_no_mapping_fails_without_retry() {
-        let (outcome, _) = outcome_of(&finished(Ending::Exited(0), "- a\n", &[]), &masker(), None);
+        let (outcome, _) = outcome_of(
+            &finished(ProcessExit::Exited(0), "- a\n", &[]),
+            &masker(),
+            None,
+        );
         let (_, retry, code) = failure(outcome);
         assert!(!retry);
         assert_eq!(code, Some(0));
@@ -381,7 +388,7 @@ mod tests {
     #[test]
     fn a_failed_exit_is_told_by_its_last_stderr_line_masked() {
         let f = finished(
-            Ending::Exited(1),
+            ProcessExit::Exited(1),
             "",
             &["working", "login failed with hunter22", "progress: 2/3", ""],
         );
@@ -393,7 +400,7 @@ mod tests {
         f.error_line = Some("error: no such image".into());
         let (reason, _, _) = failure(outcome_of(&f, &masker(), None).0);
         assert_eq!(reason, "error: no such image");
-        let silent = finished(Ending::Exited(3), "", &[]);
+        let silent = finished(ProcessExit::Exited(3), "", &[]);
         let (reason, _, _) = failure(outcome_of(&silent, &masker(), None).0);
         assert_eq!(reason, "worker exited with status 3");
     }
@@ -401,24 +408,27 @@ mod tests {
     #[test]
     fn tempfail_and_timeouts_are_retried_signals_and_overflows_are_not() {
         let retry = |ending| failure(outcome_of(&finished(ending, "", &[]), &masker(), None).0);
-        assert!(retry(Ending::Exited(EXIT_TEMPFAIL)).1);
-        let (reason, again, _) = retry(Ending::TimedOut(Duration::from_secs(30)));
+        assert!(retry(ProcessExit::Exited(EXIT_TEMPFAIL)).1);
+        let (reason, again, _) = retry(ProcessExit::TimedOut(Duration::from_secs(30)));
         assert_eq!((reason.as_str(), again), ("timed out after 30s", true));
-        let (reason, again, _) = retry(Ending::Signalled(9));
+        let (reason, again, _) = retry(ProcessExit::Signalled(9));
         assert_eq!(
             (reason.as_str(), again),
             ("worker was killed by signal SIGKILL", false)
         );
-        let (reason, again, _) = retry(Ending::StdoutOverflow(1024 * 1024));
+        let (reason, again, _) = retry(ProcessExit::StdoutOverflow(1024 * 1024));
         assert!(reason.contains("more than 1 MiB") && !again);
-        let (reason, again, _) = retry(Ending::SpawnFailed("no such file".into()));
+        let (reason, again, _) = retry(ProcessExit::SpawnFailed("no such file".into()));
         assert_eq!((reason.as_str(), again), ("no such file", false));
     }
 
     #[test]
     fn cancelled_and_halted_stay_what_they_are() {
         let of = |ending| outcome_of(&finished(ending, "", &[]), &masker(), None).0;
-        assert!(matches!(of(Ending::Cancelled), Outcome::Cancelled));
-        assert!(matches!(of(Ending::Halted), Outcome::Halted));
+        assert!(matches!(
+            of(ProcessExit::Cancelled),
+            StageVerdict::Cancelled
+        ));
+        assert!(matches!(of(ProcessExit::Halted), StageVerdict::Halted));
     }
 }

@@ -17,7 +17,7 @@ pub(super) async fn consume_stderr(
     index: usize,
     task: String,
     mut masker: Masker,
-    live: Arc<Mutex<Live>>,
+    live: Arc<Mutex<StageProgress>>,
     mut rx: mpsc::Receiver<StderrLine>,
     secrets: tokio::net::unix::pipe::Receiver,
 ) -> Vec<(String, String)> {

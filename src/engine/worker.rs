@@ -62,9 +62,10 @@ impl StderrLine {
     }
 }
 
-/// How the process ended.
+/// How the worker process ended, as the operating system (or our own limits) saw it; what
+/// that means for the run is `stage::StageVerdict`'s business, not this one's.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Ending {
+pub enum ProcessExit {
     Exited(i32),
     Signalled(i32),
     TimedOut(Duration),
@@ -75,9 +76,11 @@ pub enum Ending {
     SpawnFailed(String),
 }
 
+/// Everything a worker left behind once its process ended: the raw material a verdict is
+/// judged from, kept apart so that judging stays a pure function.
 #[derive(Debug)]
-pub struct Finished {
-    pub ending: Ending,
+pub struct WorkerReport {
+    pub ending: ProcessExit,
     pub stdout: Vec<u8>,
     /// The last `error:` line.
     pub error_line: Option<String>,
@@ -85,7 +88,7 @@ pub struct Finished {
     pub stderr_tail: VecDeque<String>,
 }
 
-impl Finished {
+impl WorkerReport {
     /// The last non-empty stderr line that is not progress chatter.
     pub fn last_stderr(&self) -> Option<&str> {
         self.stderr_tail
@@ -104,7 +107,7 @@ pub async fn run(
     cancel: CancellationToken,
     halt: CancellationToken,
     on_spawn: impl FnOnce(i32),
-) -> Finished {
+) -> WorkerReport {
     let mut command = Command::new(&spec.program);
     command
         .args(&spec.args)
@@ -119,8 +122,8 @@ pub async fn run(
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
-            return Finished {
-                ending: Ending::SpawnFailed(spawn_reason(&spec.program, &e)),
+            return WorkerReport {
+                ending: ProcessExit::SpawnFailed(spawn_reason(&spec.program, &e)),
                 stdout: Vec::new(),
                 error_line: None,
                 stderr_tail: VecDeque::new(),
@@ -154,13 +157,13 @@ pub async fn run(
 
     let ending = tokio::select! {
         status = child.wait() => status_ending(status),
-        _ = tokio::time::sleep(spec.timeout) => Ending::TimedOut(spec.timeout),
-        _ = cancel.cancelled() => Ending::Cancelled,
-        _ = halt.cancelled() => Ending::Halted,
-        _ = overflow_seen.notified() => Ending::StdoutOverflow(spec.stdout_cap),
+        _ = tokio::time::sleep(spec.timeout) => ProcessExit::TimedOut(spec.timeout),
+        _ = cancel.cancelled() => ProcessExit::Cancelled,
+        _ = halt.cancelled() => ProcessExit::Halted,
+        _ = overflow_seen.notified() => ProcessExit::StdoutOverflow(spec.stdout_cap),
     };
     match &ending {
-        Ending::TimedOut(_) | Ending::Cancelled | Ending::Halted => {
+        ProcessExit::TimedOut(_) | ProcessExit::Cancelled | ProcessExit::Halted => {
             signal_group(pgid, Signal::SIGTERM);
             if tokio::time::timeout(spec.grace, child.wait())
                 .await
@@ -170,7 +173,7 @@ pub async fn run(
                 let _ = child.wait().await;
             }
         }
-        Ending::StdoutOverflow(_) => {
+        ProcessExit::StdoutOverflow(_) => {
             signal_group(pgid, Signal::SIGKILL);
             let _ = child.wait().await;
         }
@@ -188,11 +191,11 @@ pub async fn run(
         None => (VecDeque::new(), None),
     };
     let ending = if overflow.load(Ordering::SeqCst) {
-        Ending::StdoutOverflow(spec.stdout_cap)
+        ProcessExit::StdoutOverflow(spec.stdout_cap)
     } else {
         ending
     };
-    Finished {
+    WorkerReport {
         ending,
         stdout,
         error_line,
@@ -211,15 +214,15 @@ async fn join_within<T: Default>(task: tokio::task::JoinHandle<T>, limit: Durati
     }
 }
 
-fn status_ending(status: std::io::Result<std::process::ExitStatus>) -> Ending {
+fn status_ending(status: std::io::Result<std::process::ExitStatus>) -> ProcessExit {
     use std::os::unix::process::ExitStatusExt;
     match status {
         Ok(s) => match (s.code(), s.signal()) {
-            (Some(code), _) => Ending::Exited(code),
-            (None, Some(sig)) => Ending::Signalled(sig),
-            _ => Ending::Exited(-1),
+            (Some(code), _) => ProcessExit::Exited(code),
+            (None, Some(sig)) => ProcessExit::Signalled(sig),
+            _ => ProcessExit::Exited(-1),
         },
-        Err(e) => Ending::SpawnFailed(format!("lost the worker process: {e}")),
+        Err(e) => ProcessExit::SpawnFailed(format!("lost the worker process: {e}")),
     }
 }
 
