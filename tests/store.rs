@@ -390,3 +390,83 @@ async fn racing_queues_for_one_host_let_one_through_on_postgres() {
     };
     racing_queues(&Postgres::fresh(&server).url, true).await;
 }
+
+/// Writes of many runs that arrive together share a commit; one of them refused (a finish
+/// of a stage its run is past) fails alone, and every other write is there afterwards.
+async fn a_refused_write_fails_alone_among_many(url: &str) {
+    let store = Store::open(url).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..24 {
+        let id = store.insert_run(&new_run(&format!("h{i}"))).await.unwrap();
+        store
+            .start_stage(id, Phase::Main, 0, 1, "x:y", &[])
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let out = json!({"x": {"done": [1]}})
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let mut tasks = Vec::new();
+    for (n, &id) in ids.iter().enumerate() {
+        let store = store.clone();
+        let out = out.clone();
+        tasks.push(tokio::spawn(async move {
+            // Every fourth run is asked to finish a stage it has not reached.
+            let stage = if n % 4 == 3 { 1 } else { 0 };
+            let then = NextStart {
+                stage: stage + 1,
+                attempt: 1,
+                task: "x:y",
+            };
+            let finished = store
+                .finish_stage(id, Phase::Main, stage, 1, &out, None, Some(then), &[])
+                .await;
+            let logged = store
+                .append_log(id, Some(1), &[format!("line of {id}")])
+                .await;
+            (id, n % 4 == 3, finished, logged)
+        }));
+    }
+    for task in tasks {
+        let (id, wrong, finished, logged) = task.await.unwrap();
+        logged.unwrap();
+        let rows = store.stage_runs(id).await.unwrap();
+        if wrong {
+            assert!(
+                matches!(finished, Err(StoreError::Refused { .. })),
+                "{finished:?}"
+            );
+            assert_eq!(rows.len(), 1, "a refused finish changes nothing: {rows:?}");
+            assert_eq!(rows[0].state, "running");
+        } else {
+            finished.unwrap();
+            assert_eq!(rows.len(), 2, "{rows:?}");
+            assert_eq!(rows[0].state, "succeeded");
+            assert_eq!(rows[1].state, "running");
+            assert_eq!(store.run(id).await.unwrap().unwrap().next_stage, 1);
+        }
+        let tail = store.log_tail(id, 5).await.unwrap();
+        assert_eq!(tail, vec![(Some(1), format!("line of {id}"))]);
+    }
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_fails_alone_among_many_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_refused_write_fails_alone_among_many(&format!(
+        "sqlite://{}",
+        dir.path().join("j.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_fails_alone_among_many_on_postgres() {
+    let Some(server) = Server::start("postgres").unwrap() else {
+        return;
+    };
+    a_refused_write_fails_alone_among_many(&Postgres::fresh(&server).url).await;
+}

@@ -10,9 +10,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Result, StoreError};
 
-/// One write: it gets the connection inside the shared transaction.
+/// One write: it gets the connection inside the shared transaction. It may be called again
+/// after a rollback (see [`commit_batch`]), so it owns nothing it gives away.
 pub(super) type Job =
-    Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<()>> + Send>;
+    Box<dyn for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<()>> + Send + Sync>;
 
 struct Request {
     job: Job,
@@ -81,24 +82,75 @@ async fn commit_loop(writer: AnyPool, mut rx: mpsc::Receiver<Request>) {
     }
 }
 
-/// Runs the jobs in one transaction, each in a savepoint; returns each caller's outcome.
-async fn commit_batch(
-    conn: &mut AnyConnection,
-    batch: Vec<Request>,
-) -> Vec<(oneshot::Sender<Result<()>>, Result<()>)> {
+type Outcomes = Vec<(oneshot::Sender<Result<()>>, Result<()>)>;
+
+/// Runs the jobs in one transaction and returns each caller's outcome.
+///
+/// Every statement is a round trip to the database's thread, and on a busy machine each one
+/// waits for a core; so the usual case, where every write goes through, runs the jobs one
+/// after the other with nothing between them. Only when one of them fails (a guarded
+/// transition refused) is the transaction rolled back and the batch run again, each job in
+/// a savepoint of its own, so that the failure is that caller's alone. Jobs are pure
+/// functions of the connection, so running one again after a rollback is safe.
+async fn commit_batch(conn: &mut AnyConnection, batch: Vec<Request>) -> Outcomes {
+    match all_or_nothing(conn, &batch).await {
+        Pass::Committed => batch.into_iter().map(|r| (r.done, Ok(()))).collect(),
+        Pass::Unavailable(text) => every_one(batch, &text),
+        Pass::OneFailed(e) => {
+            let mut batch = batch;
+            match batch.pop() {
+                // Alone, its failure was the whole transaction's, rolled back already.
+                Some(only) if batch.is_empty() => vec![(only.done, Err(e))],
+                Some(last) => {
+                    batch.push(last);
+                    each_in_a_savepoint(conn, batch).await
+                }
+                None => Vec::new(),
+            }
+        }
+    }
+}
+
+enum Pass {
+    Committed,
+    /// A job failed; the transaction was rolled back.
+    OneFailed(StoreError),
+    /// The database could not begin or commit; nothing is known to be written.
+    Unavailable(String),
+}
+
+async fn all_or_nothing(conn: &mut AnyConnection, batch: &[Request]) -> Pass {
     let mut tx = match conn.begin().await {
         Ok(tx) => tx,
-        Err(e) => {
-            let text = e.to_string();
-            return batch
-                .into_iter()
-                .map(|r| {
-                    let err =
-                        StoreError::Unavailable(format!("cannot begin a transaction: {text}"));
-                    (r.done, Err(err))
-                })
-                .collect();
+        Err(e) => return Pass::Unavailable(format!("cannot begin a transaction: {e}")),
+    };
+    for request in batch {
+        if let Err(e) = (request.job)(&mut tx).await {
+            // Dropping the transaction rolls back what the batch wrote.
+            return Pass::OneFailed(e);
         }
+    }
+    match tx.commit().await {
+        Ok(()) => Pass::Committed,
+        Err(e) => {
+            tracing::error!(error = %e, "a group commit failed");
+            Pass::Unavailable(format!("the commit failed: {e}"))
+        }
+    }
+}
+
+fn every_one(batch: Vec<Request>, text: &str) -> Outcomes {
+    batch
+        .into_iter()
+        .map(|r| (r.done, Err(StoreError::Unavailable(text.to_string()))))
+        .collect()
+}
+
+/// The slow way, after a failure: each job in its own savepoint, one transaction for all.
+async fn each_in_a_savepoint(conn: &mut AnyConnection, batch: Vec<Request>) -> Outcomes {
+    let mut tx = match conn.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return every_one(batch, &format!("cannot begin a transaction: {e}")),
     };
     let mut outcomes = Vec::with_capacity(batch.len());
     for request in batch {
@@ -115,14 +167,11 @@ async fn commit_batch(
     match tx.commit().await {
         Ok(()) => outcomes,
         Err(e) => {
-            let text = e.to_string();
-            tracing::error!(error = %text, "a group commit failed");
+            tracing::error!(error = %e, "a group commit failed");
+            let text = format!("the commit failed: {e}");
             outcomes
                 .into_iter()
-                .map(|(done, _)| {
-                    let err = StoreError::Unavailable(format!("the commit failed: {text}"));
-                    (done, Err(err))
-                })
+                .map(|(done, _)| (done, Err(StoreError::Unavailable(text.clone()))))
                 .collect()
         }
     }

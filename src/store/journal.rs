@@ -15,11 +15,12 @@ impl Store {
             return Ok(());
         }
         let at = now_ms();
-        let lines = lines.to_vec();
+        let lines = std::sync::Arc::new(lines.to_vec());
         self.batch
             .run(Box::new(move |conn| {
+                let lines = lines.clone();
                 Box::pin(async move {
-                    for line in &lines {
+                    for line in lines.iter() {
                         sqlx::query(
                             "INSERT INTO log_lines (run_id, stage, at, line) VALUES ($1, $2, $3, $4)",
                         )

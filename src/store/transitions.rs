@@ -26,6 +26,7 @@ impl Store {
         let node = self.node.clone();
         self.batch
             .run(Box::new(move |conn| {
+                let (task, events, node) = (task.clone(), events.clone(), node.clone());
                 Box::pin(async move {
                     start_stage_in(conn, &node, run, phase, stage, attempt, &task).await?;
                     insert_events(conn, &events).await
@@ -55,12 +56,46 @@ impl Store {
         let node = self.node.clone();
         self.batch
             .run(Box::new(move |conn| {
+                let (text, progress, then) = (text.clone(), progress.clone(), then.clone());
+                let (events, node) = (events.clone(), node.clone());
                 Box::pin(async move {
                     let column = match phase {
                         Phase::Main => "clipboard",
                         Phase::OnFailure => "undo_clipboard",
                     };
                     let t = &lc::FINISH_STAGE;
+                    // The usual case, the next stage started in the same commit: one UPDATE
+                    // of the run does both moves (finish, then start; the finish's guard is
+                    // the narrower), which saves a round trip to the database per stage.
+                    if let Some((next, next_attempt, task)) =
+                        then.as_ref().filter(|(next, _, _)| *next == stage + 1)
+                    {
+                        let at = now_ms();
+                        let done = sqlx::query(AssertSqlSafe(format!(
+                            "UPDATE runs SET next_stage = $1, attempt = $2, {column} = $3, \
+                             progress = NULL, stage_started_at = $4, \
+                             started_at = COALESCE(started_at, $5) \
+                             WHERE id = $6 AND phase = $7 AND next_stage = $8 AND {} \
+                             AND (lease_owner IS NULL OR lease_owner = $9)",
+                            t.guard()
+                        )))
+                        .bind(*next as i64)
+                        .bind(*next_attempt as i64)
+                        .bind(&text)
+                        .bind(at)
+                        .bind(at)
+                        .bind(run)
+                        .bind(phase.as_str())
+                        .bind(stage as i64)
+                        .bind(node.as_ref())
+                        .execute(&mut *conn)
+                        .await?;
+                        expect_one(conn, run, t, done.rows_affected()).await?;
+                        end_stage_attempt_well(conn, run, phase, stage, attempt, &text).await?;
+                        insert_stage_attempt(conn, run, phase, *next, *next_attempt, task, at)
+                            .await?;
+                        return insert_events(conn, &events).await;
+                    }
                     let done = sqlx::query(AssertSqlSafe(format!(
                         "UPDATE runs SET next_stage = $1, attempt = 0, {column} = $2, progress = $3 \
                          WHERE id = $4 AND phase = $5 AND next_stage = $6 AND {} AND {HELD_HERE}",
@@ -76,20 +111,7 @@ impl Store {
                     .execute(&mut *conn)
                     .await?;
                     expect_one(conn, run, t, done.rows_affected()).await?;
-                    sqlx::query(
-                        "UPDATE stage_runs SET state = 'succeeded', finished_at = $1, \
-                         finished_us = $2, exit_code = 0, clipboard = $3 \
-                         WHERE run_id = $4 AND phase = $5 AND stage = $6 AND attempt = $7",
-                    )
-                    .bind(now_ms())
-                    .bind(now_us())
-                    .bind(&text)
-                    .bind(run)
-                    .bind(phase.as_str())
-                    .bind(stage as i64)
-                    .bind(attempt as i64)
-                    .execute(&mut *conn)
-                    .await?;
+                    end_stage_attempt_well(conn, run, phase, stage, attempt, &text).await?;
                     if let Some((next, next_attempt, task)) = &then {
                         start_stage_in(conn, &node, run, phase, *next, *next_attempt, task)
                             .await?;
@@ -376,6 +398,45 @@ pub(super) async fn start_stage_in(
     .execute(&mut *tx)
     .await?;
     expect_one(tx, run, t, done.rows_affected()).await?;
+    insert_stage_attempt(tx, run, phase, stage, attempt, task, at).await
+}
+
+/// A stage attempt that succeeded, with the clipboard it left.
+async fn end_stage_attempt_well(
+    tx: &mut AnyConnection,
+    run: RunId,
+    phase: Phase,
+    stage: usize,
+    attempt: u32,
+    clipboard: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE stage_runs SET state = 'succeeded', finished_at = $1, \
+         finished_us = $2, exit_code = 0, clipboard = $3 \
+         WHERE run_id = $4 AND phase = $5 AND stage = $6 AND attempt = $7",
+    )
+    .bind(now_ms())
+    .bind(now_us())
+    .bind(clipboard)
+    .bind(run)
+    .bind(phase.as_str())
+    .bind(stage as i64)
+    .bind(attempt as i64)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// The row of a stage attempt that begins (again, after an interrupted one, in place).
+async fn insert_stage_attempt(
+    tx: &mut AnyConnection,
+    run: RunId,
+    phase: Phase,
+    stage: usize,
+    attempt: u32,
+    task: &str,
+    at: i64,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO stage_runs \
          (run_id, phase, stage, attempt, task, state, started_at, started_us) \
