@@ -64,46 +64,29 @@ impl Store {
                         Phase::OnFailure => "undo_clipboard",
                     };
                     let t = &lc::FINISH_STAGE;
-                    // The usual case, the next stage started in the same commit: one UPDATE
-                    // of the run does both moves (finish, then start; the finish's guard is
-                    // the narrower), which saves a round trip to the database per stage.
-                    if let Some((next, next_attempt, task)) =
-                        then.as_ref().filter(|(next, _, _)| *next == stage + 1)
-                    {
-                        let at = now_ms();
-                        let done = sqlx::query(AssertSqlSafe(format!(
-                            "UPDATE runs SET next_stage = $1, attempt = $2, {column} = $3, \
-                             progress = NULL, stage_started_at = $4, \
-                             started_at = COALESCE(started_at, $5) \
-                             WHERE id = $6 AND phase = $7 AND next_stage = $8 AND {} \
-                             AND (lease_owner IS NULL OR lease_owner = $9)",
-                            t.guard()
-                        )))
-                        .bind(*next as i64)
-                        .bind(*next_attempt as i64)
-                        .bind(&text)
-                        .bind(at)
-                        .bind(at)
-                        .bind(run)
-                        .bind(phase.as_str())
-                        .bind(stage as i64)
-                        .bind(node.as_ref())
-                        .execute(&mut *conn)
-                        .await?;
-                        expect_one(conn, run, t, done.rows_affected()).await?;
-                        end_stage_attempt_well(conn, run, phase, stage, attempt, &text).await?;
-                        insert_stage_attempt(conn, run, phase, *next, *next_attempt, task, at)
-                            .await?;
-                        return insert_events(conn, &events).await;
-                    }
+                    // The usual case, the next stage started in the same commit: the one
+                    // UPDATE of the run does both moves (finish, then start; the finish's
+                    // guard is the narrower), which saves a round trip per stage.
+                    let folded = then.as_ref().filter(|(next, _, _)| *next == stage + 1);
+                    let at = now_ms();
+                    let (attempt_now, progress_now, started) = match folded {
+                        Some((_, next_attempt, _)) => (*next_attempt as i64, None, Some(at)),
+                        None => (0, progress.as_deref(), None),
+                    };
                     let done = sqlx::query(AssertSqlSafe(format!(
-                        "UPDATE runs SET next_stage = $1, attempt = 0, {column} = $2, progress = $3 \
-                         WHERE id = $4 AND phase = $5 AND next_stage = $6 AND {} AND {HELD_HERE}",
+                        "UPDATE runs SET next_stage = $1, attempt = $2, {column} = $3, \
+                         progress = $4, stage_started_at = COALESCE($5, stage_started_at), \
+                         started_at = COALESCE(started_at, $6) \
+                         WHERE id = $7 AND phase = $8 AND next_stage = $9 AND {} \
+                         AND (lease_owner IS NULL OR lease_owner = $10)",
                         t.guard()
                     )))
                     .bind((stage + 1) as i64)
+                    .bind(attempt_now)
                     .bind(&text)
-                    .bind(progress.as_deref())
+                    .bind(progress_now)
+                    .bind(started)
+                    .bind(started)
                     .bind(run)
                     .bind(phase.as_str())
                     .bind(stage as i64)
@@ -112,9 +95,16 @@ impl Store {
                     .await?;
                     expect_one(conn, run, t, done.rows_affected()).await?;
                     end_stage_attempt_well(conn, run, phase, stage, attempt, &text).await?;
-                    if let Some((next, next_attempt, task)) = &then {
-                        start_stage_in(conn, &node, run, phase, *next, *next_attempt, task)
-                            .await?;
+                    match (folded, &then) {
+                        (Some((next, next_attempt, task)), _) => {
+                            insert_stage_attempt(conn, run, phase, *next, *next_attempt, task, at)
+                                .await?
+                        }
+                        (None, Some((next, next_attempt, task))) => {
+                            start_stage_in(conn, &node, run, phase, *next, *next_attempt, task)
+                                .await?
+                        }
+                        (None, None) => {}
                     }
                     insert_events(conn, &events).await
                 })
