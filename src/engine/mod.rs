@@ -411,7 +411,12 @@ impl Engine {
             if !busy {
                 return;
             }
-            settled.await;
+            // Another node on the same database may end the last run, and that never
+            // notifies this process: look again now and then as well.
+            tokio::select! {
+                _ = settled => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
         }
     }
 
