@@ -104,7 +104,6 @@ async fn apply(store: &Store, run: &Run, op: &Op) -> (Option<Transition>, Result
                     &Default::default(),
                     None,
                     Some(NextStart {
-                        stage: stage + 1,
                         attempt: 1,
                         task: "x:y",
                     }),

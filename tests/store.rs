@@ -97,7 +97,6 @@ async fn every_call(url: &str) {
             &out,
             Some("one done"),
             Some(NextStart {
-                stage: 1,
                 attempt: 1,
                 task: "x:y",
             }),
@@ -416,7 +415,6 @@ async fn a_refused_write_fails_alone_among_many(url: &str) {
             // Every fourth run is asked to finish a stage it has not reached.
             let stage = if n % 4 == 3 { 1 } else { 0 };
             let then = NextStart {
-                stage: stage + 1,
                 attempt: 1,
                 task: "x:y",
             };

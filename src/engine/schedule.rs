@@ -185,7 +185,6 @@ impl Engine {
                     let (then, started) = match fold {
                         Some(next_stage) => (
                             Some(crate::store::NextStart {
-                                stage: next,
                                 attempt: 1,
                                 task: &next_stage.task,
                             }),

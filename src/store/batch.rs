@@ -1,8 +1,8 @@
 //! Group commit: the writes of many runs that arrive together share one transaction and so
-//! one fsync. Each write is a job run inside its own savepoint, so a job that fails (a
-//! guarded transition refused) is rolled back alone and its caller alone hears of it; a
-//! caller returns only once the commit that holds its write is durable, so no promise is
-//! weaker than with a transaction of its own.
+//! one fsync. A job that fails (a guarded transition refused) fails alone: the batch is
+//! rolled back and run again with each job in a savepoint of its own, so only that caller
+//! hears of it; a caller returns only once the commit that holds its write is durable, so no
+//! promise is weaker than with a transaction of its own.
 
 use futures_util::future::BoxFuture;
 use sqlx::{AnyConnection, AnyPool, Connection};
@@ -66,11 +66,8 @@ async fn commit_loop(writer: AnyPool, mut rx: mpsc::Receiver<Request>) {
         let mut conn = match writer.acquire().await {
             Ok(conn) => conn,
             Err(e) => {
-                let text = e.to_string();
-                for request in batch {
-                    let _ = request.done.send(Err(StoreError::Unavailable(format!(
-                        "no database connection: {text}"
-                    ))));
+                for (done, outcome) in every_one(batch, &format!("no database connection: {e}")) {
+                    let _ = done.send(outcome);
                 }
                 continue;
             }
@@ -96,18 +93,13 @@ async fn commit_batch(conn: &mut AnyConnection, batch: Vec<Request>) -> Outcomes
     match all_or_nothing(conn, &batch).await {
         Pass::Committed => batch.into_iter().map(|r| (r.done, Ok(()))).collect(),
         Pass::Unavailable(text) => every_one(batch, &text),
-        Pass::OneFailed(e) => {
-            let mut batch = batch;
-            match batch.pop() {
-                // Alone, its failure was the whole transaction's, rolled back already.
-                Some(only) if batch.is_empty() => vec![(only.done, Err(e))],
-                Some(last) => {
-                    batch.push(last);
-                    each_in_a_savepoint(conn, batch).await
-                }
-                None => Vec::new(),
-            }
-        }
+        // Alone, its failure was the whole transaction's, rolled back already.
+        Pass::OneFailed(e) if batch.len() == 1 => batch
+            .into_iter()
+            .zip(std::iter::once(Err(e)))
+            .map(|(r, outcome)| (r.done, outcome))
+            .collect(),
+        Pass::OneFailed(_) => each_in_a_savepoint(conn, batch).await,
     }
 }
 

@@ -125,10 +125,9 @@ pub struct Placement {
     pub rollout: Option<i64>,
 }
 
-/// A stage to start in the same commit that finishes the one before it.
+/// The stage after the one that finished, to start in the same commit.
 #[derive(Debug, Clone, Copy)]
 pub struct NextStart<'a> {
-    pub stage: usize,
     pub attempt: u32,
     pub task: &'a str,
 }

@@ -51,7 +51,7 @@ impl Store {
     ) -> Result<()> {
         let text = json_text(clipboard);
         let progress = progress.map(str::to_string);
-        let then = then.map(|n| (n.stage, n.attempt, n.task.to_string()));
+        let then = then.map(|n| (n.attempt, n.task.to_string()));
         let events = events.to_vec();
         let node = self.node.clone();
         self.batch
@@ -64,21 +64,19 @@ impl Store {
                         Phase::OnFailure => "undo_clipboard",
                     };
                     let t = &lc::FINISH_STAGE;
-                    // The usual case, the next stage started in the same commit: the one
-                    // UPDATE of the run does both moves (finish, then start; the finish's
-                    // guard is the narrower), which saves a round trip per stage.
-                    let folded = then.as_ref().filter(|(next, _, _)| *next == stage + 1);
+                    // When the next stage starts in the same commit, this one UPDATE of the
+                    // run makes both moves (finish, then start; the finish's guard is the
+                    // narrower), which saves a round trip per stage.
                     let at = now_ms();
-                    let (attempt_now, progress_now, started) = match folded {
-                        Some((_, next_attempt, _)) => (*next_attempt as i64, None, Some(at)),
+                    let (attempt_now, progress_now, started) = match &then {
+                        Some((next_attempt, _)) => (*next_attempt as i64, None, Some(at)),
                         None => (0, progress.as_deref(), None),
                     };
                     let done = sqlx::query(AssertSqlSafe(format!(
                         "UPDATE runs SET next_stage = $1, attempt = $2, {column} = $3, \
                          progress = $4, stage_started_at = COALESCE($5, stage_started_at), \
                          started_at = COALESCE(started_at, $6) \
-                         WHERE id = $7 AND phase = $8 AND next_stage = $9 AND {} \
-                         AND (lease_owner IS NULL OR lease_owner = $10)",
+                         WHERE id = $8 AND phase = $9 AND next_stage = $10 AND {} AND {HELD_HERE}",
                         t.guard()
                     )))
                     .bind((stage + 1) as i64)
@@ -87,24 +85,17 @@ impl Store {
                     .bind(progress_now)
                     .bind(started)
                     .bind(started)
+                    .bind(node.as_ref())
                     .bind(run)
                     .bind(phase.as_str())
                     .bind(stage as i64)
-                    .bind(node.as_ref())
                     .execute(&mut *conn)
                     .await?;
                     expect_one(conn, run, t, done.rows_affected()).await?;
                     end_stage_attempt_well(conn, run, phase, stage, attempt, &text).await?;
-                    match (folded, &then) {
-                        (Some((next, next_attempt, task)), _) => {
-                            insert_stage_attempt(conn, run, phase, *next, *next_attempt, task, at)
-                                .await?
-                        }
-                        (None, Some((next, next_attempt, task))) => {
-                            start_stage_in(conn, &node, run, phase, *next, *next_attempt, task)
-                                .await?
-                        }
-                        (None, None) => {}
+                    if let Some((next_attempt, task)) = &then {
+                        insert_stage_attempt(conn, run, phase, stage + 1, *next_attempt, task, at)
+                            .await?;
                     }
                     insert_events(conn, &events).await
                 })
