@@ -19,6 +19,7 @@ use jarvis::{JARVIS, Jarvis};
 use jarvis_testbed::Server;
 
 const ROOM: &str = "bench@conference.localhost";
+const ALICE: &str = "alice@localhost";
 const REQUESTS: usize = 200;
 const WARMUP: usize = 10;
 const WAIT: Duration = Duration::from_secs(30);
@@ -82,6 +83,21 @@ async fn bench() -> Result<()> {
     .await
     .with_context(|| jarvis.log())?;
     common::latencies("xmpp_status_direct", &mut direct);
+
+    // The server's own share, with the same client: a line in the room comes back to its
+    // sender, and a message to one's own address comes back too. A `status` crosses the
+    // server twice (alice to jarvis, jarvis to alice), so twice these is the floor of the
+    // figures above.
+    let mut room_echo = measure(
+        &mut alice,
+        |a| a.say(ROOM, "echo"),
+        &format!("{ROOM}/alice"),
+        "echo",
+    )
+    .await?;
+    common::latencies("xmpp_floor_room_echo", &mut room_echo);
+    let mut own_echo = measure(&mut alice, |a| a.tell(ALICE, "echo"), ALICE, "echo").await?;
+    common::latencies("xmpp_floor_direct_echo", &mut own_echo);
     Ok(())
 }
 

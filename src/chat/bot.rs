@@ -394,14 +394,21 @@ impl Bot {
             }
             Command::Schedules => self.schedules().await,
             Command::Plan { reference } => self.plan(reference).await,
-            Command::Status { run } => {
-                let mut reply = self.status(run.as_ref()).await?;
-                if run.is_none() {
-                    reply.public.extend(self.open_rollout_lines().await?);
-                }
-                if run.is_none() && roles.contains(&Role::Admin) {
-                    reply.public.extend(self.undeliverable_line().await);
-                }
+            Command::Status { run: Some(r) } => self.status(Some(r)).await,
+            Command::Status { run: None } => {
+                // Three reads on the pool's connections at once: a reply waits for the
+                // slowest of them rather than for their sum.
+                let admin = roles.contains(&Role::Admin);
+                let (reply, rollouts, undeliverable) =
+                    tokio::join!(self.status(None), self.open_rollout_lines(), async {
+                        match admin {
+                            true => self.undeliverable_line().await,
+                            false => None,
+                        }
+                    });
+                let mut reply = reply?;
+                reply.public.extend(rollouts?);
+                reply.public.extend(undeliverable);
                 Ok(reply)
             }
             Command::History { host, count } => {
