@@ -233,9 +233,13 @@ impl Store {
                 let writable = AnyConnectOptions::from_url(
                     &sqlite.clone().create_if_missing(true).to_url_lossy(),
                 )?;
+                // No ping before each acquire (sqlx's default): a SQLite connection is a file
+                // in this process and cannot drop, and the ping is one more round trip to the
+                // connection's thread before every read and every group commit.
                 let writer = AnyPoolOptions::new()
                     .max_connections(1)
                     .min_connections(1)
+                    .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(60))
                     .after_connect(|conn, _| {
                         Box::pin(async move {
@@ -263,6 +267,7 @@ impl Store {
                 let reader = AnyPoolOptions::new()
                     .max_connections(4)
                     .min_connections(0)
+                    .test_before_acquire(false)
                     .idle_timeout(Duration::from_secs(60))
                     .after_connect(|conn, _| {
                         Box::pin(async move {
