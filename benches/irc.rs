@@ -9,6 +9,8 @@
 //!   as a simple client or script would.
 //! - `private`: alice asks in a private message, for which jarvis asks the server (WHOIS)
 //!   who she is before answering.
+//! - `floor_own_echo`: alice's line to her own nick, back through the server: the server's
+//!   own share, of which a `status` has twice.
 //!
 //! Each client waits for what it needs (the server's answers, jarvis in the channel) rather
 //! than for a fixed time; a wait that gets nothing for a minute fails with what it waited
@@ -158,14 +160,26 @@ impl Client {
         Ok(())
     }
 
-    /// Asks `text` of `to` and times each answer containing `answer`, after a warm-up.
+    /// Asks `text` of `to` and times each answer from jarvis containing `answer`, after a
+    /// warm-up.
     fn measure(&mut self, to: &str, text: &str, answer: &str) -> Result<Vec<Duration>> {
+        self.measure_from(":jarvis!", to, text, answer)
+    }
+
+    /// As [`Client::measure`], with answers from whoever's prefix starts with `from`.
+    fn measure_from(
+        &mut self,
+        from: &str,
+        to: &str,
+        text: &str,
+        answer: &str,
+    ) -> Result<Vec<Duration>> {
         let ask = format!("PRIVMSG {to} :{text}");
         let mut times = Vec::with_capacity(REQUESTS);
         for i in 0..WARMUP + REQUESTS {
             let start = Instant::now();
             self.send(&ask)?;
-            self.wait(answer, |l| l.starts_with(":jarvis!") && l.contains(answer))
+            self.wait(answer, |l| l.starts_with(from) && l.contains(answer))
                 .with_context(|| format!("request {} of {}", i + 1, WARMUP + REQUESTS))?;
             if i >= WARMUP {
                 times.push(start.elapsed());
@@ -247,6 +261,9 @@ fn run(port: u16, alice_password: &str) -> Result<Vec<(String, Vec<Duration>)>> 
     let account = alice.measure(CHANNEL, "jarvis: status", &format!("{CHANNEL} :alice: "))?;
     let hostmask = carol.measure(CHANNEL, "!status", &format!("{CHANNEL} :carol: "))?;
     let private = alice.measure("jarvis", "status", "PRIVMSG alice :")?;
+    // The server's own share: a line to one's own nick comes back through the server once;
+    // a `status` crosses it twice (the ask, the answer), so twice this is its floor.
+    let echo = alice.measure_from(":alice!", "alice", "echo", "PRIVMSG alice :echo")?;
     for c in [&mut alice, &mut carol] {
         let _ = c.send("QUIT");
     }
@@ -254,5 +271,6 @@ fn run(port: u16, alice_password: &str) -> Result<Vec<(String, Vec<Duration>)>> 
         ("irc_status_account".into(), account),
         ("irc_status_hostmask".into(), hostmask),
         ("irc_status_private".into(), private),
+        ("irc_floor_own_echo".into(), echo),
     ])
 }
