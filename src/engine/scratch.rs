@@ -28,13 +28,61 @@ pub fn choose(data_dir: &Path, configured: Option<&Path>) -> PathBuf {
     if shm.is_dir() {
         let dir = shm.join(shm_name(data_dir));
         match private_folder(&dir) {
-            Ok(()) => return dir,
+            Ok(()) => {
+                let owner = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.into());
+                let _ = std::fs::write(dir.join(OWNER_FILE), owner.as_os_str().as_encoded_bytes());
+                sweep_orphans(shm, &dir);
+                return dir;
+            }
             Err(e) => {
                 tracing::warn!(folder = %dir.display(), error = %e, "cannot use a scratch folder in /dev/shm; the data folder holds the working folders");
             }
         }
     }
     data_dir.to_path_buf()
+}
+
+/// The file in a scratch folder in /dev/shm that names the data folder it serves.
+const OWNER_FILE: &str = "data_dir";
+
+/// Removes this user's scratch folders in `root` whose data folder is gone and that hold no
+/// marker of a running worker: a data folder deleted for good (a test's, a node's that was
+/// retired) would otherwise leave its scratch folder in memory until the next reboot.
+/// A folder without an owner file, or another user's, is left as it is.
+fn sweep_orphans(root: &Path, mine: &Path) {
+    let Some(prefix) = mine
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.rsplit_once('-'))
+        .map(|(p, _)| format!("{p}-"))
+    else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix));
+        if !ours || path == mine || private_folder(&path).is_err() {
+            continue;
+        }
+        let Ok(owner) = std::fs::read(path.join(OWNER_FILE)) else {
+            continue;
+        };
+        let owner =
+            PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(owner));
+        let running = std::fs::read_dir(running_dir(&path))
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        if owner.is_absolute() && !owner.exists() && !running {
+            tracing::debug!(folder = %path.display(), "removing the scratch folder of a data folder that is gone");
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 /// One name per user and data folder, so that several jarvis on one machine (a cluster's
@@ -79,7 +127,8 @@ pub fn tidy(scratch: &Path) {
     let _ = std::fs::remove_dir_all(work_root(scratch));
     // Not when a marker is left: the next start needs it.
     let _ = std::fs::remove_dir(running_dir(scratch));
-    if scratch.starts_with("/dev/shm") {
+    if scratch.starts_with("/dev/shm") && !running_dir(scratch).exists() {
+        let _ = std::fs::remove_file(scratch.join(OWNER_FILE));
         let _ = std::fs::remove_dir(scratch);
     }
 }
@@ -112,6 +161,39 @@ mod tests {
         );
         assert_ne!(shm_name(Path::new("/a")), shm_name(Path::new("/b")));
         assert_eq!(shm_name(Path::new("/a")), shm_name(Path::new("/a")));
+    }
+
+    #[test]
+    fn scratch_folders_of_gone_data_folders_are_swept_and_no_other() {
+        let root = tempfile::tempdir().expect("a temp dir");
+        let data = tempfile::tempdir().expect("a data folder");
+        let folder = |name: &str, owner: Option<&Path>| {
+            let dir = root.path().join(name);
+            private_folder(&dir).expect("a scratch folder");
+            if let Some(owner) = owner {
+                std::fs::write(dir.join(OWNER_FILE), owner.to_string_lossy().as_bytes())
+                    .expect("owner file");
+            }
+            dir
+        };
+        let mine = folder("jarvis-0-aaaa", Some(data.path()));
+        let gone = folder("jarvis-0-bbbb", Some(Path::new("/nonexistent/jarvis-data")));
+        let alive = folder("jarvis-0-cccc", Some(data.path()));
+        let unknown = folder("jarvis-0-dddd", None);
+        let busy = folder("jarvis-0-eeee", Some(Path::new("/nonexistent/other")));
+        std::fs::create_dir(running_dir(&busy)).expect("running");
+        std::fs::write(running_marker(&busy, 7), "123").expect("marker");
+        let stranger = folder("jarvis-1-ffff", Some(Path::new("/nonexistent/x")));
+
+        sweep_orphans(root.path(), &mine);
+
+        assert!(mine.exists() && alive.exists() && unknown.exists());
+        assert!(!gone.exists(), "its data folder is gone and nothing runs");
+        assert!(
+            busy.exists(),
+            "a marker is left: the next start of it needs it"
+        );
+        assert!(stranger.exists(), "another user's");
     }
 
     #[test]
