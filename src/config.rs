@@ -45,8 +45,9 @@ pub struct Settings {
     /// folder that outlives a crash of jarvis but not a reboot. Default: the unit's
     /// `RuntimeDirectory` (`$RUNTIME_DIRECTORY`), else a private folder in `/dev/shm` (tmpfs:
     /// making and removing a folder per stage is ten times cheaper there than on ext4, and
-    /// what workers leave never reaches a disk), else the data folder. Workers that write
-    /// large files should be given a folder on disk here.
+    /// what workers leave never reaches a disk; a start removes such folders of data folders
+    /// that no longer exist), else the data folder. Workers that write large files should be
+    /// given a folder on disk here.
     #[serde(default)]
     pub scratch_dir: Option<PathBuf>,
     /// `sqlite://PATH` (default: `DATA/jarvis.db`) or `postgres://USER:PASSWORD@HOST:PORT/DB`
