@@ -448,6 +448,13 @@ pub(super) fn describe(state: RunState, phase: Phase) -> String {
     }
 }
 
+/// A run's state and phase as stored, to say why a guarded transition was refused.
+#[derive(sqlx::FromRow)]
+struct WhereRunIs {
+    state: String,
+    phase: String,
+}
+
 /// Checks that a guarded update moved exactly the run; if not, says why in the table's terms.
 pub(super) async fn expect_one(
     tx: &mut AnyConnection,
@@ -458,17 +465,18 @@ pub(super) async fn expect_one(
     if rows == 1 {
         return Ok(());
     }
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT state, phase FROM runs WHERE id = $1")
-            .bind(run)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let row: Option<WhereRunIs> = sqlx::query_as("SELECT state, phase FROM runs WHERE id = $1")
+        .bind(run)
+        .fetch_optional(&mut *tx)
+        .await?;
     let state = match row {
-        Some((state, phase)) => match (RunState::parse(&state), Phase::parse(&phase)) {
-            (Some(s), Some(p)) if t.allows(s) => format!("{} at another stage", describe(s, p)),
-            (Some(s), Some(p)) => describe(s, p),
-            _ => state,
-        },
+        Some(WhereRunIs { state, phase }) => {
+            match (RunState::parse(&state), Phase::parse(&phase)) {
+                (Some(s), Some(p)) if t.allows(s) => format!("{} at another stage", describe(s, p)),
+                (Some(s), Some(p)) => describe(s, p),
+                _ => state,
+            }
+        }
         None => "unknown".into(),
     };
     Err(StoreError::Refused {
