@@ -401,9 +401,10 @@ impl Bot {
                 let admin = roles.contains(&Role::Admin);
                 let (reply, rollouts, undeliverable) =
                     tokio::join!(self.status(None), self.open_rollout_lines(), async {
-                        match admin {
-                            true => self.undeliverable_line().await,
-                            false => None,
+                        if admin {
+                            self.undeliverable_line().await
+                        } else {
+                            None
                         }
                     });
                 let mut reply = reply?;

@@ -5,7 +5,11 @@
 //! FIFO and marker of a stage cost about half a millisecond of inode allocation, on tmpfs
 //! a tenth of that; and what workers leave there (keys, state) never reaches a disk.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::fcntl::{Flock, FlockArg};
 
 /// The scratch root: `configured` (`scratch_dir`), else the runtime directory systemd gives
 /// the unit (`RuntimeDirectory=`), else a private folder of this data folder's in
@@ -26,11 +30,11 @@ pub fn choose(data_dir: &Path, configured: Option<&Path>) -> PathBuf {
     }
     let shm = Path::new("/dev/shm");
     if shm.is_dir() {
-        let dir = shm.join(shm_name(data_dir));
+        let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.into());
+        let dir = shm.join(shm_name(&data_dir));
         match private_folder(&dir) {
             Ok(()) => {
-                let owner = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.into());
-                let _ = std::fs::write(dir.join(OWNER_FILE), owner.as_os_str().as_encoded_bytes());
+                claim(&dir, &data_dir);
                 sweep_orphans(shm, &dir);
                 return dir;
             }
@@ -42,8 +46,45 @@ pub fn choose(data_dir: &Path, configured: Option<&Path>) -> PathBuf {
     data_dir.to_path_buf()
 }
 
-/// The file in a scratch folder in /dev/shm that names the data folder it serves.
+/// The file in a scratch folder in /dev/shm that names the data folder it serves; whoever
+/// uses the folder holds a shared lock on it.
 const OWNER_FILE: &str = "data_dir";
+
+/// The owner files of the scratch folders this process uses, each under a shared lock until
+/// [`tidy`], so that another jarvis's sweep never takes a folder in use, whatever it can see
+/// of this one's data folder (another mount namespace, a path it may not read).
+static CLAIMED: Mutex<Vec<(PathBuf, Flock<File>)>> = Mutex::new(Vec::new());
+
+/// Names `data_dir` in the scratch folder `dir` and holds it for this process.
+fn claim(dir: &Path, data_dir: &Path) {
+    let path = dir.join(OWNER_FILE);
+    let Ok(mut claimed) = CLAIMED.lock() else {
+        return;
+    };
+    if claimed.iter().any(|(p, _)| *p == path) {
+        return;
+    }
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .and_then(|mut f| {
+            use std::io::Write;
+            f.set_len(0)?;
+            f.write_all(data_dir.as_os_str().as_encoded_bytes())?;
+            Ok(f)
+        });
+    match file.map(|f| Flock::lock(f, FlockArg::LockShared)) {
+        Ok(Ok(lock)) => claimed.push((path, lock)),
+        Ok(Err((_, e))) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot lock the scratch folder's owner file");
+        }
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "cannot name the data folder in the scratch folder");
+        }
+    }
+}
 
 /// Removes this user's scratch folders in `root` whose data folder is gone and that hold no
 /// marker of a running worker: a data folder deleted for good (a test's, a node's that was
@@ -67,30 +108,38 @@ fn sweep_orphans(root: &Path, mine: &Path) {
             .file_name()
             .to_str()
             .is_some_and(|n| n.starts_with(&prefix));
-        if !ours || path == mine || private_folder(&path).is_err() {
+        if !ours || path == mine || already_private(&path).is_err() {
             continue;
         }
-        let Ok(owner) = std::fs::read(path.join(OWNER_FILE)) else {
+        let Ok(owner_file) = File::open(path.join(OWNER_FILE)) else {
             continue;
         };
+        // Held while deciding and removing; held shared by a jarvis that uses the folder.
+        let Ok(mut owner_file) = Flock::lock(owner_file, FlockArg::LockExclusiveNonblock) else {
+            continue;
+        };
+        let mut owner = Vec::new();
+        if std::io::Read::read_to_end(&mut *owner_file, &mut owner).is_err() {
+            continue;
+        }
         let owner =
             PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(owner));
         let running = std::fs::read_dir(running_dir(&path))
             .map(|mut d| d.next().is_some())
             .unwrap_or(false);
-        if owner.is_absolute() && !owner.exists() && !running {
+        // Only a data folder known to be gone: one this process may not look into stays.
+        if owner.is_absolute() && matches!(owner.try_exists(), Ok(false)) && !running {
             tracing::debug!(folder = %path.display(), "removing the scratch folder of a data folder that is gone");
             let _ = std::fs::remove_dir_all(&path);
         }
     }
 }
 
-/// One name per user and data folder, so that several jarvis on one machine (a cluster's
-/// nodes, tests) never share markers.
+/// One name per user and (canonical) data folder, so that several jarvis on one machine (a
+/// cluster's nodes, tests) never share markers.
 fn shm_name(data_dir: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
-    let canonical = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-    let digest = ring::digest::digest(&ring::digest::SHA256, canonical.as_os_str().as_bytes());
+    let digest = ring::digest::digest(&ring::digest::SHA256, data_dir.as_os_str().as_bytes());
     let short: String = digest.as_ref()[..6]
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -102,12 +151,17 @@ fn shm_name(data_dir: &Path) -> String {
 /// else may enter: in a world-writable /dev/shm another user could have made it first, or
 /// left a symlink there.
 fn private_folder(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    use std::os::unix::fs::DirBuilderExt;
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => already_private(dir),
+        Err(e) => Err(e),
     }
+}
+
+/// Whether an existing `dir` is a folder of ours that no one else may enter.
+fn already_private(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(dir)?;
     if !meta.is_dir() {
         return Err(std::io::Error::other("it exists and is no folder"));
@@ -128,7 +182,11 @@ pub fn tidy(scratch: &Path) {
     // Not when a marker is left: the next start needs it.
     let _ = std::fs::remove_dir(running_dir(scratch));
     if scratch.starts_with("/dev/shm") && !running_dir(scratch).exists() {
-        let _ = std::fs::remove_file(scratch.join(OWNER_FILE));
+        let owner_file = scratch.join(OWNER_FILE);
+        if let Ok(mut claimed) = CLAIMED.lock() {
+            claimed.retain(|(p, _)| *p != owner_file);
+        }
+        let _ = std::fs::remove_file(owner_file);
         let _ = std::fs::remove_dir(scratch);
     }
 }
@@ -184,8 +242,16 @@ mod tests {
         std::fs::create_dir(running_dir(&busy)).expect("running");
         std::fs::write(running_marker(&busy, 7), "123").expect("marker");
         let stranger = folder("jarvis-1-ffff", Some(Path::new("/nonexistent/x")));
+        // In use by a jarvis that names a data folder this one cannot see.
+        let in_use = folder("jarvis-0-9999", None);
+        claim(&in_use, Path::new("/nonexistent/elsewhere"));
 
         sweep_orphans(root.path(), &mine);
+
+        if let Ok(mut claimed) = CLAIMED.lock() {
+            claimed.retain(|(p, _)| !p.starts_with(&in_use));
+        }
+        assert!(in_use.exists(), "its owner file is locked: in use");
 
         assert!(mine.exists() && alive.exists() && unknown.exists());
         assert!(!gone.exists(), "its data folder is gone and nothing runs");
