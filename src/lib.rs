@@ -7,6 +7,7 @@ pub mod clipboard;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod inventory;
 pub mod model;
 pub mod reach;
 pub mod retention;

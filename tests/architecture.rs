@@ -16,7 +16,7 @@
 //!   retention                        → store, leaves
 //!   engine                           → store, leaves
 //!   store                            → leaves
-//!   leaves: model, clipboard, text, secrets, seal → other leaves only
+//!   leaves: model, clipboard, text, secrets, seal, inventory → other leaves only
 //! ```
 //!
 //! And by crate: only `adapters::xmpp` uses the XMPP crates, only `adapters::irc` is named
@@ -25,7 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-const LEAVES: &[&str] = &["model", "clipboard", "text", "secrets", "seal"];
+const LEAVES: &[&str] = &["model", "clipboard", "text", "secrets", "seal", "inventory"];
 
 /// The modules each module may name beside itself and the leaves; `None`: anything.
 fn allowed(module: &str) -> Option<&'static [&'static str]> {

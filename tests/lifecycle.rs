@@ -89,6 +89,7 @@ async fn apply(store: &Store, run: &Run, op: &Op) -> (Option<Transition>, Result
                     &Default::default(),
                     None,
                     None,
+                    None,
                     &[],
                 )
                 .await,
@@ -107,6 +108,7 @@ async fn apply(store: &Store, run: &Run, op: &Op) -> (Option<Transition>, Result
                         attempt: 1,
                         task: "x:y",
                     }),
+                    None,
                     &[],
                 )
                 .await,

@@ -100,6 +100,7 @@ async fn every_call(url: &str) {
                 attempt: 1,
                 task: "x:y",
             }),
+            None,
             &[event(id, "stage_finished")],
         )
         .await
@@ -122,14 +123,14 @@ async fn every_call(url: &str) {
         .unwrap();
     // A finish of a stage the run is past is refused, and changes nothing.
     let refused = store
-        .finish_stage(id, Phase::Main, 0, 1, &out, None, None, &[])
+        .finish_stage(id, Phase::Main, 0, 1, &out, None, None, None, &[])
         .await;
     assert!(
         matches!(refused, Err(StoreError::Refused { .. })),
         "{refused:?}"
     );
     store
-        .finish_stage(id, Phase::Main, 1, 2, &out, None, None, &[])
+        .finish_stage(id, Phase::Main, 1, 2, &out, None, None, None, &[])
         .await
         .unwrap();
     store
@@ -419,7 +420,7 @@ async fn a_refused_write_fails_alone_among_many(url: &str) {
                 task: "x:y",
             };
             let finished = store
-                .finish_stage(id, Phase::Main, stage, 1, &out, None, Some(then), &[])
+                .finish_stage(id, Phase::Main, stage, 1, &out, None, Some(then), None, &[])
                 .await;
             let logged = store
                 .append_log(id, Some(1), &[format!("line of {id}")])

@@ -159,7 +159,7 @@ async fn every_call(url: &str) {
     let after = json!({"instance": {"hostname": "a", "ip": "10.0.0.9"}});
     let after = after.as_object().cloned().unwrap_or_default();
     store
-        .finish_stage(a, Phase::Main, 0, 1, &after, None, None, &[])
+        .finish_stage(a, Phase::Main, 0, 1, &after, None, None, None, &[])
         .await
         .unwrap();
     assert_eq!(

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
+mod hosts;
 pub mod rollout;
 
 use super::actions::ActionConfig;
@@ -380,7 +381,7 @@ impl Bot {
             } => self.cancel_rollout(msg, r).await,
             Command::Resume {
                 run: r @ (RunRef::Rollout(_) | RunRef::Group(_)),
-            } => self.resume_rollout(r).await,
+            } => self.resume_rollout(msg, r, roles).await,
             Command::Run {
                 action,
                 target: Target::Single(host),
@@ -393,6 +394,8 @@ impl Bot {
                     .await
             }
             Command::Schedules => self.schedules().await,
+            Command::Hosts { filter } => self.hosts_reply(filter.as_deref()).await,
+            Command::Host { host } => self.host_reply(host).await,
             Command::Plan { reference } => self.plan(reference).await,
             Command::Status { run: Some(r) } => self.status(Some(r)).await,
             Command::Status { run: None } => {
@@ -454,6 +457,12 @@ impl Bot {
             }
             Command::Resume { run } => {
                 let run = self.find_run(run).await?;
+                // Resuming an action runs it: the same right as starting it.
+                if run.kind == RunKind::Action
+                    && let Err(refusal) = self.allowed_action(msg, &run.pipeline, roles)?
+                {
+                    return Ok(refusal);
+                }
                 let run = self.engine.resume(run.id).await?;
                 let name = render::run_name(&run.host, run.kind.as_str(), run.id);
                 if run.phase == crate::store::Phase::OnFailure {
@@ -479,7 +488,7 @@ impl Bot {
                     run.stages.len()
                 )))
             }
-            Command::Retry { run } => self.retry(msg, run).await,
+            Command::Retry { run } => self.retry(msg, run, roles).await,
             Command::Approve { run } => {
                 let run = self.find_run(run).await?;
                 if run.state != crate::store::RunState::WaitingApproval {
@@ -687,6 +696,8 @@ impl Bot {
         Ok((design, name.to_string()))
     }
 
+    /// `deploy REF` (and a rollout's or promotion's deploy): the design `reference` loads,
+    /// on its host's record when jarvis has one.
     async fn queue(
         &self,
         asker: &Asker,
@@ -695,37 +706,110 @@ impl Bot {
         retry_of: Option<i64>,
         at: &Placing<'_>,
     ) -> Result<Reply, BotError> {
-        let (design, pipeline_name) = self.design_and_pipeline(kind, reference).await?;
+        let design = self
+            .designs
+            .load(reference)
+            .await
+            .map_err(|e| BotError::User(e.to_string()))?;
+        let record = self.standing_record(&design.hostname).await?;
+        let subject = hosts::Subject {
+            host: design.hostname,
+            record,
+            reference: reference.to_string(),
+            provider: design.provider,
+            pipeline: design.pipeline,
+            document: design.document,
+            note: None,
+        };
+        self.queue_subject(asker, kind, subject, retry_of, at).await
+    }
+
+    /// Queues a run of `kind` on `subject`: the environment is its record's (a command's or
+    /// design's other one is refused, unless this is the promotion that moves it), and the
+    /// record's resources go on the clipboard.
+    async fn queue_subject(
+        &self,
+        asker: &Asker,
+        kind: RunKind,
+        subject: hosts::Subject,
+        retry_of: Option<i64>,
+        at: &Placing<'_>,
+    ) -> Result<Reply, BotError> {
+        let (pipeline_name, pipeline_config) = pipeline::select(
+            &self.settings.pipelines,
+            kind,
+            &subject.provider,
+            subject.pipeline.as_deref(),
+        )
+        .map_err(BotError::User)?;
+        let pipeline_name = pipeline_name.to_string();
+        let record = subject.record.as_ref();
+        let chosen = self
+            .settings
+            .environments
+            .choose(at.environment, &subject.document)
+            .map_err(BotError::User)?;
+        let environment = match record.map(|r| r.environment.clone()) {
+            Some(Some(recorded)) if !at.promotion => {
+                if let Some(other) = chosen.filter(|c| *c != recorded) {
+                    return Err(BotError::Promotion(format!(
+                        "{} is recorded in {recorded}, not {other}; a host changes environment only by 'promote {} to {other}'",
+                        subject.host, subject.host
+                    )));
+                }
+                Some(recorded)
+            }
+            _ => chosen,
+        };
+        let mut notes: Vec<String> = subject.note.iter().cloned().collect();
+        if kind == RunKind::Redeploy
+            && let Some(record) = record
+        {
+            if let Some(refusal) = hosts::placement_refusal(
+                record,
+                &subject.document,
+                &pipeline_name,
+                &pipeline_config.stages,
+            ) {
+                return Err(BotError::User(refusal));
+            }
+            notes.extend(hosts::move_note(record, &subject.document));
+        }
         let placement = Placement {
-            environment: self
-                .settings
-                .environments
-                .choose(at.environment, &design.document)
-                .map_err(BotError::User)?,
-            design_digest: Some(self.settings.environments.digest(&design.document)),
+            environment,
+            design_digest: Some(self.settings.environments.digest(&subject.document)),
             rollout: at.rollout,
         };
-        let clipboard = initial_clipboard(
-            &design.document,
-            &design.hostname,
+        let mut clipboard = initial_clipboard(
+            &hosts::with_record(&subject.document, record),
+            &subject.host,
             kind,
             &pipeline_name,
             &asker.who,
-            reference,
+            &subject.reference,
             at.trigger,
         );
-        self.submit(
-            asker,
-            kind,
-            &design.hostname,
-            &pipeline_name,
-            reference,
-            clipboard,
-            retry_of,
-            placement,
-            at.trigger,
-        )
-        .await
+        hosts::mark_record(&mut clipboard, record);
+        let mut reply = self
+            .submit(
+                asker,
+                kind,
+                &subject.host,
+                &pipeline_name,
+                &subject.reference,
+                clipboard,
+                retry_of,
+                placement,
+                at.trigger,
+            )
+            .await?;
+        if reply.verdict == Verdict::Done
+            && !notes.is_empty()
+            && let Some(first) = reply.public.first_mut()
+        {
+            first.push_str(&format!("; {}", notes.join("; ")));
+        }
+        Ok(reply)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -828,8 +912,7 @@ impl Bot {
         }
     }
 
-    /// `redeploy` and `destroy` of a known host: the design it was last deployed from, else
-    /// its LDAP entry when LDAP is configured, else a design of that name.
+    /// `redeploy` and `destroy` of a known host: through its record (see [`hosts`]).
     async fn queue_for_host(
         &self,
         asker: &Asker,
@@ -837,8 +920,8 @@ impl Bot {
         host: &str,
         at: &Placing<'_>,
     ) -> Result<Reply, BotError> {
-        let reference = self.design_of_host(host).await?;
-        self.queue(asker, kind, &reference, None, at).await
+        let subject = self.subject(host, kind).await?;
+        self.queue_subject(asker, kind, subject, None, at).await
     }
 
     /// The design a known host was last deployed from, else its LDAP entry when LDAP is
@@ -935,21 +1018,11 @@ impl Bot {
         rollout: Option<i64>,
         trigger: Option<&Trigger>,
     ) -> Result<Reply, BotError> {
-        let reference = self.design_of_host(host).await?;
-        let design = self
-            .designs
-            .load(&reference)
-            .await
-            .map_err(|e| BotError::User(e.to_string()))?;
-        if design.hostname != host {
-            return Err(BotError::User(format!(
-                "the design {} is for {}, not {host}",
-                crate::text::one_line(&reference, 100),
-                design.hostname
-            )));
-        }
-        let clipboard = initial_clipboard(
-            &design.document,
+        let subject = self.subject(host, RunKind::Action).await?;
+        let record = subject.record.as_ref();
+        let reference = subject.reference.clone();
+        let mut clipboard = initial_clipboard(
+            &hosts::with_record(&subject.document, record),
             host,
             RunKind::Action,
             name,
@@ -957,6 +1030,7 @@ impl Bot {
             &reference,
             trigger,
         );
+        hosts::mark_record(&mut clipboard, record);
         // An action is no deployment: it has no environment and no promotion rule.
         let placement = Placement {
             environment: None,
@@ -1086,6 +1160,8 @@ impl Bot {
                     last.id
                 )));
             }
+            // An action's design is the host's: promoting it redeploys the host.
+            RunKind::Action => RunKind::Redeploy,
             other => other,
         };
         if self.settings.environments.get(environment).is_none() {
@@ -1097,9 +1173,12 @@ impl Bot {
                     .unwrap_or_default(),
             ));
         }
-        let at = Placing::new(Some(environment), None).by(trigger);
+        let at = Placing::new(Some(environment), None)
+            .by(trigger)
+            .promoting();
+        let subject = self.subject(host, kind).await?;
         let mut reply = self
-            .queue(&self.asker(msg), kind, &last.design_ref, None, &at)
+            .queue_subject(&self.asker(msg), kind, subject, None, &at)
             .await?;
         if reply.verdict == Verdict::Done
             && let Some(first) = reply.public.first_mut()
@@ -1109,7 +1188,12 @@ impl Bot {
         Ok(reply)
     }
 
-    async fn retry(&self, msg: &Incoming, r: &RunRef) -> Result<Reply, BotError> {
+    async fn retry(
+        &self,
+        msg: &Incoming,
+        r: &RunRef,
+        roles: &[Role],
+    ) -> Result<Reply, BotError> {
         let old = self.find_run(r).await?;
         if old.initial_clipboard.is_empty() {
             return Err(BotError::User(format!(
@@ -1118,11 +1202,28 @@ impl Bot {
                 crate::text::one_line(&old.design_ref, 100)
             )));
         }
-        let mut document = old.initial_clipboard.clone();
-        document.remove("jarvis");
+        if old.kind == RunKind::Action
+            && let Err(refusal) = self.allowed_action(msg, &old.pipeline, roles)?
+        {
+            return Ok(refusal);
+        }
+        // The design as that run began it, on the host's record as it stands now: the
+        // resources it then carried may be gone.
+        let document = crate::inventory::design_as_deployed(&old.initial_clipboard);
+        let record = self.standing_record(&old.host).await?;
+        if let (Some(Some(recorded)), Some(asked)) = (
+            record.as_ref().map(|r| r.environment.clone()),
+            old.environment.as_deref(),
+        ) && recorded != asked
+        {
+            return Err(BotError::Promotion(format!(
+                "{} is recorded in {recorded} now, and run #{} was in {asked}; say 'promote {} to {asked}' or 'redeploy {}'",
+                old.host, old.id, old.host, old.host
+            )));
+        }
         let asker = self.asker(msg);
-        let clipboard = initial_clipboard(
-            &document,
+        let mut clipboard = initial_clipboard(
+            &hosts::with_record(&document, record.as_ref()),
             &old.host,
             old.kind,
             &old.pipeline,
@@ -1130,6 +1231,7 @@ impl Bot {
             &old.design_ref,
             None,
         );
+        hosts::mark_record(&mut clipboard, record.as_ref());
         let placement = Placement {
             environment: old.environment.clone(),
             design_digest: Some(self.settings.environments.digest(&document)),
@@ -1170,6 +1272,9 @@ impl Bot {
         lines.push(stage_list(&p.stages));
         if !p.on_failure.is_empty() {
             lines.push(format!("on failure: {}", stage_list(&p.on_failure)));
+        }
+        if let Some(record) = self.standing_record(&design.hostname).await? {
+            lines.push(self.plan_for_record(&record, &design.document, &design.provider, design.pipeline.as_deref()));
         }
         Ok(Reply::lines(lines))
     }
@@ -1244,6 +1349,8 @@ struct Placing<'a> {
     environment: Option<&'a str>,
     rollout: Option<i64>,
     trigger: Option<&'a Trigger>,
+    /// A promotion: the one command that moves a recorded host to another environment.
+    promotion: bool,
 }
 
 impl<'a> Placing<'a> {
@@ -1252,7 +1359,13 @@ impl<'a> Placing<'a> {
             environment,
             rollout,
             trigger: None,
+            promotion: false,
         }
+    }
+
+    fn promoting(mut self) -> Self {
+        self.promotion = true;
+        self
     }
 
     /// Asked by a webhook or a schedule.

@@ -470,6 +470,31 @@ commands! {
             })
         },
     },
+    Hosts { filter: Option<String> } => {
+        name: "hosts",
+        role: Some(Role::Viewer),
+        changes_state: false,
+        usage: "hosts [ENV|group:GROUP|PATTERN]",
+        summary: "the hosts jarvis made, from its records: environment, provider, addresses, last run",
+        example: "hosts production",
+        parse: |a| {
+            a.at_most(1)?;
+            let filter = a.get(0).map(|w| crate::text::one_line(w, 64));
+            Ok(Command::Hosts { filter })
+        },
+    },
+    Host { host: String } => {
+        name: "host",
+        role: Some(Role::Viewer),
+        changes_state: false,
+        usage: "host HOST",
+        summary: "one host's record: provider and resources, environment, addresses, design, last run, pins",
+        example: "host loki",
+        parse: |a| {
+            a.at_most(1)?;
+            Ok(Command::Host { host: a.host(0)? })
+        },
+    },
     Schedules => {
         name: "schedules",
         role: Some(Role::Viewer),

@@ -3,6 +3,7 @@
 //! of it. It knows nothing of chat, designs or what any worker does.
 
 pub mod events;
+mod hosts;
 mod lease;
 pub mod pipeline;
 pub mod recovery;

@@ -173,6 +173,7 @@ impl Engine {
                     progress,
                 } => {
                     let clipboard = clipboard.unwrap_or_else(|| current_clipboard(&run).clone());
+                    let host = super::hosts::change_of(&run, current_clipboard(&run), &clipboard);
                     // The next stage starts in the same commit when nothing stands between:
                     // no gate, no stop, no cancel. One fsync instead of two.
                     let next = index + 1;
@@ -204,6 +205,7 @@ impl Engine {
                             &clipboard,
                             progress.as_deref(),
                             then,
+                            host.as_ref(),
                             &started,
                         )
                         .await?;

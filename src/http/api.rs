@@ -930,6 +930,8 @@ pub(crate) fn routes() -> OpenApiRouter<Shared> {
         .routes(routes!(super::rollouts::promote))
         .routes(routes!(super::hooks::schedules))
         .routes(routes!(super::hooks::run_action))
+        .routes(routes!(super::hosts::list))
+        .routes(routes!(super::hosts::one))
         .routes(routes!(openapi))
         .fallback(not_found)
 }

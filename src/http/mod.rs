@@ -8,6 +8,7 @@
 mod api;
 mod auth;
 mod hooks;
+mod hosts;
 mod metrics;
 mod page;
 mod rollouts;

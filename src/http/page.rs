@@ -287,8 +287,16 @@ pub async fn host(
             by = esc(render::requester_display(&run.requester)),
         ));
     }
+    let record = match state.app.engine().store().host(&host).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "page: the database failed");
+            None
+        }
+    };
+    let record = super::hosts::record_html(&state, record.as_ref());
     let body = format!(
-        "<h1>Host {h}</h1><p class=\"rate\" id=\"rate\">{rate}</p>{chart}\
+        "<h1>Host {h}</h1>{record}<p class=\"rate\" id=\"rate\">{rate}</p>{chart}\
          <table><caption>The last {n} runs of {h}, newest first</caption><thead><tr>\
          <th scope=\"col\">Run</th><th scope=\"col\">State</th><th scope=\"col\">Took</th>\
          <th scope=\"col\">Asked by</th></tr></thead><tbody>{rows}</tbody></table>",

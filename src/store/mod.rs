@@ -21,6 +21,7 @@ use crate::model::{RunKind, Stage};
 
 mod batch;
 pub mod cluster;
+mod hosts;
 mod journal;
 pub mod lifecycle;
 mod outbox;
@@ -31,6 +32,7 @@ mod triggers;
 mod trust;
 mod web;
 pub use cluster::{NodeRow, Role};
+pub use hosts::{HostChange, HostRecord, HostState};
 use lifecycle as lc;
 pub use lifecycle::{Phase, RunState, Transition};
 pub use outbox::{EventRow, NewOutbox, OutboxRow, Undeliverable};
@@ -298,13 +300,20 @@ impl Store {
             }
         };
         let batch = batch::Batcher::start(writer.clone());
-        Ok(Store {
+        let store = Store {
             writer,
             reader,
             batch,
             backend,
             node: std::sync::Arc::from(cluster::SOLE_NODE),
-        })
+        };
+        // Hosts deployed before the inventory existed get their record on the first start
+        // after the upgrade; afterwards this finds nothing to do.
+        let rebuilt = store.reconstruct_hosts().await?;
+        if rebuilt > 0 {
+            tracing::info!(hosts = rebuilt, "host records rebuilt from stored runs");
+        }
+        Ok(store)
     }
 
     /// The database this store is on.

@@ -47,9 +47,11 @@ impl Store {
         clipboard: &Clipboard,
         progress: Option<&str>,
         then: Option<NextStart<'_>>,
+        host: Option<&HostChange>,
         events: &[NewEvent],
     ) -> Result<()> {
         let text = json_text(clipboard);
+        let host = host.cloned();
         let progress = progress.map(str::to_string);
         let then = then.map(|n| (n.attempt, n.task.to_string()));
         let events = events.to_vec();
@@ -57,7 +59,7 @@ impl Store {
         self.batch
             .run(Box::new(move |conn| {
                 let (text, progress, then) = (text.clone(), progress.clone(), then.clone());
-                let (events, node) = (events.clone(), node.clone());
+                let (events, node, host) = (events.clone(), node.clone(), host.clone());
                 Box::pin(async move {
                     let column = match phase {
                         Phase::Main => "clipboard",
@@ -93,6 +95,11 @@ impl Store {
                     .await?;
                     expect_one(conn, run, t, done.rows_affected()).await?;
                     end_stage_attempt_well(conn, run, phase, stage, attempt, &text).await?;
+                    // What the stage made or removed is recorded in the commit that keeps
+                    // its clipboard: no crash can separate the two.
+                    if let Some(change) = &host {
+                        hosts::apply_in(conn, change).await?;
+                    }
                     if let Some((next_attempt, task)) = &then {
                         insert_stage_attempt(conn, run, phase, stage + 1, *next_attempt, task, at)
                             .await?;
@@ -222,6 +229,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         expect_one(&mut tx, run, t, done.rows_affected()).await?;
+        if t.to == RunState::Succeeded {
+            hosts::settle_in(&mut tx, run, false).await?;
+        }
         // A run that can no longer resume needs its secrets no more. A failed run keeps them
         // (sealed) for a resume, until the host's next run is queued.
         if matches!(t.to, RunState::Succeeded | RunState::Cancelled) {

@@ -13,6 +13,7 @@ use super::{Asker, Bot, BotError, Placing, Reply, Trigger, Verdict, Who};
 use crate::chat::Incoming;
 use crate::chat::command::RunRef;
 use crate::chat::render;
+use crate::chat::roles::Role;
 use crate::engine::events::{EventBody, kind};
 use crate::engine::pipeline::RunKind;
 use crate::store::{NewEvent, NewRollout, Rollout, RolloutHost, RolloutState, Run, RunState};
@@ -451,8 +452,19 @@ impl Bot {
 
     /// `resume rollout #7`: its failed hosts start afresh (with their designs as they are
     /// now) and the batches go on.
-    pub(super) async fn resume_rollout(&self, r: &RunRef) -> Result<Reply, BotError> {
+    pub(super) async fn resume_rollout(
+        &self,
+        msg: &Incoming,
+        r: &RunRef,
+        roles: &[Role],
+    ) -> Result<Reply, BotError> {
         let rollout = self.find_rollout(r).await?;
+        // Resuming an action's rollout runs the action again: the same right as starting it.
+        if let Some(action) = &rollout.action
+            && let Err(refusal) = self.allowed_action(msg, action, roles)?
+        {
+            return Ok(refusal);
+        }
         if rollout.state != RolloutState::Stopped && rollout.state != RolloutState::Cancelled {
             return Ok(Reply::line(format!(
                 "rollout #{} is {}, not stopped",
@@ -625,7 +637,9 @@ impl Bot {
                     self.queue_action(&asker, action, &h.host, Some(r.id), trigger.as_ref())
                         .await
                 }
-                _ => self.queue(&asker, r.kind, &h.design_ref, None, &at).await,
+                (RunKind::Deploy, _) => self.queue(&asker, r.kind, &h.design_ref, None, &at).await,
+                // Redeploy and destroy act on the host's record, as the commands do.
+                _ => self.queue_for_host(&asker, r.kind, &h.host, &at).await,
             };
             let refused = match queued {
                 Ok(reply) if reply.verdict == Verdict::Done => None,
