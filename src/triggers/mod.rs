@@ -29,9 +29,24 @@ pub fn command_for(
             Some(environment)
         }
         Command::Destroy { .. } | Command::Run { .. } => None,
+        // A promotion names its environment itself; a trigger's `environment` may only
+        // repeat it.
+        Command::Promote {
+            environment: named, ..
+        } => {
+            known_environment(named, environments)?;
+            return match environment {
+                Some(env) if env != named => Err(format!(
+                    "environment '{}': the command already says 'to {}'",
+                    crate::text::one_line(env, 40),
+                    crate::text::one_line(named, 40)
+                )),
+                _ => Ok(cmd),
+            };
+        }
         other => {
             return Err(format!(
-                "'{}' queues no run; say deploy, redeploy, destroy or run",
+                "'{}' queues no run; say deploy, redeploy, destroy, promote or run",
                 other.name()
             ));
         }

@@ -409,3 +409,92 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
         })
         .collect()
 }
+
+/// `jarvis run` with its HTTP server on a free loopback port (the configuration's
+/// `http.listen: 127.0.0.1:0`), found from its "serving HTTP" log line.
+pub struct Daemon {
+    child: Child,
+    pub base: String,
+    stderr: Receiver<String>,
+}
+
+impl Daemon {
+    /// Starts jarvis on `home`'s configuration with `env` added to its environment.
+    pub fn start_with(home: &Home, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(JARVIS);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(home.config())
+            .env("JARVIS_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("jarvis starts");
+        let errout = child.stderr.take().expect("stderr is piped");
+        let (tx, stderr) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(errout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + PATIENCE;
+        let mut seen = Vec::new();
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = stderr
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("jarvis did not serve HTTP:\n{}", seen.join("\n")));
+            if line.contains("serving HTTP")
+                && let Some(addr) = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("addr="))
+                    .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+            {
+                break addr;
+            }
+            seen.push(line);
+        };
+        Daemon {
+            child,
+            base: format!("http://{addr}"),
+            stderr,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A blocking HTTP client with a generous time limit.
+    pub fn client(&self) -> reqwest::blocking::Client {
+        let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+        reqwest::blocking::Client::builder()
+            .timeout(PATIENCE)
+            .build()
+            .expect("a reqwest client")
+    }
+
+    /// What jarvis logged since the last look.
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        while let Ok(l) = self.stderr.try_recv() {
+            text.push_str(&l);
+            text.push('\n');
+        }
+        text
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
