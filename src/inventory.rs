@@ -198,7 +198,10 @@ mod tests {
         let modules = tracked_modules(&before, &[&before, &made]);
         assert_eq!(modules, vec!["ec2".to_string()]);
         let changes = section_changes(&modules, &before, &made);
-        assert_eq!(changes["ec2"].as_ref().map(|s| s["region"].clone()), Some(json!("eu-west-1")));
+        assert_eq!(
+            changes["ec2"].as_ref().map(|s| s["region"].clone()),
+            Some(json!("eu-west-1"))
+        );
         let resources = resources_of(&modules, &made);
         assert_eq!(addresses(&made, &resources), vec!["192.0.2.7".to_string()]);
         let deleted = clip(json!({"ec2": {"region": "eu-west-1"}}));
@@ -230,6 +233,9 @@ mod tests {
             {"what": "jarvis", "id": "x"}, {"what": "instance", "id": "x"},
             {"what": "a b", "id": "x"}, {"what": "dns", "id": "h.example.com"}
         ]}}));
-        assert_eq!(tracked_modules(&Clipboard::new(), &[&c]), vec!["dns".to_string()]);
+        assert_eq!(
+            tracked_modules(&Clipboard::new(), &[&c]),
+            vec!["dns".to_string()]
+        );
     }
 }

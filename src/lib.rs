@@ -9,6 +9,7 @@ pub mod engine;
 pub mod http;
 pub mod inventory;
 pub mod model;
+pub mod orphans;
 pub mod reach;
 pub mod retention;
 pub mod seal;

@@ -62,6 +62,17 @@ enum Cmd {
         #[arg(required = true, num_args = 1..=2)]
         words: Vec<String>,
     },
+    /// The hosts jarvis made, from its records. With --orphans: what each configured
+    /// provider (ec2, linode) holds under jarvis's tags that no record names, each with how
+    /// to remove it; nothing is deleted. The exit status is non-zero if a provider did not
+    /// answer.
+    Hosts {
+        #[arg(long, env = "JARVIS_CONFIG")]
+        config: Option<PathBuf>,
+        /// Ask each configured provider for tagged resources that no record holds.
+        #[arg(long)]
+        orphans: bool,
+    },
     /// Run a built-in worker, as the engine runs it.
     Worker { module: String, task: String },
 }
@@ -210,6 +221,23 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
                 p.notifications
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Hosts { config, orphans } => {
+            let (settings, _) = settings(&config)?;
+            let store = open_store(&settings).await?;
+            let builtin = builtin_workers();
+            let (lines, answered) =
+                jarvis::orphans::hosts_command(&settings, &store, builtin.as_ref(), orphans)
+                    .await?;
+            store.close().await;
+            for line in lines {
+                println!("{line}");
+            }
+            Ok(if answered {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Cmd::Token { config, words } => {
             let (settings, _) = settings(&config)?;

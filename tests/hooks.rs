@@ -739,7 +739,10 @@ fn a_push_deploys_on_staging_and_production_waits_for_the_same_design_there() {
     let (status, body) = deliver("t-1", "refs/tags/v1.0");
     assert_eq!(status, StatusCode::OK, "{body}");
     let why = refusal(&body);
-    assert!(why.contains("site has no runs, so there is nothing to promote"), "{why}");
+    assert!(
+        why.contains("site has no runs, so there is nothing to promote"),
+        "{why}"
+    );
     assert_eq!(runs(&home), 0);
 
     // A push to main deploys on staging.

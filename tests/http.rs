@@ -496,6 +496,20 @@ fn api_deploys_approves_and_refuses_as_chat_does() {
     let (code, _) = api.get("/api/v1/nothing", Some(&carol));
     assert_eq!(code, StatusCode::NOT_FOUND);
 
+    // The host jarvis made has a record: its environment, state and last good run.
+    let (code, hosts) = api.get("/api/v1/hosts", Some(&carol));
+    assert_eq!(code, StatusCode::OK, "{hosts}");
+    assert_eq!(hosts["hosts"][0]["name"], "demo", "{hosts}");
+    let (code, demo) = api.get("/api/v1/hosts/demo", Some(&carol));
+    assert_eq!(code, StatusCode::OK, "{demo}");
+    assert_eq!(demo["state"], "present");
+    assert_eq!(demo["last_good_run"], id);
+    let (code, body) = api.get("/api/v1/hosts/nosuch", Some(&carol));
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert_eq!(error_of(&body), "jarvis has no record of nosuch");
+    let (code, _) = api.get("/api/v1/hosts", None);
+    assert_eq!(code, StatusCode::UNAUTHORIZED);
+
     // A finished run cannot be cancelled: 409. A viewer cannot cancel: 403.
     let (code, body) = api.post(&format!("/api/v1/runs/{id}/cancel"), &alice, json!({}));
     assert_eq!(code, StatusCode::CONFLICT, "{body}");
@@ -672,8 +686,14 @@ fn api_deploys_approves_and_refuses_as_chat_does() {
         "{html}"
     );
     assert_eq!(html.matches("<rect class=\"ok\"").count(), 3, "{html}");
+    // The record: what jarvis made and keeps for the host (destroyed by the last run).
+    assert!(
+        html.contains("<dl id=\"record\"><dt>State</dt><dd>destroyed</dd>"),
+        "{html}"
+    );
     let (code, html) = page("/hosts/broken");
     assert_eq!(code, StatusCode::OK, "{html}");
+    assert!(html.contains("jarvis has no record of this host"), "{html}");
     assert!(
         html.contains("0% of the last 2 finished runs succeeded"),
         "{html}"

@@ -183,7 +183,10 @@ fn a_host_keeps_the_environment_of_its_record() {
     // A design that now says staging changes nothing either.
     home.design("prod1", &design("prod1", "staging"));
     let refused = sh.ask("redeploy prod1", "failed");
-    assert!(refused.contains("recorded in production, not staging"), "{refused}");
+    assert!(
+        refused.contains("recorded in production, not staging"),
+        "{refused}"
+    );
     sh.finish();
     assert_eq!(runs_of(&home, "prod1"), ["1 deploy succeeded"]);
 

@@ -1188,12 +1188,7 @@ impl Bot {
         Ok(reply)
     }
 
-    async fn retry(
-        &self,
-        msg: &Incoming,
-        r: &RunRef,
-        roles: &[Role],
-    ) -> Result<Reply, BotError> {
+    async fn retry(&self, msg: &Incoming, r: &RunRef, roles: &[Role]) -> Result<Reply, BotError> {
         let old = self.find_run(r).await?;
         if old.initial_clipboard.is_empty() {
             return Err(BotError::User(format!(
@@ -1274,7 +1269,12 @@ impl Bot {
             lines.push(format!("on failure: {}", stage_list(&p.on_failure)));
         }
         if let Some(record) = self.standing_record(&design.hostname).await? {
-            lines.push(self.plan_for_record(&record, &design.document, &design.provider, design.pipeline.as_deref()));
+            lines.push(self.plan_for_record(
+                &record,
+                &design.document,
+                &design.provider,
+                design.pipeline.as_deref(),
+            ));
         }
         Ok(Reply::lines(lines))
     }

@@ -228,3 +228,59 @@ pub fn history_line(run: &Run) -> String {
 pub fn requester_display(key: &str) -> &str {
     key.rsplit_once(':').map(|(_, who)| who).unwrap_or(key)
 }
+
+// ---- host records ------------------------------------------------------------------
+
+pub fn id_text(section: &serde_json::Value) -> String {
+    match section.get("id") {
+        Some(serde_json::Value::String(s)) => crate::text::one_line(s, 64),
+        Some(other) => other.to_string(),
+        None => "?".into(),
+    }
+}
+
+/// `linode 123 (us-east), ec2 i-0abc (eu-west-1)`, or `none`.
+pub fn resources_text(resources: &std::collections::BTreeMap<String, serde_json::Value>) -> String {
+    if resources.is_empty() {
+        return "none".into();
+    }
+    resources
+        .iter()
+        .map(|(module, section)| {
+            let region = section
+                .get("region")
+                .and_then(serde_json::Value::as_str)
+                .map(|r| format!(" ({})", crate::text::one_line(r, 40)))
+                .unwrap_or_default();
+            format!("{module} {}{region}", id_text(section))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `web1 (production, present): EC2, ec2 i-0abc (eu-west-1), 192.0.2.7; last good run #12`
+pub fn host_line(r: &crate::store::HostRecord) -> String {
+    let mut line = format!(
+        "{} ({}, {}): {}, {}",
+        r.name,
+        r.environment.as_deref().unwrap_or("no environment"),
+        r.state.as_str(),
+        r.provider.as_deref().unwrap_or("no provider"),
+        resources_text(&r.resources)
+    );
+    if !r.addresses.is_empty() {
+        line.push_str(&format!(", {}", r.addresses.join(" ")));
+    }
+    match (r.last_good_run, r.last_run) {
+        (Some(good), Some(last)) if good != last => {
+            line.push_str(&format!("; last good run #{good}, last run #{last}"))
+        }
+        (Some(good), _) => line.push_str(&format!("; last good run #{good}")),
+        (None, Some(last)) => line.push_str(&format!("; no good run yet, last run #{last}")),
+        (None, None) => {}
+    }
+    if r.state == crate::store::HostState::Destroyed {
+        line.push_str("; destroyed");
+    }
+    crate::text::one_line(&line, 400)
+}

@@ -138,7 +138,14 @@ pub async fn one(
     let Ok(Path(host)) = path else {
         return Err(Refusal::new(StatusCode::NOT_FOUND, "which host?").into());
     };
-    match state.app.engine().store().host(&host).await.map_err(failed)? {
+    match state
+        .app
+        .engine()
+        .store()
+        .host(&host)
+        .await
+        .map_err(failed)?
+    {
         Some(r) => Ok(Json(body(&state, &r)).into_response()),
         None => Err(Refusal::new(
             StatusCode::NOT_FOUND,
@@ -188,12 +195,11 @@ pub fn record_html(state: &State, record: Option<&HostRecord>) -> String {
         provider = esc(b.provider.as_deref().unwrap_or("none")),
         addresses = esc(&b.addresses.join(" ")),
         design = esc(b.design.as_deref().unwrap_or("unknown")),
-        digest = esc(
-            &b.design_digest
-                .as_deref()
-                .map(|d| d.chars().take(12).collect::<String>())
-                .unwrap_or_else(|| "none".into())
-        ),
+        digest = esc(&b
+            .design_digest
+            .as_deref()
+            .map(|d| d.chars().take(12).collect::<String>())
+            .unwrap_or_else(|| "none".into())),
         by = esc(&b.created_by),
         created = run(b.created_run),
         good = run(b.last_good_run),

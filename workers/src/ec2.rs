@@ -44,6 +44,10 @@
 //!   (`JARVIS_PHASE=on_failure`) it terminates only what this run made: the instances in
 //!   `jarvis.made` and those tagged with its run; anything else is left alone, with a notice.
 //!
+//! - `inventory`: lists, in every region the tables name (`EC2_REGIONS`, `EC2_REGION`), the
+//!   instances that still exist and carry the `jarvis:host` tag, as `inventory: [{module: ec2,
+//!   id, region, host, run, state}]` (what `jarvis hosts --orphans` compares with its records).
+//!
 //! There is no `rebuild`: EC2 cannot reinstall an instance from another image in place the way
 //! Linode can (a root-volume replacement keeps the instance but is a different, asynchronous
 //! API); the redeploy pipeline deletes and deploys instead.
@@ -62,7 +66,7 @@ pub mod xml;
 use api::Api;
 use settings::{Placement, Settings};
 
-const TASKS: &[&str] = &["deploy", "wait", "shutdown", "delete"];
+const TASKS: &[&str] = &["deploy", "wait", "shutdown", "delete", "inventory"];
 /// States of an instance that still exists (terminated ones linger in the lists for a while).
 const ALIVE: &[&str] = &["pending", "running", "stopping", "stopped"];
 
@@ -72,6 +76,10 @@ pub fn run(task: &str) -> ExitCode {
         "wait" => async_task(wait, Region::Recorded),
         "shutdown" => async_task(shutdown, Region::Recorded),
         "delete" => async_task(delete, Region::Recorded),
+        "inventory" => protocol::run_task(|clipboard| {
+            let settings = Settings::from_env()?;
+            protocol::block_on(inventory(settings, clipboard))?
+        }),
         other => crate::unknown_task("ec2", other, TASKS),
     }
 }
@@ -443,6 +451,46 @@ async fn tagged(api: &Api, host: &str) -> Result<Vec<xml::Instance>, Failure> {
                 && ALIVE.contains(&i.state())
         })
         .collect())
+}
+
+/// `inventory`: the instances jarvis tagged, in every region the operator's tables name.
+async fn inventory(settings: Settings, mut clipboard: Mapping) -> TaskResult {
+    let regions = settings.known_regions();
+    if regions.is_empty() {
+        return Err(Failure::fatal(
+            "no region to look in: set EC2_REGIONS or EC2_REGION",
+        ));
+    }
+    let mut found = Vec::new();
+    for region in regions {
+        let api = Api::from_env(&region)?;
+        let mut params = vec![
+            p("Filter.1.Name", "tag-key"),
+            p("Filter.1.Value.1", HOST_TAG),
+        ];
+        params.push(p("Filter.2.Name", "instance-state-name"));
+        for (i, state) in ALIVE.iter().enumerate() {
+            params.push(p(&format!("Filter.2.Value.{}", i + 1), state));
+        }
+        for instance in api.describe(&params).await? {
+            let Some(host) = instance.tag(HOST_TAG) else {
+                continue;
+            };
+            if !ALIVE.contains(&instance.state()) {
+                continue;
+            }
+            found.push(json!({
+                "module": "ec2",
+                "id": instance.instance_id,
+                "region": region,
+                "host": host,
+                "run": instance.tag(RUN_TAG),
+                "state": instance.state(),
+            }));
+        }
+    }
+    clipboard.insert("inventory".into(), Value::Array(found));
+    Ok(Some(clipboard))
 }
 
 /// Instance `id`, in whatever state; `None` when EC2 does not list it.

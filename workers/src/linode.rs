@@ -38,6 +38,9 @@
 //! - `rebuild`: rebuilds the instance from `instance.guestid` with the run's root password
 //!   (else a new one, handed to jarvis first) and the keys as `deploy` takes them; `wait`
 //!   follows it.
+//! - `inventory`: lists the instances tagged `jarvis`, as `inventory: [{module: linode, id,
+//!   region, host: LABEL, run, state}]` (what `jarvis hosts --orphans` compares with its
+//!   records).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -54,7 +57,13 @@ use api::Api;
 use tables::Table;
 
 const TASKS: &[&str] = &[
-    "password", "deploy", "wait", "shutdown", "delete", "rebuild",
+    "password",
+    "deploy",
+    "wait",
+    "shutdown",
+    "delete",
+    "rebuild",
+    "inventory",
 ];
 const INSTANCES: &str = "/linode/instances";
 
@@ -66,6 +75,7 @@ pub fn run(task: &str) -> ExitCode {
         "shutdown" => async_task(shutdown),
         "delete" => async_task(delete),
         "rebuild" => async_task(rebuild),
+        "inventory" => async_task(inventory),
         other => crate::unknown_task("linode", other, TASKS),
     }
 }
@@ -124,7 +134,9 @@ async fn deploy(api: Api, mut clipboard: Mapping) -> TaskResult {
     if let Some(found) = find(&api, &clipboard, &label).await? {
         let id = found.get("id").and_then(Value::as_u64).unwrap_or(0);
         let tagged = run_tag.as_ref().is_some_and(|tag| has_tag(&found, tag));
-        let known = linode_id(&clipboard) == Some(id);
+        // What this run recorded as made: `linode.id` alone may be the host's record, which
+        // a later run starts with, and that instance was made by another run.
+        let known = protocol::made_ids(&clipboard, "linode").contains(&id.to_string());
         if !(tagged || known) {
             return Err(Failure::fatal(format!(
                 "a Linode labelled '{label}' already exists (id {id}) and this run did not make \
@@ -414,6 +426,39 @@ async fn find(api: &Api, clipboard: &Mapping, label: &str) -> Result<Option<Valu
     Ok(listed
         .into_iter()
         .find(|i| i.get("label").and_then(Value::as_str) == Some(label)))
+}
+
+/// `inventory`: every instance jarvis tagged (`jarvis`), with the run its `jarvis-run-N` tag
+/// names.
+async fn inventory(api: Api, mut clipboard: Mapping) -> TaskResult {
+    let listed = api
+        .list_all(INSTANCES, &json!({ "tags": "jarvis" }))
+        .await?;
+    let found = listed
+        .iter()
+        .filter_map(|i| {
+            let tags: Vec<&str> = i
+                .get("tags")?
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            if !tags.contains(&"jarvis") {
+                return None;
+            }
+            let run = tags.iter().find_map(|t| t.strip_prefix("jarvis-run-"));
+            Some(json!({
+                "module": "linode",
+                "id": i.get("id")?,
+                "region": i.get("region"),
+                "host": i.get("label"),
+                "run": run,
+                "state": i.get("status"),
+            }))
+        })
+        .collect();
+    clipboard.insert("inventory".into(), Value::Array(found));
+    Ok(Some(clipboard))
 }
 
 async fn get(api: &Api, id: u64) -> Result<Option<Value>, Failure> {

@@ -2,13 +2,12 @@
 //! (SPEC 6a). A design read again may change what a run builds, never which host, which
 //! resources or which environment it acts on; `hosts` and `host` show the records.
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 
 use super::*;
+use crate::chat::render::{host_line, id_text, resources_text};
 use crate::inventory;
-use crate::store::{HostRecord, HostState};
+use crate::store::HostRecord;
 
 /// What a command about an existing host runs on: its record (if jarvis made it) and the
 /// design content the run starts from.
@@ -110,7 +109,12 @@ impl Bot {
             record.provider.as_deref().unwrap_or("no provider"),
             resources_text(&record.resources)
         );
-        let redeploy = pipeline::select(&self.settings.pipelines, RunKind::Redeploy, provider, explicit);
+        let redeploy = pipeline::select(
+            &self.settings.pipelines,
+            RunKind::Redeploy,
+            provider,
+            explicit,
+        );
         let what = match redeploy {
             Ok((name, p)) => match placement_refusal(record, now, name, &p.stages) {
                 Some(refusal) => format!("a redeploy is refused: {refusal}"),
@@ -324,60 +328,6 @@ pub(super) fn move_note(record: &HostRecord, now: &Clipboard) -> Option<String> 
         after.1.as_deref().unwrap_or("no datacenter"),
         resources_text(&record.resources)
     ))
-}
-
-fn id_text(section: &Value) -> String {
-    match section.get("id") {
-        Some(Value::String(s)) => crate::text::one_line(s, 64),
-        Some(other) => other.to_string(),
-        None => "?".into(),
-    }
-}
-
-/// `linode 123 (us-east), ec2 i-0abc (eu-west-1)`, or `none`.
-pub(super) fn resources_text(resources: &BTreeMap<String, Value>) -> String {
-    if resources.is_empty() {
-        return "none".into();
-    }
-    resources
-        .iter()
-        .map(|(module, section)| {
-            let region = section
-                .get("region")
-                .and_then(Value::as_str)
-                .map(|r| format!(" ({})", crate::text::one_line(r, 40)))
-                .unwrap_or_default();
-            format!("{module} {}{region}", id_text(section))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `web1 (production, present): EC2, ec2 i-0abc (eu-west-1), 192.0.2.7; last good run #12`
-fn host_line(r: &HostRecord) -> String {
-    let mut line = format!(
-        "{} ({}, {}): {}, {}",
-        r.name,
-        r.environment.as_deref().unwrap_or("no environment"),
-        r.state.as_str(),
-        r.provider.as_deref().unwrap_or("no provider"),
-        resources_text(&r.resources)
-    );
-    if !r.addresses.is_empty() {
-        line.push_str(&format!(", {}", r.addresses.join(" ")));
-    }
-    match (r.last_good_run, r.last_run) {
-        (Some(good), Some(last)) if good != last => {
-            line.push_str(&format!("; last good run #{good}, last run #{last}"))
-        }
-        (Some(good), _) => line.push_str(&format!("; last good run #{good}")),
-        (None, Some(last)) => line.push_str(&format!("; no good run yet, last run #{last}")),
-        (None, None) => {}
-    }
-    if r.state == HostState::Destroyed {
-        line.push_str("; destroyed");
-    }
-    crate::text::one_line(&line, 400)
 }
 
 /// A `hosts` filter that is neither an environment nor a group: a name, with `*` for any

@@ -107,6 +107,33 @@ impl Settings {
         })
     }
 
+    /// Every region the operator's tables name (`EC2_REGIONS`' values, zones as their
+    /// region, and `EC2_REGION`): where jarvis may have made instances.
+    pub fn known_regions(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let values = self
+            .regions
+            .iter()
+            .map(|(_, v)| v.clone())
+            .chain(self.default_region.clone());
+        for value in values {
+            let region = if is_region(&value) {
+                value
+            } else {
+                // A zone is its region and one letter.
+                let trimmed = value.trim_end_matches(|c: char| c.is_ascii_lowercase());
+                if !is_region(trimmed) {
+                    continue;
+                }
+                trimmed.to_string()
+            };
+            if !out.contains(&region) {
+                out.push(region);
+            }
+        }
+        out
+    }
+
     /// Where the design's `datacenter` (if any) puts the instance.
     pub fn placement(&self, datacenter: Option<&Value>) -> Result<Placement, Failure> {
         let wanted = match datacenter {
