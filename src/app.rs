@@ -717,7 +717,10 @@ mod tests {
             sqlite_file("sqlite:///var/lib/jarvis/jarvis.db?mode=rwc"),
             Some(PathBuf::from("/var/lib/jarvis/jarvis.db"))
         );
-        assert_eq!(sqlite_file("sqlite:data/j.db"), Some(PathBuf::from("data/j.db")));
+        assert_eq!(
+            sqlite_file("sqlite:data/j.db"),
+            Some(PathBuf::from("data/j.db"))
+        );
         assert_eq!(sqlite_file("sqlite::memory:"), None);
         assert_eq!(sqlite_file("postgres://j@db/j"), None);
     }

@@ -157,16 +157,22 @@ const METRICS_TOKEN: &str = "m3trics-t0ken-0123456789abcdef";
 
 #[test]
 fn a_start_leaves_the_data_folder_and_database_to_jarvis_alone_and_metrics_want_the_token() {
-    let place = Place::new(
-        "http:\n  listen: 127.0.0.1:0\n  metrics_token: ${METRICS_TOKEN}\n",
-    );
+    let place = Place::new("http:\n  listen: 127.0.0.1:0\n  metrics_token: ${METRICS_TOKEN}\n");
     let daemon = Daemon::start(&place, &[("METRICS_TOKEN", METRICS_TOKEN)]);
     let data = place.data();
     assert_eq!(mode(&data), 0o700, "the data folder");
-    for name in ["jarvis.db", "jarvis.db-wal", "jarvis.db-shm", "seal.key", "jarvis.lock"] {
+    for name in [
+        "jarvis.db",
+        "jarvis.db-wal",
+        "jarvis.db-shm",
+        "seal.key",
+        "jarvis.lock",
+    ] {
         assert_eq!(mode(&data.join(name)), 0o600, "{name}");
     }
 
+    // reqwest is built without a default TLS provider: the one jarvis uses.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::blocking::Client::new();
     let metrics = format!("{}/metrics", daemon.base);
     let answer = http.get(&metrics).send().unwrap();
@@ -184,15 +190,16 @@ fn a_start_leaves_the_data_folder_and_database_to_jarvis_alone_and_metrics_want_
         .send()
         .unwrap();
     assert_eq!(answer.status().as_u16(), 401);
-    let answer = http.get(&metrics).bearer_auth(METRICS_TOKEN).send().unwrap();
+    let answer = http
+        .get(&metrics)
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .unwrap();
     assert_eq!(answer.status().as_u16(), 200);
     let text = answer.text().unwrap();
     assert!(text.contains("# TYPE jarvis_runs gauge"), "{text}");
     // Health stays open: a load balancer has no token.
-    let answer = http
-        .get(format!("{}/healthz", daemon.base))
-        .send()
-        .unwrap();
+    let answer = http.get(format!("{}/healthz", daemon.base)).send().unwrap();
     assert_eq!(answer.status().as_u16(), 200);
 }
 
@@ -247,11 +254,7 @@ fn a_data_folder_jarvis_makes_is_private_with_its_parents() {
     let place = Place::new("");
     // A data folder two levels down: `migrate` makes it with the database.
     let nested = place.path("a/b/data");
-    std::fs::write(
-        place.config(),
-        format!("data_dir: {}\n", nested.display()),
-    )
-    .unwrap();
+    std::fs::write(place.config(), format!("data_dir: {}\n", nested.display())).unwrap();
     let (ok, said) = place.jarvis(&["migrate"], &[]);
     assert!(ok, "{said}");
     assert_eq!(mode(&place.path("a")), 0o700);
@@ -315,7 +318,12 @@ fn worker_folders_and_programs_others_can_write_are_refused() {
     );
     let (ok, said) = place.jarvis(&["shell"], &[]);
     assert!(!ok, "{said}");
-    assert!(said.contains(&format!("jarvis: worker program {shown} is writable by others (mode 775)")), "{said}");
+    assert!(
+        said.contains(&format!(
+            "jarvis: worker program {shown} is writable by others (mode 775)"
+        )),
+        "{said}"
+    );
 }
 
 /// Each case: the configuration (after `data_dir`, so it starts at line 2), the line it is
@@ -410,10 +418,17 @@ fn every_cleartext_problem_is_listed_at_once() {
     let lines: Vec<&str> = said.trim().lines().collect();
     assert_eq!(lines.len(), 3, "{said}");
     // In the order of the checks, each at its own line.
-    assert!(lines[0].starts_with("config.yaml:2:1: database_url: "), "{said}");
     assert!(
-        lines[1].starts_with("config.yaml:8:") && lines[1].contains(" workers.modules.linode.env.LINODE_API: "),
+        lines[0].starts_with("config.yaml:2:1: database_url: "),
         "{said}"
     );
-    assert!(lines[2].starts_with("config.yaml:5:7: chat.irc[0].tls: "), "{said}");
+    assert!(
+        lines[1].starts_with("config.yaml:8:")
+            && lines[1].contains(" workers.modules.linode.env.LINODE_API: "),
+        "{said}"
+    );
+    assert!(
+        lines[2].starts_with("config.yaml:5:7: chat.irc[0].tls: "),
+        "{said}"
+    );
 }

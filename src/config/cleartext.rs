@@ -47,9 +47,8 @@ pub fn problems(settings: &Settings) -> Vec<String> {
             && let Some(url) = Url::parse(&text)
             && url.scheme == "ldap"
             && !is_loopback(&url.host)
-            && !value("LDAP_STARTTLS").is_some_and(|v| {
-                matches!(v.to_ascii_lowercase().as_str(), "true" | "yes" | "1")
-            })
+            && !value("LDAP_STARTTLS")
+                .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "yes" | "1"))
         {
             out.push(format!(
                 "{}: ldap://{} without LDAP_STARTTLS: true would carry the bind password and the facts approvals rest on in clear; use ldaps:// or grant LDAP_STARTTLS: 'true' {HATCH}",
@@ -140,7 +139,10 @@ struct Url {
 impl Url {
     fn parse(text: &str) -> Option<Url> {
         let (scheme, rest) = text.split_once("://")?;
-        if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+')
+        if scheme.is_empty()
+            || !scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+')
         {
             return None;
         }
@@ -175,7 +177,11 @@ mod tests {
 
     fn problems_of(text: &str) -> Vec<String> {
         let env = HashMap::from([("PW".to_string(), "hunter22".to_string())]);
-        match Settings::parse("t.yaml", &format!("insecure_cleartext_credentials: true\n{text}"), &env) {
+        match Settings::parse(
+            "t.yaml",
+            &format!("insecure_cleartext_credentials: true\n{text}"),
+            &env,
+        ) {
             Ok(s) => problems(&s),
             Err(e) => panic!("{e}"),
         }
@@ -185,7 +191,12 @@ mod tests {
     fn urls_are_taken_apart_as_far_as_needed() {
         let u = Url::parse("http://am:pw@alerts.example.com:9093/x?y=1").unwrap();
         assert_eq!(
-            (u.scheme.as_str(), u.host.as_str(), u.userinfo, u.query.as_str()),
+            (
+                u.scheme.as_str(),
+                u.host.as_str(),
+                u.userinfo,
+                u.query.as_str()
+            ),
             ("http", "alerts.example.com", true, "y=1")
         );
         let u = Url::parse("LDAP://[::1]:389").unwrap();
@@ -200,7 +211,10 @@ mod tests {
         assert!(postgres("postgres://j:pw@db.example/j?sslmode=prefer").is_some());
         assert!(postgres("postgresql://j@db.example:5432/j?sslmode=disable").is_some());
         assert!(postgres("postgres://j:pw@db.example/j?sslmode=require").is_none());
-        assert!(postgres("postgres://j:pw@db.example/j?application_name=x&sslmode=verify-full").is_none());
+        assert!(
+            postgres("postgres://j:pw@db.example/j?application_name=x&sslmode=verify-full")
+                .is_none()
+        );
         assert!(postgres("postgres://j:pw@127.0.0.1:5432/j").is_none());
         assert!(postgres("postgres://j:pw@[::1]/j").is_none());
         assert!(postgres("postgres://j@localhost/j").is_none());
@@ -209,7 +223,10 @@ mod tests {
         assert!(postgres("sqlite:///var/lib/jarvis/jarvis.db").is_none());
         // The message never carries the password.
         let said = postgres("postgres://j:hunter22@db.example/j").unwrap();
-        assert!(!said.contains("hunter22") && said.contains("db.example"), "{said}");
+        assert!(
+            !said.contains("hunter22") && said.contains("db.example"),
+            "{said}"
+        );
     }
 
     #[test]
@@ -276,6 +293,9 @@ database_url: postgres://j:${PW}@db.example/j?sslmode=verify-full
             Vec::<String>::new()
         );
         // An LDAP design source without a password sends none.
-        assert!(problems_of("designs:\n  ldap: {url: 'ldap://ldap.example.com', base: 'dc=x'}\n").is_empty());
+        assert!(
+            problems_of("designs:\n  ldap: {url: 'ldap://ldap.example.com', base: 'dc=x'}\n")
+                .is_empty()
+        );
     }
 }

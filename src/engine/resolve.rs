@@ -119,15 +119,19 @@ pub fn check_workers(
     config: &EngineConfig,
     pipelines: &BTreeMap<String, pipeline::PipelineConfig>,
 ) -> Vec<String> {
-    let mut problems: Vec<String> = check_folders(config)
-        .into_iter()
+    let folders = check_folders(config);
+    let mut problems: Vec<String> = folders
+        .iter()
         .map(|p| format!("workers.folders: {p}"))
         .collect();
     for (name, p) in pipelines {
         for (list, stages) in [("stages", &p.stages), ("on_failure", &p.on_failure)] {
             for (i, s) in stages.iter().enumerate() {
                 let (module, _) = s.module_task();
-                if let Err(e) = worker_exists(config, module) {
+                // A folder or program open to others is said once, above.
+                if let Err(e) = worker_exists(config, module)
+                    && !folders.contains(&e)
+                {
                     problems.push(format!("pipelines.{name}.{list}[{i}].task: {e}"));
                 }
             }
