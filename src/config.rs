@@ -52,7 +52,8 @@ pub struct Settings {
     #[serde(default)]
     pub scratch_dir: Option<PathBuf>,
     /// `sqlite://PATH` (default: `DATA/jarvis.db`) or `postgres://USER:PASSWORD@HOST:PORT/DB`
-    /// (several jarvis processes may share one: see `cluster`). A secret, since a URL may carry a
+    /// (several jarvis processes may share one: see `cluster`); to a host that is not this
+    /// machine with `?sslmode=verify-full` (or `require`, `verify-ca`). A secret, since a URL may carry a
     /// password: shown only through [`Settings::database_url_shown`].
     #[serde(default)]
     pub database_url: Option<Secret>,
