@@ -17,7 +17,7 @@ pub async fn metrics(
     ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refusal) = admitted(&state, &headers, peer) {
+    if let Some(refusal) = refused(&state, &headers, peer) {
         return refusal;
     }
     match render(&state).await {
@@ -40,9 +40,10 @@ pub async fn metrics(
     }
 }
 
-/// Who may read the figures (they name pipelines, tasks and networks): the holder of
-/// `http.metrics_token` when one is set, else only clients on this machine.
-fn admitted(state: &super::State, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Response> {
+/// The answer to a caller who may not read the figures (they name pipelines, tasks and
+/// networks), or none: the holder of `http.metrics_token` may, when one is set, else only
+/// clients on this machine.
+fn refused(state: &super::State, headers: &HeaderMap, peer: SocketAddr) -> Option<Response> {
     match &state.config.metrics_token {
         Some(token) => {
             let given = headers
@@ -51,9 +52,9 @@ fn admitted(state: &super::State, headers: &HeaderMap, peer: SocketAddr) -> Resu
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::trim);
             if given.is_some_and(|given| token_matches(token.expose(), given)) {
-                Ok(())
+                None
             } else {
-                Err((
+                Some((
                     StatusCode::UNAUTHORIZED,
                     [(header::WWW_AUTHENTICATE, "Bearer")],
                     "/metrics needs 'Authorization: Bearer TOKEN' with the token of http.metrics_token\n",
@@ -61,8 +62,8 @@ fn admitted(state: &super::State, headers: &HeaderMap, peer: SocketAddr) -> Resu
                     .into_response())
             }
         }
-        None if super::auth::client_address(state, headers, peer).is_loopback() => Ok(()),
-        None => Err((
+        None if super::auth::client_address(state, headers, peer).is_loopback() => None,
+        None => Some((
             StatusCode::FORBIDDEN,
             "/metrics answers only this machine; set http.metrics_token to let Prometheus in from elsewhere\n",
         )
