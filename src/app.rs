@@ -72,6 +72,12 @@ impl Application {
         if embedded {
             write_demo_designs(&data_dir.join("designs"))?;
         }
+        let masker = Masker::new(settings.secrets.keys.clone(), settings.secret_values());
+        let config = engine_config(&settings, builtin, masker.clone(), None);
+        // Whoever could write a worker would run as jarvis with its credentials.
+        if let Some(problem) = crate::engine::check_folders(&config).into_iter().next() {
+            bail!("{problem}");
+        }
         let url = settings.database_url();
         // The URL may hold a password: errors show it redacted, and the password nowhere.
         let store = Store::open(url.expose()).await.map_err(|e| {
@@ -92,11 +98,6 @@ impl Application {
                 crate::secrets::redact_url_in(&e.to_string(), url.expose())
             )
         })?;
-        let masker = Masker::new(settings.secrets.keys.clone(), settings.secret_values());
-        let config = engine_config(&settings, builtin, masker.clone(), None);
-        if let Some(problem) = crate::engine::check_folders(&config).into_iter().next() {
-            bail!("{problem}");
-        }
         let sealer = crate::seal::Sealer::for_data_dir(&data_dir)
             .context("cannot set up the key for secrets at rest")?;
         let engine = Engine::new(

@@ -304,6 +304,10 @@ fn worker_folders_and_programs_others_can_write_are_refused() {
             )),
         "{said}"
     );
+    assert!(
+        !place.data().join("jarvis.db").exists(),
+        "the database was opened"
+    );
 
     chmod(&workers, 0o755);
     chmod(&program, 0o775);
