@@ -49,8 +49,8 @@ impl Application {
         embedded: bool,
     ) -> anyhow::Result<Application> {
         let data_dir = settings.data_dir();
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("cannot make the data folder {}", data_dir.display()))?;
+        make_private_folder(&data_dir)?;
+        check_at_rest(&settings)?;
         let lock = lock_data_dir(&data_dir)?;
         if settings.designs.folder.is_none() {
             settings.designs.folder = Some(data_dir.join("designs"));
@@ -72,6 +72,12 @@ impl Application {
         if embedded {
             write_demo_designs(&data_dir.join("designs"))?;
         }
+        let masker = Masker::new(settings.secrets.keys.clone(), settings.secret_values());
+        let config = engine_config(&settings, builtin, masker.clone(), None);
+        // Whoever could write a worker would run as jarvis with its credentials.
+        if let Some(problem) = crate::engine::check_folders(&config).into_iter().next() {
+            bail!("{problem}");
+        }
         let url = settings.database_url();
         // The URL may hold a password: errors show it redacted, and the password nowhere.
         let store = Store::open(url.expose()).await.map_err(|e| {
@@ -92,12 +98,14 @@ impl Application {
                 crate::secrets::redact_url_in(&e.to_string(), url.expose())
             )
         })?;
-        let masker = Masker::new(settings.secrets.keys.clone(), settings.secret_values());
         let sealer = crate::seal::Sealer::for_data_dir(&data_dir)
             .context("cannot set up the key for secrets at rest")?;
         let engine = Engine::new(
             store.clone(),
-            engine_config(&settings, builtin, masker.clone(), Some(Arc::new(sealer))),
+            EngineConfig {
+                sealer: Some(Arc::new(sealer)),
+                ..config
+            },
         );
         engine
             .start()
@@ -611,6 +619,65 @@ fn notify_target(network: &str, name: &str) -> Target {
     }
 }
 
+/// Makes `dir` (and any missing parent) mode 0700 when it does not exist yet: the data
+/// folder holds the audit log, token hashes and clipboards, for jarvis's user alone.
+fn make_private_folder(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot make the data folder {}", dir.display()))
+}
+
+/// Refuses what others could read or change at rest: the data folder (if it exists) when
+/// group or others have any access to it, and the SQLite database with its `-wal` and `-shm`
+/// files (those that exist) likewise — as for `seal.key`, one line with the `chmod` to run.
+/// `jarvis migrate` and every start check this before opening the database.
+pub fn check_at_rest(settings: &Settings) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let open = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777)
+            .filter(|mode| mode & 0o077 != 0)
+    };
+    let data_dir = settings.data_dir();
+    if let Some(mode) = open(&data_dir) {
+        let shown = data_dir.display();
+        bail!(
+            "the data folder {shown} is open to others (mode {mode:o}); say 'chmod 700 {shown}' so that only jarvis's user can read the runs, audit log and tokens"
+        );
+    }
+    let url = settings.database_url();
+    if let Some(path) = sqlite_file(url.expose()) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.clone().into_os_string();
+            name.push(suffix);
+            let file = std::path::PathBuf::from(name);
+            if let Some(mode) = open(&file) {
+                let shown = file.display();
+                bail!(
+                    "{shown} is open to others (mode {mode:o}); say 'chmod 600 {shown}' so that only jarvis's user can read the database"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The file of a `sqlite://PATH[?…]` URL; none for PostgreSQL or an in-memory database.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| PathBuf::from(path))
+}
+
 /// One jarvis per data folder: a second one would recover runs the first is running.
 fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<Flock<File>> {
     let path = data_dir.join("jarvis.lock");
@@ -644,6 +711,20 @@ fn write_demo_designs(folder: &std::path::Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sqlite_file_is_read_from_the_url() {
+        assert_eq!(
+            sqlite_file("sqlite:///var/lib/jarvis/jarvis.db?mode=rwc"),
+            Some(PathBuf::from("/var/lib/jarvis/jarvis.db"))
+        );
+        assert_eq!(
+            sqlite_file("sqlite:data/j.db"),
+            Some(PathBuf::from("data/j.db"))
+        );
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("postgres://j@db/j"), None);
+    }
 
     #[test]
     fn admission_is_bounded_per_network() {

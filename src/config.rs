@@ -18,6 +18,7 @@ use crate::engine::pipeline::PipelineConfig;
 use crate::secrets::Secret;
 use crate::triggers::config::{HookConfig, ScheduleConfig};
 
+mod cleartext;
 pub mod cluster;
 pub mod http;
 pub mod irc;
@@ -51,7 +52,8 @@ pub struct Settings {
     #[serde(default)]
     pub scratch_dir: Option<PathBuf>,
     /// `sqlite://PATH` (default: `DATA/jarvis.db`) or `postgres://USER:PASSWORD@HOST:PORT/DB`
-    /// (several jarvis processes may share one: see `cluster`). A secret, since a URL may carry a
+    /// (several jarvis processes may share one: see `cluster`); to a host that is not this
+    /// machine with `?sslmode=verify-full` (or `require`, `verify-ca`). A secret, since a URL may carry a
     /// password: shown only through [`Settings::database_url_shown`].
     #[serde(default)]
     pub database_url: Option<Secret>,
@@ -95,6 +97,16 @@ pub struct Settings {
     /// Host groups, by name, that `redeploy group:NAME` rolls over in batches.
     #[serde(default)]
     pub groups: BTreeMap<String, crate::chat::groups::GroupConfig>,
+    /// **Insecure; for a lab only.** `check-config` and a start refuse every credential that
+    /// would cross a network in clear to a host other than this machine (loopback): an LDAP
+    /// design source on `ldap://` with a bind password and no `starttls`, the gist API on
+    /// `http://` with a token, a worker granted `LDAP_URL: ldap://…` without
+    /// `LDAP_STARTTLS: 'true'`, `LINODE_API: http://…` or `ALERTMANAGER_URL:
+    /// http://USER:PASSWORD@…`, an IRC network with `tls: false`, and a `postgres://`
+    /// `database_url` without `sslmode=require` (or `verify-ca`, `verify-full`). `true` turns
+    /// each of those refusals into a warning in the log, at every check and every start.
+    #[serde(default)]
+    pub insecure_cleartext_credentials: bool,
 }
 
 fn default_name() -> String {
@@ -374,6 +386,17 @@ impl Settings {
         if let Err(problem) = settings.check() {
             return Err(locate(file, &expanded, problem));
         }
+        let mut cleartext = cleartext::problems(&settings)
+            .into_iter()
+            .map(|problem| locate(file, &expanded, problem));
+        if settings.insecure_cleartext_credentials {
+            for problem in cleartext {
+                tracing::warn!("{problem}: allowed by insecure_cleartext_credentials");
+            }
+        } else if let Some(mut first) = cleartext.next() {
+            first.more = cleartext.collect();
+            return Err(first);
+        }
         Ok(settings)
     }
 
@@ -586,6 +609,12 @@ impl Settings {
                 .map(|p| p.expose().to_string()),
         );
         values.extend(self.hooks.values().map(|h| h.secret.expose().to_string()));
+        values.extend(
+            self.http
+                .iter()
+                .filter_map(|h| h.metrics_token.as_ref())
+                .map(|t| t.expose().to_string()),
+        );
         values.retain(|v| v.len() >= 4);
         values
     }
@@ -882,7 +911,7 @@ mod tests {
     #[test]
     fn secrets_in_the_configuration_never_print() {
         let s = parse(
-            "database_url: postgres://j:${IRC_PASSWORD}@db.example/j
+            "database_url: postgres://j:${IRC_PASSWORD}@db.example/j?sslmode=require
 workers:
   modules:
     linode:
@@ -906,10 +935,13 @@ chat:
         .unwrap();
         let shown = format!("{s:?}");
         assert!(!shown.contains("hunter22"), "{shown}");
-        assert_eq!(s.database_url_shown(), "postgres://j:***@db.example/j");
+        assert_eq!(
+            s.database_url_shown(),
+            "postgres://j:***@db.example/j?sslmode=require"
+        );
         assert_eq!(
             s.database_url().expose(),
-            "postgres://j:hunter22@db.example/j"
+            "postgres://j:hunter22@db.example/j?sslmode=require"
         );
         // ...and the masker knows every one of them.
         assert!(s.secret_values().iter().all(|v| v == "hunter22"));

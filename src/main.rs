@@ -83,6 +83,9 @@ fn main() -> ExitCode {
         // A worker is its own small program: no runtime, no logging setup of the daemon's.
         return jarvis_workers::run(module, task);
     }
+    // Everything jarvis makes from here on — the data folder, the database and its -wal and
+    // -shm, the key, the workers' folders and what workers write — is its user's alone.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let quiet = matches!(cli.command, Cmd::Shell { .. });
     init_logging(quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -174,6 +177,7 @@ async fn run(command: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Migrate { config } => {
             let (settings, _) = settings(&config)?;
+            jarvis::app::check_at_rest(&settings)?;
             let url = settings.database_url();
             let shown = settings.database_url_shown();
             let (applied, total) =

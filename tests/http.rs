@@ -1275,6 +1275,12 @@ fn the_browser_logs_in_deploys_with_the_button_and_sees_the_run_live() {
 #[test]
 fn jarvis_shell_with_no_configuration_serves_the_page_on_loopback() {
     let dir = tempfile::tempdir().unwrap();
+    // The data folder itself: jarvis refuses one that others may enter (tempfile's is 0755).
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
     let mut child = Command::new(JARVIS)
         .arg("shell")
         .env_remove("JARVIS_CONFIG")

@@ -44,6 +44,13 @@ pub struct HttpConfig {
         deserialize_with = "jarvis_design::duration::deserialize"
     )]
     pub session: Duration,
+    /// A bearer token that `/metrics` requires (`Authorization: Bearer TOKEN`), written as
+    /// `${VARIABLE}`; Prometheus sends it from `authorization: {credentials_file: …}`.
+    /// Without it `/metrics` answers only clients on this machine (loopback; behind
+    /// `trusted_proxies`, the forwarded client's address counts), since the figures name
+    /// pipelines, tasks and networks.
+    #[serde(default)]
+    pub metrics_token: Option<crate::secrets::Secret>,
 }
 
 /// The PEM files of an HTTPS server.
@@ -70,6 +77,7 @@ impl HttpConfig {
             public_url: None,
             anonymous_read: false,
             session: default_session(),
+            metrics_token: None,
         }
     }
 
@@ -91,6 +99,14 @@ impl HttpConfig {
         }
         if self.session.is_zero() {
             return Err("http.session: must be positive".into());
+        }
+        if let Some(token) = &self.metrics_token
+            && token.expose().trim().len() < 16
+        {
+            return Err(
+                "http.metrics_token: at least 16 characters (write it as ${VARIABLE}, from the environment)"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -18,6 +18,9 @@ pub struct IrcNetworkConfig {
     pub server: String,
     #[serde(default = "default_port")]
     pub port: u16,
+    /// TLS to the server. `false` is refused for a server that is not this machine
+    /// (loopback): lines, passwords and the account tags roles rest on would cross the
+    /// network in clear (see `insecure_cleartext_credentials`).
     #[serde(default)]
     pub tls: bool,
     /// PEM file of certificates to trust beside the system's roots (a private CA, a

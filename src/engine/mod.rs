@@ -15,7 +15,7 @@ mod stderr;
 mod trust;
 pub mod worker;
 
-pub use resolve::{check_workers, resolve_worker, worker_exists};
+pub use resolve::{check_folders, check_workers, resolve_worker, worker_exists};
 pub use trust::is_host_key;
 
 use std::collections::{BTreeMap, HashMap};

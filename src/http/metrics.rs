@@ -1,9 +1,10 @@
 //! `/metrics` in the Prometheus text format, and `/healthz`.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 
-use axum::extract::State as AxumState;
-use axum::http::{StatusCode, header};
+use axum::extract::{ConnectInfo, State as AxumState};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::Shared;
@@ -11,7 +12,14 @@ use super::Shared;
 /// Upper bounds of the stage duration histogram, in seconds.
 const BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0];
 
-pub async fn metrics(AxumState(state): AxumState<Shared>) -> Response {
+pub async fn metrics(
+    AxumState(state): AxumState<Shared>,
+    ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = refused(&state, &headers, peer) {
+        return refusal;
+    }
     match render(&state).await {
         Ok(text) => (
             [(
@@ -30,6 +38,46 @@ pub async fn metrics(AxumState(state): AxumState<Shared>) -> Response {
                 .into_response()
         }
     }
+}
+
+/// The answer to a caller who may not read the figures (they name pipelines, tasks and
+/// networks), or none: the holder of `http.metrics_token` may, when one is set, else only
+/// clients on this machine.
+fn refused(state: &super::State, headers: &HeaderMap, peer: SocketAddr) -> Option<Response> {
+    match &state.config.metrics_token {
+        Some(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            if given.is_some_and(|given| token_matches(token.expose(), given)) {
+                None
+            } else {
+                Some((
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    "/metrics needs 'Authorization: Bearer TOKEN' with the token of http.metrics_token\n",
+                )
+                    .into_response())
+            }
+        }
+        None if super::auth::client_address(state, headers, peer).is_loopback() => None,
+        None => Some((
+            StatusCode::FORBIDDEN,
+            "/metrics answers only this machine; set http.metrics_token to let Prometheus in from elsewhere\n",
+        )
+            .into_response()),
+    }
+}
+
+/// Whether `given` is `token`, in time that does not depend on where they differ: ring
+/// compares the HMAC tags of both in constant time (the key need not be secret for that).
+fn token_matches(token: &str, given: &str) -> bool {
+    use ring::hmac;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, b"jarvis /metrics token");
+    let expected = hmac::sign(&key, token.as_bytes());
+    hmac::verify(&key, given.as_bytes(), expected.as_ref()).is_ok()
 }
 
 async fn render(state: &super::State) -> Result<String, crate::store::StoreError> {
@@ -222,5 +270,19 @@ pub async fn healthz(AxumState(state): AxumState<Shared>) -> Response {
             )
                 .into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metrics_token_must_match_whole() {
+        let token = "0123456789abcdef-metrics";
+        assert!(token_matches(token, token));
+        assert!(!token_matches(token, "0123456789abcdef-metric"));
+        assert!(!token_matches(token, "0123456789abcdef-metricsx"));
+        assert!(!token_matches(token, ""));
     }
 }
