@@ -206,3 +206,91 @@ fn a_host_keeps_the_environment_of_its_record() {
         ["staging present"]
     );
 }
+
+/// A provider stage (`cloud:make`, a test worker that reports `cloud: {id: cm-RUN}`), then a
+/// long stage to die in.
+fn crash_config() -> String {
+    format!(
+        "workers:
+  folders: [{workers}]
+  modules:
+    slowstep: {{ env: {{ STEP_SECONDS: '60' }} }}
+pipelines:
+  cloud-deploy:
+    command: deploy
+    providers: [cloud]
+    stages:
+      - {{ task: \"cloud:make\", idempotent: true }}
+      - {{ task: \"slowstep:x\", notify: true }}
+roles:
+  grants:
+    - {{ console: \"*\", roles: [admin] }}
+",
+        workers = support::test_workers().display()
+    )
+}
+
+fn killed_after_the_provider_stage(home: &Home) {
+    home.design("c1", "instance:\n  hostname: c1\n  provider: cloud\n");
+    let mut sh = home.shell();
+    sh.say("deploy c1");
+    sh.expect("c1 deploy #1: stage 2/2 slowstep:x started");
+    sh.kill9();
+    // The commit that kept the provider stage's clipboard kept the record too.
+    let record = home.sql("SELECT state || ' ' || resources FROM hosts WHERE name = 'c1'");
+    assert_eq!(record.len(), 1, "{record:?}");
+    assert!(
+        record[0].starts_with("present ") && record[0].contains("\"id\":\"cm-1\""),
+        "{record:?}"
+    );
+    // A start after the crash shows it.
+    let mut sh = home.shell();
+    let line = sh.ask("host c1", "c1 (");
+    assert!(line.contains("cloud cm-1 (lab)"), "{line}");
+    assert!(line.contains("no good run yet, last run #1"), "{line}");
+    drop(sh);
+}
+
+#[test]
+fn a_kill_9_right_after_a_provider_stage_leaves_a_record_naming_its_resource() {
+    killed_after_the_provider_stage(&Home::new(&crash_config()));
+}
+
+#[test]
+fn a_kill_9_right_after_a_provider_stage_leaves_a_record_on_postgres_too() {
+    let Some(server) = jarvis_testbed::Server::start("postgres").unwrap() else {
+        return;
+    };
+    let pg = support::Postgres::fresh(&server);
+    killed_after_the_provider_stage(&Home::on(&crash_config(), Some(pg)));
+}
+
+#[test]
+fn hosts_deployed_before_the_inventory_get_a_record_rebuilt_from_their_runs() {
+    let home = Home::new(&config(false));
+    home.design("web1", &design("web1", "staging"));
+    let mut sh = home.shell();
+    sh.say("deploy web1");
+    sh.expect("web1 deploy #1 succeeded in");
+    sh.finish();
+    // As a database from before the inventory: runs, and no records.
+    let out = std::process::Command::new("sqlite3")
+        .arg(home.db())
+        .arg("DELETE FROM hosts")
+        .output()
+        .expect("sqlite3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut sh = home.shell();
+    let line = sh.ask("host web1", "web1 (");
+    assert!(line.contains("web1 (staging, present): local"), "{line}");
+    let design = sh.expect("design: web1");
+    assert!(
+        design.contains("this record was rebuilt from stored runs"),
+        "{design}"
+    );
+    sh.finish();
+}
