@@ -16,6 +16,7 @@ use super::actions::ActionConfig;
 use super::command::{self, COMMANDS, Command, ParseError, RunRef, Target};
 use super::environments::{self, EnvironmentsConfig};
 use super::groups::GroupConfig;
+use super::policy::{Decision, Policy, Question, Verb};
 use super::render;
 use super::roles::{self, Identity, Role, RolesConfig};
 use super::{Incoming, Origin, TargetKind};
@@ -217,27 +218,13 @@ impl Bot {
         trigger: Option<&Trigger>,
     ) -> Reply {
         let roles = self.settings.roles.roles_of(&msg.identities);
-        if let Some(needed) = cmd.required_role()
-            && !roles.iter().any(|r| r.covers(needed))
-        {
-            let who = match (roles::principal(&msg.identities), &msg.identity_note) {
-                (_, Some(note)) => note.clone(),
-                (Some(id), None) => format!("you are {id}, with no such role"),
-                (None, None) => {
-                    "I cannot tell who you are — log in to your services account".into()
-                }
-            };
-            let reply = Reply::line(format!(
-                "{} needs the {} role; {who}",
-                cmd.name(),
-                needed.as_str()
-            ))
-            .with(Verdict::Forbidden);
+        if let Decision::Refused(why) = self.decide(msg, Verb::Command(cmd)) {
             if cmd.changes_state() {
-                self.audit(msg, text, &format!("refused: needs {}", needed.as_str()))
+                let needed = cmd.required_role().map(Role::as_str).unwrap_or("a role");
+                self.audit(msg, text, &format!("refused: needs {needed}"))
                     .await;
             }
-            return reply;
+            return Reply::line(why).with(Verdict::Forbidden);
         }
         let reply = match self.execute(msg, cmd, &roles, trigger).await {
             Ok(r) => r,
@@ -381,18 +368,15 @@ impl Bot {
             } => self.cancel_rollout(msg, r).await,
             Command::Resume {
                 run: r @ (RunRef::Rollout(_) | RunRef::Group(_)),
-            } => self.resume_rollout(msg, r, roles).await,
+            } => self.resume_rollout(msg, r).await,
             Command::Run {
                 action,
                 target: Target::Single(host),
-            } => self.run_action(msg, action, host, roles, trigger).await,
+            } => self.run_action(msg, action, host, trigger).await,
             Command::Run {
                 action,
                 target: Target::Group(group),
-            } => {
-                self.start_action_rollout(msg, action, group, roles, trigger)
-                    .await
-            }
+            } => self.start_action_rollout(msg, action, group, trigger).await,
             Command::Schedules => self.schedules().await,
             Command::Hosts { filter } => self.hosts_reply(filter.as_deref()).await,
             Command::Host { host } => self.host_reply(host).await,
@@ -459,7 +443,7 @@ impl Bot {
                 let run = self.find_run(run).await?;
                 // Resuming an action runs it: the same right as starting it.
                 if run.kind == RunKind::Action
-                    && let Err(refusal) = self.allowed_action(msg, &run.pipeline, roles)?
+                    && let Err(refusal) = self.allowed_action(msg, &run.pipeline)?
                 {
                     return Ok(refusal);
                 }
@@ -488,9 +472,12 @@ impl Bot {
                     run.stages.len()
                 )))
             }
-            Command::Retry { run } => self.retry(msg, run, roles).await,
+            Command::Retry { run } => self.retry(msg, run).await,
             Command::Approve { run } => {
-                let run = self.find_run(run).await?;
+                let run = match run {
+                    RunRef::Host(host) => return self.approve_by_host(host).await,
+                    other => self.find_run(other).await?,
+                };
                 if run.state != crate::store::RunState::WaitingApproval {
                     return Ok(Reply::line(format!(
                         "run #{} is {}, not waiting for approval",
@@ -504,14 +491,13 @@ impl Bot {
                     .get("jarvis")
                     .and_then(|j| j.get("person"))
                     .and_then(|p| p.as_str());
-                if let Some(refusal) = own_run(
-                    &self.settings.roles,
-                    run.id,
-                    &run.requester,
-                    asked_by,
-                    &msg.identities,
-                ) {
-                    return Ok(Reply::line(refusal).with(Verdict::Forbidden));
+                let verb = Verb::Approve {
+                    run: run.id,
+                    requester: &run.requester,
+                    person: asked_by,
+                };
+                if let Decision::Refused(why) = self.decide(msg, verb) {
+                    return Ok(Reply::line(why).with(Verdict::Forbidden));
                 }
                 let run = self.engine.approve(run.id, &self.who(msg).label()).await?;
                 let task = run
@@ -596,6 +582,33 @@ impl Bot {
                 Ok(Reply::line(format!("you are {who}; roles: {roles}")))
             }
             Command::Help { command } => Ok(help(command.as_deref(), roles, &self.settings.name)),
+        }
+    }
+
+    /// `approve HOST` names no run, and the run a host has may change between the notice an
+    /// approver read and their answer (a gated deploy cancelled and replaced by a destroy):
+    /// the answer names the run that waits, and asks for its id.
+    async fn approve_by_host(&self, host: &str) -> Result<Reply, BotError> {
+        let store = self.engine.store();
+        match store.active_run_for_host(host).await? {
+            Some(run) if run.state == crate::store::RunState::WaitingApproval => {
+                Ok(Reply::line(format!(
+                    "{host}'s run waiting for approval is {} asked by {}; to approve that one, say 'approve #{}'",
+                    render::run_name(&run.host, run.kind.as_str(), run.id),
+                    render::requester_display(&run.requester),
+                    run.id
+                ))
+                .with(Verdict::Conflict))
+            }
+            Some(run) => Ok(Reply::line(format!(
+                "{host}'s run #{} is {}, not waiting for approval",
+                run.id,
+                run.state.as_str().replace('_', " ")
+            ))
+            .with(Verdict::Conflict)),
+            None => Err(BotError::NotFound(format!(
+                "{host} has no run waiting for approval"
+            ))),
         }
     }
 
@@ -972,40 +985,36 @@ impl Bot {
         }
     }
 
-    /// The configured action `name`, if the asker holds its role or a grant of it; else the
-    /// refusal to answer with.
+    /// Asks the policy (the one place that decides) about `verb` from `msg`'s sender.
+    fn decide(&self, msg: &Incoming, verb: Verb) -> Decision {
+        let policy = Policy {
+            roles: &self.settings.roles,
+            actions: &self.settings.actions,
+        };
+        policy.decide(&Question {
+            who: &msg.identities,
+            unverified: msg.identity_note.as_deref(),
+            verb,
+        })
+    }
+
+    /// The configured action `name`, if the policy lets the asker run it; else the refusal
+    /// to answer with.
     fn allowed_action(
         &self,
         msg: &Incoming,
         name: &str,
-        roles: &[Role],
     ) -> Result<Result<&crate::chat::actions::ActionConfig, Reply>, BotError> {
-        let Some(action) = self.settings.actions.get(name) else {
-            let known: Vec<&str> = self.settings.actions.keys().map(String::as_str).collect();
-            return Err(BotError::NotFound(if known.is_empty() {
-                format!("there is no action '{name}'; none are configured")
-            } else {
-                format!(
-                    "there is no action '{name}'; say one of {}",
-                    known.join(", ")
-                )
-            }));
-        };
-        let granted = roles.iter().any(|r| r.covers(action.role()))
-            || self.settings.roles.may_run_action(&msg.identities, name);
-        if granted {
-            return Ok(Ok(action));
+        match self.decide(msg, Verb::Action(name)) {
+            Decision::Allowed => self
+                .settings
+                .actions
+                .get(name)
+                .map(Ok)
+                .ok_or_else(|| BotError::NotFound(format!("there is no action '{name}'"))),
+            Decision::Unknown(why) => Err(BotError::NotFound(why)),
+            Decision::Refused(why) => Ok(Err(Reply::line(why).with(Verdict::Forbidden))),
         }
-        let who = match (roles::principal(&msg.identities), &msg.identity_note) {
-            (_, Some(note)) => note.clone(),
-            (Some(id), None) => format!("you are {id}, with neither"),
-            (None, None) => "I cannot tell who you are — log in to your services account".into(),
-        };
-        Ok(Err(Reply::line(format!(
-            "run {name} needs the {} role or a grant of action {name}; {who}",
-            action.role().as_str()
-        ))
-        .with(Verdict::Forbidden)))
     }
 
     /// Queues the action `name` on `host`'s design (the asker's right to it checked
@@ -1059,10 +1068,9 @@ impl Bot {
         msg: &Incoming,
         name: &str,
         host: &str,
-        roles: &[Role],
         trigger: Option<&Trigger>,
     ) -> Result<Reply, BotError> {
-        let action = match self.allowed_action(msg, name, roles)? {
+        let action = match self.allowed_action(msg, name)? {
             Ok(action) => action,
             Err(refusal) => return Ok(refusal),
         };
@@ -1188,7 +1196,7 @@ impl Bot {
         Ok(reply)
     }
 
-    async fn retry(&self, msg: &Incoming, r: &RunRef, roles: &[Role]) -> Result<Reply, BotError> {
+    async fn retry(&self, msg: &Incoming, r: &RunRef) -> Result<Reply, BotError> {
         let old = self.find_run(r).await?;
         if old.initial_clipboard.is_empty() {
             return Err(BotError::User(format!(
@@ -1198,7 +1206,7 @@ impl Bot {
             )));
         }
         if old.kind == RunKind::Action
-            && let Err(refusal) = self.allowed_action(msg, &old.pipeline, roles)?
+            && let Err(refusal) = self.allowed_action(msg, &old.pipeline)?
         {
             return Ok(refusal);
         }
@@ -1400,33 +1408,6 @@ impl Who {
     }
 }
 
-/// Why `approver` may not approve run `id`, asked for by `requester` (an identity key) and,
-/// when the run recorded one, by the person `asked_by`: the same identity, or the same
-/// person from any of their identities. The person is taken both as recorded at queue time
-/// and as the configuration now says, so editing `people` in between lets nobody through.
-fn own_run(
-    config: &RolesConfig,
-    id: i64,
-    requester: &str,
-    asked_by: Option<&str>,
-    approver: &[Identity],
-) -> Option<String> {
-    let me = config.person_of(approver);
-    let same_identity = approver.iter().any(|i| i.key() == requester);
-    let now = Identity::from_key(requester).and_then(|r| config.person_of(&[r]));
-    let same_person = me.is_some() && (me == asked_by || me == now);
-    if !same_identity && !same_person {
-        return None;
-    }
-    let you = match me {
-        Some(p) => format!("you ({p})"),
-        None => "you".into(),
-    };
-    Some(format!(
-        "{you} asked for run #{id} from {requester}; another person must approve it"
-    ))
-}
-
 /// The clipboard a run starts with: the design plus a `jarvis` mapping (with the
 /// requester's person, which `approve` checks against).
 fn initial_clipboard(
@@ -1537,71 +1518,7 @@ fn verdict_of(e: &BotError) -> Verdict {
 mod tests {
     use super::*;
 
-    fn config() -> RolesConfig {
-        serde_saphyr::from_str(
-            "people:
-  alice:
-    - { irc_account: alice, network: libera }
-    - { xmpp_jid: alice@example.com }
-  bob:
-    - { irc_account: bob, network: libera }
-grants:
-  - { person: alice, roles: [deployer, approver] }
-  - { person: bob, roles: [approver] }
-  - { irc_account: carol, network: libera, roles: [approver] }
-",
-        )
-        .unwrap_or_default()
-    }
-
-    fn irc(account: &str) -> Identity {
-        Identity::IrcAccount {
-            network: "libera".into(),
-            account: account.into(),
-        }
-    }
-
     const XMPP_ALICE: &str = "xmpp:jabber:alice@example.com";
-
-    #[test]
-    fn nobody_approves_their_own_run_from_another_identity() {
-        let c = config();
-        c.check().unwrap();
-        // alice asked over XMPP and tries to approve from her IRC account.
-        assert_eq!(
-            own_run(&c, 12, XMPP_ALICE, Some("alice"), &[irc("alice")]).as_deref(),
-            Some(
-                "you (alice) asked for run #12 from xmpp:jabber:alice@example.com; another person must approve it"
-            )
-        );
-        // The same when the run recorded no person (the configuration says who it is)...
-        assert!(own_run(&c, 12, XMPP_ALICE, None, &[irc("alice")]).is_some());
-        // ...and when the configuration no longer ties the two identities together.
-        assert!(
-            own_run(
-                &c,
-                12,
-                "xmpp:jabber:old@example.com",
-                Some("alice"),
-                &[irc("alice")]
-            )
-            .is_some()
-        );
-        // Another person may approve; so may an identity of no person.
-        assert_eq!(
-            own_run(&c, 12, XMPP_ALICE, Some("alice"), &[irc("bob")]),
-            None
-        );
-        assert_eq!(
-            own_run(&c, 12, XMPP_ALICE, Some("alice"), &[irc("carol")]),
-            None
-        );
-        // The very same identity, person or not.
-        assert_eq!(
-            own_run(&c, 3, "irc:libera:carol", None, &[irc("carol")]).as_deref(),
-            Some("you asked for run #3 from irc:libera:carol; another person must approve it")
-        );
-    }
 
     #[test]
     fn actions_are_recorded_with_identity_and_person() {

@@ -11,6 +11,7 @@ pub mod groups;
 pub mod notify;
 pub mod outlet;
 pub mod pace;
+pub mod policy;
 pub mod render;
 pub mod roles;
 pub mod tokens;

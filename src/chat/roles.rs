@@ -346,6 +346,25 @@ impl RolesConfig {
         })
     }
 
+    /// Whether the configuration ties `id` to its chat network: for a JID, a person's
+    /// identity or a grant that matches it names its `network` (else any connected server
+    /// could vouch for that address). Every other identity is tied by what it is.
+    pub fn names_network_of(&self, id: &Identity) -> bool {
+        match id {
+            Identity::Jid { .. } => {
+                self.people
+                    .values()
+                    .flatten()
+                    .any(|p| p.network.is_some() && p.matches(id))
+                    || self
+                        .grants
+                        .iter()
+                        .any(|g| g.network.is_some() && g.matches(id))
+            }
+            _ => true,
+        }
+    }
+
     /// Whether a grant names action `action` for any of `identities` (or their person).
     pub fn may_run_action(&self, identities: &[Identity], action: &str) -> bool {
         self.grants_of(identities)

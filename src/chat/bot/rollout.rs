@@ -13,7 +13,6 @@ use super::{Asker, Bot, BotError, Placing, Reply, Trigger, Verdict, Who};
 use crate::chat::Incoming;
 use crate::chat::command::RunRef;
 use crate::chat::render;
-use crate::chat::roles::Role;
 use crate::engine::events::{EventBody, kind};
 use crate::engine::pipeline::RunKind;
 use crate::store::{NewEvent, NewRollout, Rollout, RolloutHost, RolloutState, Run, RunState};
@@ -205,10 +204,9 @@ impl Bot {
         msg: &Incoming,
         action: &str,
         group: &str,
-        roles: &[crate::chat::roles::Role],
         trigger: Option<&Trigger>,
     ) -> Result<Reply, BotError> {
-        if let Err(refusal) = self.allowed_action(msg, action, roles)? {
+        if let Err(refusal) = self.allowed_action(msg, action)? {
             return Ok(refusal);
         }
         self.start_rollout(msg, RunKind::Action, group, None, Some(action), trigger)
@@ -456,12 +454,11 @@ impl Bot {
         &self,
         msg: &Incoming,
         r: &RunRef,
-        roles: &[Role],
     ) -> Result<Reply, BotError> {
         let rollout = self.find_rollout(r).await?;
         // Resuming an action's rollout runs the action again: the same right as starting it.
         if let Some(action) = &rollout.action
-            && let Err(refusal) = self.allowed_action(msg, action, roles)?
+            && let Err(refusal) = self.allowed_action(msg, action)?
         {
             return Ok(refusal);
         }
