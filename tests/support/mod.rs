@@ -498,3 +498,18 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// `jarvis token create PERSON`: the token, printed once on stdout.
+pub fn token(home: &Home, person: &str) -> String {
+    let out = Command::new(JARVIS)
+        .args(["token", "create", person, "--config"])
+        .arg(home.config())
+        .output()
+        .expect("jarvis token runs");
+    assert!(
+        out.status.success(),
+        "jarvis token create {person}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
