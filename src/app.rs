@@ -73,6 +73,7 @@ impl Application {
             write_demo_designs(&data_dir.join("designs"))?;
         }
         let masker = Masker::new(settings.secrets.keys.clone(), settings.secret_values());
+        let builtin_for_orphans = builtin.clone();
         let config = engine_config(&settings, builtin, masker.clone(), None);
         // Whoever could write a worker would run as jarvis with its credentials.
         if let Some(problem) = crate::engine::check_folders(&config).into_iter().next() {
@@ -141,6 +142,11 @@ impl Application {
                 .collect(),
             environments: settings.environments.clone(),
             groups: settings.groups.clone(),
+            orphans: Some(crate::orphans::lister(
+                (*settings).clone(),
+                builtin_for_orphans,
+                store.clone(),
+            )),
         };
         let bot = Arc::new(Bot::new(Arc::new(bot_config), engine.clone(), designs));
         let outbox_written = Arc::new(Notify::new());

@@ -216,6 +216,28 @@ pub async fn hosts_command(
     Ok((lines, all_answered))
 }
 
+/// The `orphans` chat command's lister: the same look as `jarvis hosts --orphans`.
+pub fn lister(
+    settings: Settings,
+    builtin: Option<BuiltinWorkers>,
+    store: Store,
+) -> crate::chat::bot::OrphanLister {
+    let shared = std::sync::Arc::new((settings, builtin, store));
+    crate::chat::bot::OrphanLister(std::sync::Arc::new(move || {
+        let shared = shared.clone();
+        Box::pin(async move {
+            let (settings, builtin, store) = &*shared;
+            hosts_command(settings, store, builtin.as_ref(), true)
+                .await
+                .map(|(lines, _)| lines)
+                .map_err(|e| {
+                    tracing::error!(error = %e, "orphans: the look failed");
+                    "the look for orphans failed; see jarvis's log".to_string()
+                })
+        })
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -170,11 +170,17 @@ print(made["Instances"][0]["InstanceId"])
         !text.contains(&moved[0]),
         "the recorded instance is no orphan: {text}"
     );
-    assert_eq!(alive(&moto, "eu-west-1", "ghost"), vec![ghost]);
+    assert_eq!(alive(&moto, "eu-west-1", "ghost"), vec![ghost.clone()]);
 
     // Its design is gone: destroy still works, from the record, where the instance is.
     std::fs::remove_file(home.path("designs/ec2m.yaml")).unwrap();
     let mut sh = home.shell();
+    // An admin asks the same in chat.
+    let orphan = sh.ask("orphans", "tagged for ghost");
+    assert!(
+        orphan.contains(&format!("ec2 {ghost} in eu-west-1")),
+        "{orphan}"
+    );
     let queued = sh.ask("destroy ec2m", "destroy #3 of ec2m queued");
     assert!(
         queued.contains("the design as deployed is used"),

@@ -99,6 +99,26 @@ pub struct BotConfig {
     pub environments: EnvironmentsConfig,
     /// The host groups that rollouts go over.
     pub groups: BTreeMap<String, GroupConfig>,
+    /// What `orphans` asks, when the application can ask providers.
+    pub orphans: Option<OrphanLister>,
+}
+
+/// Lists what the configured providers hold under jarvis's tags that no host record names,
+/// one line each, or says in one line why it could not. The application supplies it: the
+/// chat side knows no provider and no worker's settings.
+#[derive(Clone)]
+pub struct OrphanLister(
+    pub  Arc<
+        dyn Fn() -> futures_util::future::BoxFuture<'static, Result<Vec<String>, String>>
+            + Send
+            + Sync,
+    >,
+);
+
+impl std::fmt::Debug for OrphanLister {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OrphanLister")
+    }
 }
 
 /// What started a run other than a person's command: a webhook delivery or a schedule. It
@@ -380,6 +400,12 @@ impl Bot {
             Command::Schedules => self.schedules().await,
             Command::Hosts { filter } => self.hosts_reply(filter.as_deref()).await,
             Command::Host { host } => self.host_reply(host).await,
+            Command::Orphans => match &self.settings.orphans {
+                Some(lister) => (lister.0)().await.map(Reply::lines).map_err(BotError::User),
+                None => Ok(Reply::line(
+                    "no provider can be asked from here; run 'jarvis hosts --orphans'",
+                )),
+            },
             Command::Plan { reference } => self.plan(reference).await,
             Command::Status { run: Some(r) } => self.status(Some(r)).await,
             Command::Status { run: None } => {

@@ -495,6 +495,18 @@ commands! {
             Ok(Command::Host { host: a.host(0)? })
         },
     },
+    Orphans => {
+        name: "orphans",
+        role: Some(Role::Admin),
+        changes_state: false,
+        usage: "orphans",
+        summary: "what the providers hold under jarvis's tags that no host record names, with how to remove it (nothing is deleted)",
+        example: "orphans",
+        parse: |a| {
+            a.at_most(0)?;
+            Ok(Command::Orphans)
+        },
+    },
     Schedules => {
         name: "schedules",
         role: Some(Role::Viewer),
