@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -108,13 +108,30 @@ pub async fn run(
     halt: CancellationToken,
     on_spawn: impl FnOnce(i32),
 ) -> WorkerReport {
+    // The whole clipboard is in a file before the worker exists, and that file is its
+    // stdin: were jarvis to die an instant after the spawn, the worker still reads all of
+    // its input, never a truncated one (a pipe written after the spawn would end early).
+    let input = match input_file(&spec.workdir, &spec.stdin) {
+        Ok(file) => file,
+        Err(e) => {
+            return WorkerReport {
+                ending: ProcessExit::SpawnFailed(format!(
+                    "cannot write the worker's input in {}: {e}",
+                    spec.workdir.display()
+                )),
+                stdout: Vec::new(),
+                error_line: None,
+                stderr_tail: VecDeque::new(),
+            };
+        }
+    };
     let mut command = Command::new(&spec.program);
     command
         .args(&spec.args)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&spec.workdir)
-        .stdin(Stdio::piped())
+        .stdin(Stdio::from(input))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -132,15 +149,7 @@ pub async fn run(
     };
     let pgid = child.id().map(|p| p as i32).unwrap_or(0);
     on_spawn(pgid);
-
-    if let Some(mut stdin) = child.stdin.take() {
-        let input = spec.stdin;
-        // A worker may exit without reading its input; a broken pipe is no error of ours.
-        tokio::spawn(async move {
-            let _ = stdin.write_all(&input).await;
-            let _ = stdin.shutdown().await;
-        });
-    }
+    crash_hook_after_spawn(&spec.env);
 
     let overflow = Arc::new(AtomicBool::new(false));
     let overflow_seen = Arc::new(Notify::new());
@@ -231,6 +240,37 @@ pub fn signal_group(pgid: i32, signal: Signal) {
     if pgid > 1 {
         let _ = killpg(Pid::from_raw(pgid), signal);
     }
+}
+
+/// The worker's input as a file read from its start: written whole, its name removed (the
+/// open file stays), rewound.
+fn input_file(workdir: &std::path::Path, input: &[u8]) -> std::io::Result<std::fs::File> {
+    use std::io::{Seek, Write};
+    let path = workdir.join(".jarvis-input");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
+    let _ = std::fs::remove_file(&path);
+    file.write_all(input)?;
+    file.rewind()?;
+    Ok(file)
+}
+
+/// Tests of a crash at the spawn instant: a debug build dies right after spawning the task
+/// named by `JARVIS_TEST_DIE_AFTER_SPAWN` in jarvis's own environment. Release builds have
+/// no such hook.
+fn crash_hook_after_spawn(env: &[(String, String)]) {
+    #[cfg(debug_assertions)]
+    if let Ok(task) = std::env::var("JARVIS_TEST_DIE_AFTER_SPAWN")
+        && env.iter().any(|(k, v)| k == "JARVIS_TASK" && *v == task)
+    {
+        std::process::abort();
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = env;
 }
 
 fn spawn_reason(program: &std::path::Path, e: &std::io::Error) -> String {
