@@ -53,8 +53,30 @@ impl Engine {
         };
         let engine = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = engine.drive(id, token).await {
-                tracing::error!(run = id, error = %e, "run stopped on an internal error");
+            match engine.drive(id, token).await {
+                Ok(()) => {}
+                // A guarded write refused: the run moved on without this process, as after
+                // a freeze that outlived the lease. Fencing did its work; nothing is wrong
+                // inside jarvis.
+                Err(EngineError::Store(StoreError::Refused { state, .. })) => {
+                    let holder = match engine.inner.store.run(id).await {
+                        Ok(Some(run)) => run.lease_owner,
+                        _ => None,
+                    };
+                    match holder.filter(|n| n != engine.inner.store.node()) {
+                        Some(node) => tracing::warn!(
+                            run = id,
+                            "lost run #{id} to node {node} while frozen; its result discarded"
+                        ),
+                        None => tracing::warn!(
+                            run = id,
+                            "run #{id} moved on without this node (it is {state} now); its result discarded"
+                        ),
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(run = id, error = %e, "run stopped on an internal error")
+                }
             }
             // A run left queued (a stop, a refused start) is free for any node to claim.
             if let Err(e) = engine.inner.store.release(id).await {
