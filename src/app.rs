@@ -693,14 +693,28 @@ fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<Flock<File>> {
         .write(true)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(lock),
-        Err((_, _)) => bail!(
-            "another jarvis is already running with the data folder {}",
-            data_dir.display()
-        ),
+    // A worker spawned an instant before a jarvis died holds that jarvis's descriptors
+    // until its exec closes them: a restart right after such a death waits that instant out
+    // rather than refusing.
+    let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+    let mut file = file;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((back, _)) if std::time::Instant::now() < deadline => {
+                file = back;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err((_, _)) => bail!(
+                "another jarvis is already running with the data folder {}",
+                data_dir.display()
+            ),
+        }
     }
 }
+
+/// How long a start waits for the data folder's lock before saying another jarvis has it.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn write_demo_designs(folder: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(folder).with_context(|| format!("cannot make {}", folder.display()))?;
