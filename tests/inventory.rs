@@ -294,3 +294,39 @@ fn hosts_deployed_before_the_inventory_get_a_record_rebuilt_from_their_runs() {
     );
     sh.finish();
 }
+
+#[test]
+fn rollback_redeploys_the_content_of_the_last_good_run_before_the_current_one() {
+    let home = Home::new(&config(false));
+    let versioned = |v: u32| format!("{}app:\n  version: {v}\n", design("web1", "staging"));
+    home.design("web1", &versioned(1));
+    let mut sh = home.shell();
+    sh.say("deploy web1");
+    sh.expect("web1 deploy #1 succeeded in");
+    home.design("web1", &versioned(2));
+    sh.say("redeploy web1");
+    sh.expect("web1 redeploy #2 succeeded in");
+
+    let queued = sh.ask("rollback web1", "queued");
+    assert!(
+        queued.contains("redeploy #3 of web1 queued")
+            && queued.contains("rolling back to the design content of #1"),
+        "{queued}"
+    );
+    sh.expect("web1 redeploy #3 succeeded in");
+    // Nothing to do where the content is already in place.
+    let same = sh.ask("rollback web1 to #3", "roll back");
+    assert!(
+        same.contains("web1 already runs the design content of #3; nothing to roll back"),
+        "{same}"
+    );
+    sh.finish();
+    // The worker got version 1 again, and the record holds #1's content.
+    let clipboard = home.sql("SELECT clipboard FROM runs WHERE id = 3").join("");
+    assert!(clipboard.contains("\"version\":1"), "{clipboard}");
+    assert_eq!(
+        home.sql("SELECT h.design_digest = r.design_digest FROM hosts h, runs r WHERE h.name = 'web1' AND r.id = 1"),
+        ["1"]
+    );
+    assert_eq!(runs_of(&home, "web1").len(), 3);
+}

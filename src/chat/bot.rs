@@ -399,6 +399,10 @@ impl Bot {
             } => self.start_action_rollout(msg, action, group, trigger).await,
             Command::Schedules => self.schedules().await,
             Command::Hosts { filter } => self.hosts_reply(filter.as_deref()).await,
+            Command::Rollback { host, to } => {
+                let at = Placing::new(None, None).by(trigger);
+                self.rollback(&self.asker(msg), host, *to, &at).await
+            }
             Command::Host { host } => self.host_reply(host).await,
             Command::Orphans => match &self.settings.orphans {
                 Some(lister) => (lister.0)().await.map(Reply::lines).map_err(BotError::User),

@@ -470,6 +470,29 @@ commands! {
             })
         },
     },
+    Rollback { host: String, to: Option<i64> } => {
+        name: "rollback",
+        role: Some(Role::Deployer),
+        changes_state: true,
+        usage: "rollback HOST [to #RUN]",
+        summary: "redeploy the design content of the host's last good run before the current one (or of run #RUN)",
+        example: "rollback loki",
+        parse: |a| {
+            a.at_most(3)?;
+            let host = a.host(0)?;
+            let to = match (a.get(1), a.get(2)) {
+                (None, _) => None,
+                (Some(w), Some(run)) if w.eq_ignore_ascii_case("to") => {
+                    match run_ref(run).map_err(|p| a.usage(&p))? {
+                        RunRef::Id(id) => Some(id),
+                        _ => return Err(a.usage("say which run, as #ID")),
+                    }
+                }
+                _ => return Err(a.usage("say 'rollback HOST' or 'rollback HOST to #ID'")),
+            };
+            Ok(Command::Rollback { host, to })
+        },
+    },
     Hosts { filter: Option<String> } => {
         name: "hosts",
         role: Some(Role::Viewer),

@@ -132,7 +132,7 @@ impl std::fmt::Display for Identity {
 ///   people:                     # optional: a person and every identity that is theirs
 ///     alice:
 ///       - { irc_account: alice, network: libera }
-///       - { xmpp_jid: alice@example.com }      # network optional: a JID is global
+///       - { xmpp_jid: alice@example.com, network: jabber }   # without network: no approving
 ///       - { console: alice }                   # the operating-system user
 ///     dana: []                  # no chat identity: the web page and API only, with a token
 ///   grants:
@@ -155,7 +155,9 @@ pub struct RolesConfig {
 }
 
 /// One identity of a person: exactly one of `console`, `irc_account` (with its `network`)
-/// and `xmpp_jid` (with an optional `network`).
+/// and `xmpp_jid` (with an optional `network`; a JID no grant or person ties to its
+/// network may hold roles but never approves, since any connected server could vouch for
+/// it).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PersonIdentity {

@@ -93,6 +93,90 @@ impl Bot {
         })
     }
 
+    /// `rollback HOST [to #RUN]`: the design content of the host's last good deploy or
+    /// redeploy before the current one (or of run `to`), redeployed on the host's record
+    /// through its redeploy pipeline. Content already in place is left alone.
+    pub(super) async fn rollback(
+        &self,
+        asker: &Asker,
+        host: &str,
+        to: Option<i64>,
+        at: &Placing<'_>,
+    ) -> Result<Reply, BotError> {
+        let store = self.engine.store();
+        let Some(record) = self.standing_record(host).await? else {
+            return Err(BotError::NotFound(format!(
+                "jarvis has no record of {host}, so there is nothing to roll back"
+            )));
+        };
+        let good = |r: &Run| {
+            r.host == host
+                && r.state == crate::store::RunState::Succeeded
+                && matches!(r.kind, RunKind::Deploy | RunKind::Redeploy)
+                && !r.initial_clipboard.is_empty()
+        };
+        let target = match to {
+            Some(id) => match store.run(id).await? {
+                Some(run) if good(&run) => run,
+                Some(_) => {
+                    return Err(BotError::User(format!(
+                        "run #{id} is no successful deploy or redeploy of {host} with its design kept"
+                    )));
+                }
+                None => return Err(BotError::NotFound(format!("there is no run #{id}"))),
+            },
+            None => {
+                let runs = store
+                    .runs_filtered(&crate::store::RunFilter {
+                        host: Some(host.to_string()),
+                        state: Some(crate::store::RunState::Succeeded),
+                        before: record.last_good_run,
+                        limit: 200,
+                        ..Default::default()
+                    })
+                    .await?;
+                let current = record.design_digest.as_deref();
+                match runs
+                    .into_iter()
+                    .filter(good)
+                    .find(|r| r.design_digest.as_deref() != current)
+                {
+                    Some(run) => run,
+                    None => {
+                        return Err(BotError::NotFound(format!(
+                            "{host} has no earlier good run with other design content to roll back to"
+                        )));
+                    }
+                }
+            }
+        };
+        let document = inventory::design_as_deployed(&target.initial_clipboard);
+        if record.design_digest.as_deref() == Some(&*self.settings.environments.digest(&document)) {
+            return Ok(Reply::line(format!(
+                "{host} already runs the design content of #{}; nothing to roll back",
+                target.id
+            )));
+        }
+        let (provider, _) = inventory::placement(&document);
+        let subject = Subject {
+            host: host.to_string(),
+            pipeline: document
+                .get("pipeline")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            provider: provider.unwrap_or_default(),
+            document,
+            reference: target.design_ref.clone(),
+            record: Some(record),
+            note: Some(format!(
+                "rolling back to the design content of #{}",
+                target.id
+            )),
+        };
+        self.queue_subject(asker, RunKind::Redeploy, subject, None, at)
+            .await
+    }
+
     /// What `plan` says of a design whose host jarvis already made: what the record holds,
     /// and what a redeploy would do about a change of provider or datacenter.
     pub(super) fn plan_for_record(
