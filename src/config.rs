@@ -279,13 +279,13 @@ fn default_stderr_lines() -> usize {
     1000
 }
 fn default_log_lines() -> usize {
-    crate::engine::StageCaps::default().log_lines
+    10_000
 }
 fn default_log_bytes() -> usize {
-    crate::engine::StageCaps::default().log_bytes
+    1024 * 1024
 }
 fn default_clipboard_bytes() -> usize {
-    crate::engine::StageCaps::default().clipboard_bytes
+    4 * 1024 * 1024
 }
 
 impl Limits {

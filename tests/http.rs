@@ -32,6 +32,7 @@ const CONFIG: &str = "workers:
       env: { SEED_SECRET: PLANTED }
     leaky:
       env: { API_TOKEN: tok-8e7d6c5b4a }
+      secrets_from: [givesecret]
 pipelines:
   demo:
     providers: [local]
