@@ -61,9 +61,11 @@ impl Masker {
         // line, since a secret may hold spaces and where it ends cannot be known (the safe
         // side). A secret word in prose ("TSIG key dns-jarvis") is not a key: known values
         // catch real secrets there. The key's closing quote may be `"` (JSON) only: `'name':`
-        // is how jarvis quotes a field's name in a reason, which is not a value.
+        // is how jarvis quotes a field's name in a reason, which is not a value. A word right
+        // after a `:` is no key (`ssh:keygen: refused` names a task), and neither is one with
+        // a bare `:` right after it (`secretstore:sync`): see `mask_inline`.
         let pattern = format!(
-            r#"(?i)\b([A-Za-z0-9_\-]*(?:{})[A-Za-z0-9_\-]*)("?[ \t]*[:=][ \t]*)(?:"((?:[^"\\\r\n]|\\.)*)("?)|'([^'\r\n]*)('?)|([^\r\n]*))"#,
+            r#"(?i)(^|[^:A-Za-z0-9_\-])([A-Za-z0-9_\-]*(?:{})[A-Za-z0-9_\-]*)("?[ \t]*[:=][ \t]*)(?:"((?:[^"\\\r\n]|\\.)*)("?)|'([^'\r\n]*)('?)|([^\r\n]*))"#,
             words.join("|")
         );
         let inline = Regex::new(&pattern).unwrap_or_else(|_| {
@@ -123,30 +125,37 @@ impl Masker {
                 out = out.replace(value.as_str(), MASK);
             }
         }
-        let out = self
-            .inline
-            .replace_all(&out, |caps: &regex::Captures| {
-                let key = &caps[1];
-                if !is_secret_key(key, &self.extra_keys) {
-                    return caps[0].to_string();
-                }
-                let sep = &caps[2];
+        mask_bearer(&self.mask_inline(&out))
+    }
+
+    /// Masks the values of `key: value`, `key=value` and `"key": "value"` in `text`. Where a
+    /// match turns out to be no secret's key, the rest of its line is scanned again, so a
+    /// secret after it is still found.
+    fn mask_inline(&self, text: &str) -> String {
+        self.inline
+            .replace_all(text, |caps: &regex::Captures| {
                 let group = |i: usize| caps.get(i).map_or("", |m| m.as_str());
-                if caps.get(3).is_some() {
-                    format!("{key}{sep}\"{MASK}{}", group(4))
-                } else if caps.get(5).is_some() {
-                    format!("{key}{sep}'{MASK}{}", group(6))
+                let (pre, key, sep) = (group(1), group(2), group(3));
+                let whole = caps.get(0).map_or(0..0, |m| m.range());
+                let rest = &text[caps.get(3).map_or(whole.end, |m| m.end())..whole.end];
+                let bare_colon = sep == ":" && caps.get(8).is_some();
+                if !is_secret_key(key, &self.extra_keys) || bare_colon {
+                    return format!("{pre}{key}{sep}{}", self.mask_inline(rest));
+                }
+                if caps.get(4).is_some() {
+                    format!("{pre}{key}{sep}\"{MASK}{}", group(5))
+                } else if caps.get(6).is_some() {
+                    format!("{pre}{key}{sep}'{MASK}{}", group(7))
                 } else {
-                    let value = group(7);
+                    let value = group(8);
                     if value.trim().is_empty() {
                         // `password:` ending a line heads a mapping; nothing to hide.
                         return caps[0].to_string();
                     }
-                    format!("{key}{sep}{}{MASK}", auth_scheme(value))
+                    format!("{pre}{key}{sep}{}{MASK}", auth_scheme(value))
                 }
             })
-            .into_owned();
-        mask_bearer(&out)
+            .into_owned()
     }
 
     /// A copy of the clipboard with the values under secret keys masked, for display.
@@ -424,6 +433,30 @@ mod tests {
         assert!(is_secret_key("Proxy-Authorization", &[]));
         // A key that heads a mapping has nothing after it to hide.
         assert_eq!(m.mask("password:\n  a: b"), "password:\n  a: b");
+    }
+
+    #[test]
+    fn task_names_are_no_keys_but_what_follows_them_is_still_read() {
+        let m = Masker::new(vec![], vec![]);
+        for line in [
+            "h deploy #1 FAILED at stage 8/11 ssh:keygen: connection refused",
+            "FAILED at stage 2/2 secretstore:sync: the vault is sealed",
+            "started 12:30, token cache at redis:6379",
+        ] {
+            assert_eq!(m.mask(line), line);
+        }
+        assert_eq!(
+            m.mask("stage secretstore:sync says password: two words"),
+            format!("stage secretstore:sync says password: {MASK}")
+        );
+        assert_eq!(
+            m.mask("host_key_pub: AAAA, then token=abc def"),
+            format!("host_key_pub: AAAA, then token={MASK}")
+        );
+        assert_eq!(
+            m.mask(r#"{"password":"x y","user":"u"}"#),
+            format!(r#"{{"password":"{MASK}","user":"u"}}"#)
+        );
     }
 
     #[test]
