@@ -63,9 +63,9 @@ impl Masker {
         // catch real secrets there. The key's closing quote may be `"` (JSON) only: `'name':`
         // is how jarvis quotes a field's name in a reason, which is not a value. A word right
         // after a `:` is no key (`ssh:keygen: refused` names a task), and neither is one with
-        // a bare `:` right after it (`secretstore:sync`): see `mask_inline`.
+        // a bare `:` right after it (`secretstore:sync`); the value is read in `mask_inline`.
         let pattern = format!(
-            r#"(?i)(^|[^:A-Za-z0-9_\-])([A-Za-z0-9_\-]*(?:{})[A-Za-z0-9_\-]*)("?[ \t]*[:=][ \t]*)(?:"((?:[^"\\\r\n]|\\.)*)("?)|'([^'\r\n]*)('?)|([^\r\n]*))"#,
+            r#"(?i)\b([A-Za-z0-9_\-]*(?:{})[A-Za-z0-9_\-]*)("?[ \t]*[:=][ \t]*)"#,
             words.join("|")
         );
         let inline = Regex::new(&pattern).unwrap_or_else(|_| {
@@ -128,34 +128,52 @@ impl Masker {
         mask_bearer(&self.mask_inline(&out))
     }
 
-    /// Masks the values of `key: value`, `key=value` and `"key": "value"` in `text`. Where a
-    /// match turns out to be no secret's key, the rest of its line is scanned again, so a
-    /// secret after it is still found.
+    /// Masks the values of `key: value`, `key=value` and `"key": "value"` in `text`. The
+    /// regex finds a key and its separator only; where the value ends is found here, so a
+    /// match that is no secret's key costs no scan to the end of its line, and the text
+    /// after it is still read (linear, however many such matches a long string holds).
     fn mask_inline(&self, text: &str) -> String {
-        self.inline
-            .replace_all(text, |caps: &regex::Captures| {
-                let group = |i: usize| caps.get(i).map_or("", |m| m.as_str());
-                let (pre, key, sep) = (group(1), group(2), group(3));
-                let whole = caps.get(0).map_or(0..0, |m| m.range());
-                let rest = &text[caps.get(3).map_or(whole.end, |m| m.end())..whole.end];
-                let bare_colon = sep == ":" && caps.get(8).is_some();
-                if !is_secret_key(key, &self.extra_keys) || bare_colon {
-                    return format!("{pre}{key}{sep}{}", self.mask_inline(rest));
+        let mut out = String::with_capacity(text.len());
+        let mut pos = 0;
+        while let Some(caps) = self.inline.captures_at(text, pos) {
+            let (Some(key), Some(sep)) = (caps.get(1), caps.get(2)) else {
+                break;
+            };
+            let after_colon = text[..key.start()].ends_with(':');
+            if after_colon || !is_secret_key(key.as_str(), &self.extra_keys) {
+                out.push_str(&text[pos..key.end()]);
+                pos = key.end();
+                continue;
+            }
+            let line_end = text[sep.end()..]
+                .find(['\r', '\n'])
+                .map_or(text.len(), |i| sep.end() + i);
+            let value = &text[sep.end()..line_end];
+            let (masked, end) = if let Some(inner) = value.strip_prefix('"') {
+                match closing_double_quote(inner) {
+                    Some(i) => (format!("\"{MASK}\""), sep.end() + 1 + i + 1),
+                    None => (format!("\"{MASK}"), line_end),
                 }
-                if caps.get(4).is_some() {
-                    format!("{pre}{key}{sep}\"{MASK}{}", group(5))
-                } else if caps.get(6).is_some() {
-                    format!("{pre}{key}{sep}'{MASK}{}", group(7))
-                } else {
-                    let value = group(8);
-                    if value.trim().is_empty() {
-                        // `password:` ending a line heads a mapping; nothing to hide.
-                        return caps[0].to_string();
-                    }
-                    format!("{pre}{key}{sep}{}{MASK}", auth_scheme(value))
+            } else if let Some(inner) = value.strip_prefix('\'') {
+                match inner.find('\'') {
+                    Some(i) => (format!("'{MASK}'"), sep.end() + 1 + i + 1),
+                    None => (format!("'{MASK}"), line_end),
                 }
-            })
-            .into_owned()
+            } else if value.trim().is_empty() || sep.as_str() == ":" {
+                // `password:` ending a line heads a mapping, and `secretstore:sync` names a
+                // task: neither is followed by a value.
+                out.push_str(&text[pos..sep.end()]);
+                pos = sep.end();
+                continue;
+            } else {
+                (format!("{}{MASK}", auth_scheme(value)), line_end)
+            };
+            out.push_str(&text[pos..sep.end()]);
+            out.push_str(&masked);
+            pos = end;
+        }
+        out.push_str(&text[pos..]);
+        out
     }
 
     /// A copy of the clipboard with the values under secret keys masked, for display.
@@ -165,6 +183,21 @@ impl Masker {
             _ => Clipboard::new(),
         }
     }
+}
+
+/// Where a double-quoted value that began just before `inner` ends: its closing quote's
+/// index, a backslash escaping the character after it (JSON).
+fn closing_double_quote(inner: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in inner.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return Some(i),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The scheme word that opens an `Authorization` value (`Bearer `), kept in sight.
@@ -433,6 +466,16 @@ mod tests {
         assert!(is_secret_key("Proxy-Authorization", &[]));
         // A key that heads a mapping has nothing after it to hide.
         assert_eq!(m.mask("password:\n  a: b"), "password:\n  a: b");
+    }
+
+    #[test]
+    fn a_long_string_of_keys_that_are_not_secrets_is_masked_in_linear_time() {
+        let m = Masker::new(vec![], vec![]);
+        let text = "monkey_pub:x ".repeat(100_000) + "password: hunter2";
+        let started = std::time::Instant::now();
+        let shown = m.mask(&text);
+        assert!(shown.ends_with(&format!("password: {MASK}")));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]
