@@ -11,6 +11,11 @@ use support::{Home, files_containing, test_workers};
 /// A home whose pipeline `p` runs `stages` (YAML flow mappings), with `modules` under
 /// `workers.modules`.
 fn home(modules: &str, stages: &[&str]) -> Home {
+    home_with("", modules, stages)
+}
+
+/// [`home`] with more top-level YAML (`limits:` …).
+fn home_with(top: &str, modules: &str, stages: &[&str]) -> Home {
     let stages: String = stages.iter().map(|s| format!("      - {s}\n")).collect();
     let modules = if modules.is_empty() {
         " {}\n".to_string()
@@ -20,7 +25,7 @@ fn home(modules: &str, stages: &[&str]) -> Home {
     let config = format!(
         "workers:\n  folders: [{}]\n  modules:{modules}\
          pipelines:\n  p:\n    providers: [test]\n    stages:\n{stages}\
-         roles:\n  grants:\n    - {{ console: \"*\", roles: [admin] }}\n",
+         roles:\n  grants:\n    - {{ console: \"*\", roles: [admin] }}\n{top}",
         test_workers().display()
     );
     let home = Home::new(&config);
@@ -77,6 +82,36 @@ fn two_million_stderr_lines_fail_the_stage_and_store_at_most_the_cap() {
     assert!(last[0].contains("the rest was not kept"), "{last:?}");
     let size = database_bytes(&home);
     assert!(size < TEN_MB, "the database holds {size} bytes");
+}
+
+#[test]
+fn the_caps_are_settings() {
+    // 1,000 lines of 35 bytes pass 16 KiB of log long before 10,000 lines.
+    let home = home_with(
+        "limits:\n  log_bytes: 16384\n",
+        "",
+        &["{ task: \"stderrflood:x\", timeout: 60s }"],
+    );
+    let (outcome, _) = deploy(&home, &[]);
+    assert!(
+        outcome.contains("the worker's stderr passed 16 KiB, the limit for a stage"),
+        "{outcome}"
+    );
+    let bytes: u64 = home.sql("SELECT SUM(LENGTH(line)) FROM log_lines")[0]
+        .parse()
+        .unwrap();
+    assert!(bytes <= 16384 + 200, "{bytes} bytes of log stored");
+
+    let home = home_with(
+        "limits:\n  clipboard_bytes: 65536\n",
+        "",
+        &["{ task: \"aliasbomb:x\", timeout: 60s }"],
+    );
+    let (outcome, _) = deploy(&home, &[]);
+    assert!(
+        outcome.contains("more than 64 KiB once its aliases are expanded"),
+        "{outcome}"
+    );
 }
 
 #[test]
