@@ -72,6 +72,8 @@ fn engine(settings: &jarvis::config::Settings, store: Store, data: PathBuf, sole
             max_workers: settings.limits.workers,
             stdout_cap: 1 << 20,
             stderr_keep: 1000,
+            stage_caps: Default::default(),
+            secrets_from: Default::default(),
             kill_grace: Duration::from_secs(5),
             masker: Masker::new(vec![], vec![]),
             sealer: None,

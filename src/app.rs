@@ -572,6 +572,8 @@ fn engine_config(
         max_workers: settings.limits.workers,
         stdout_cap: settings.limits.stdout_bytes,
         stderr_keep: settings.limits.stderr_lines,
+        stage_caps: settings.limits.stage_caps(),
+        secrets_from: settings.workers.secrets_from(),
         kill_grace: settings.limits.kill_grace,
         masker,
         sealer,

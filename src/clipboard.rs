@@ -14,7 +14,16 @@ pub enum ClipboardError {
     NotMapping(&'static str),
     #[error("stdout is not UTF-8 text")]
     NotText,
+    #[error(
+        "stdout reads as a clipboard of more than {} once its aliases are expanded, the limit for a clipboard",
+        crate::text::bytes(*.0 as u64)
+    )]
+    TooLarge(usize),
 }
+
+/// The largest parsed clipboard [`parse_worker_output`] accepts: 4 MiB, four times the
+/// default stdout cap, since a clipboard in JSON is about as large as in YAML.
+pub const DEFAULT_PARSED_CAP: usize = 4 * 1024 * 1024;
 
 /// The clipboard as YAML, as a worker reads it on stdin.
 pub fn to_yaml(clipboard: &Clipboard) -> String {
@@ -24,13 +33,34 @@ pub fn to_yaml(clipboard: &Clipboard) -> String {
 /// Parses a worker's stdout: empty means "unchanged" (`None`); anything else must be one
 /// YAML mapping. Pure, so it can be fuzzed.
 pub fn parse_worker_output(bytes: &[u8]) -> Result<Option<Clipboard>, ClipboardError> {
+    parse_worker_output_capped(bytes, DEFAULT_PARSED_CAP)
+}
+
+/// [`parse_worker_output`] with a cap on the parsed clipboard's size (its JSON length, about)
+/// after YAML aliases are expanded. Stdout is capped already, but a few hundred KiB of
+/// anchors and aliases expand to hundreds of MiB; the size is counted while the value is
+/// built, so an alias bomb stops at the cap instead of after it filled the memory.
+pub fn parse_worker_output_capped(
+    bytes: &[u8],
+    cap: usize,
+) -> Result<Option<Clipboard>, ClipboardError> {
     let text = std::str::from_utf8(bytes).map_err(|_| ClipboardError::NotText)?;
     if text.trim().is_empty() {
         return Ok(None);
     }
     let mut options = serde_saphyr::Options::default();
     options.with_snippet = false;
-    let value: Value = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+    let budget = SizeBudget {
+        left: std::cell::Cell::new(cap),
+        passed: std::cell::Cell::new(false),
+    };
+    let parsed = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        serde::de::DeserializeSeed::deserialize(Counted(&budget), de)
+    });
+    if budget.passed.get() {
+        return Err(ClipboardError::TooLarge(cap));
+    }
+    let value = parsed.map_err(|e| {
         ClipboardError::Yaml(e.to_string().lines().next().unwrap_or("").to_string())
     })?;
     match value {
@@ -40,6 +70,100 @@ pub fn parse_worker_output(bytes: &[u8]) -> Result<Option<Clipboard>, ClipboardE
         Value::Number(_) => Err(ClipboardError::NotMapping("a number")),
         Value::Bool(_) => Err(ClipboardError::NotMapping("a boolean")),
         Value::Null => Err(ClipboardError::NotMapping("null")),
+    }
+}
+
+/// What is left of a parse's size budget, in bytes of JSON (about: a number counts 8).
+struct SizeBudget {
+    left: std::cell::Cell<usize>,
+    passed: std::cell::Cell<bool>,
+}
+
+impl SizeBudget {
+    fn charge<E: serde::de::Error>(&self, bytes: usize) -> Result<(), E> {
+        match self.left.get().checked_sub(bytes) {
+            Some(left) => {
+                self.left.set(left);
+                Ok(())
+            }
+            None => {
+                self.passed.set(true);
+                Err(E::custom("the clipboard is too large"))
+            }
+        }
+    }
+}
+
+/// Builds a `serde_json::Value` as serde_json's own `Deserialize` does, charging every
+/// scalar, key and element to the budget before it is kept.
+#[derive(Clone, Copy)]
+struct Counted<'a>(&'a SizeBudget);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Counted<'_> {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Value, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Counted<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a YAML value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Value, E> {
+        self.0.charge(5)?;
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Value, E> {
+        self.0.charge(8)?;
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Value, E> {
+        self.0.charge(8)?;
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        self.0.charge(8)?;
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Value, E> {
+        self.0.charge(v.len() + 2)?;
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Value, E> {
+        self.0.charge(v.len() + 2)?;
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.0.charge(4)?;
+        Ok(Value::Null)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
+        self.visit_unit()
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, de: D) -> Result<Value, D::Error> {
+        serde::de::DeserializeSeed::deserialize(self, de)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        self.0.charge(2)?;
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self)? {
+            self.0.charge(1)?;
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        self.0.charge(2)?;
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            self.0.charge(key.len() + 4)?;
+            let value = map.next_value_seed(self)?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -182,6 +306,28 @@ mod tests {
             parse_worker_output(&[0xff, 0xfe]),
             Err(ClipboardError::NotText)
         );
+    }
+
+    #[test]
+    fn an_alias_bomb_stops_at_the_cap() {
+        // 10 KiB anchored once and aliased 1,000 times: 10 MiB once expanded.
+        let mut bomb = format!("big: &a '{}'\nrefs:\n", "x".repeat(10 * 1024));
+        for _ in 0..1000 {
+            bomb.push_str("  - *a\n");
+        }
+        assert_eq!(
+            parse_worker_output_capped(bomb.as_bytes(), 1024 * 1024),
+            Err(ClipboardError::TooLarge(1024 * 1024))
+        );
+        let reason = ClipboardError::TooLarge(1024 * 1024).to_string();
+        assert!(reason.contains("more than 1 MiB"), "{reason}");
+        // Under the cap the same shapes parse as before.
+        let small = parse_worker_output_capped(b"a: &x [1, 2]\nb: *x\nc: null\nd: 1.5\n", 1024)
+            .unwrap()
+            .unwrap();
+        assert_eq!(small["b"], serde_json::json!([1, 2]));
+        assert_eq!(small["c"], Value::Null);
+        assert_eq!(small["d"], serde_json::json!(1.5));
     }
 
     #[test]

@@ -125,6 +125,17 @@ pub struct WorkersConfig {
     pub modules: BTreeMap<String, ModuleGrant>,
 }
 
+impl WorkersConfig {
+    /// Per module, the modules whose run secrets it is handed besides its own.
+    pub fn secrets_from(&self) -> BTreeMap<String, Vec<String>> {
+        self.modules
+            .iter()
+            .filter(|(_, g)| !g.secrets_from.is_empty())
+            .map(|(m, g)| (m.clone(), g.secrets_from.clone()))
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ModuleGrant {
@@ -132,6 +143,12 @@ pub struct ModuleGrant {
     /// worker's environment and nothing that prints.
     #[serde(default)]
     pub env: BTreeMap<String, Secret>,
+    /// The other modules whose run secrets this module's stages are handed (as
+    /// `JARVIS_SECRET_<NAME>`), e.g. `secrets_from: [linode]` for an `ssh` stage that logs
+    /// in with the root password `linode:deploy` made. A secret a worker makes goes to later
+    /// stages of its own module only, unless another module names its module here.
+    #[serde(default)]
+    pub secrets_from: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -209,6 +226,19 @@ pub struct Limits {
     /// How many of a worker's last stderr lines are kept in memory.
     #[serde(default = "default_stderr_lines")]
     pub stderr_lines: usize,
+    /// The most stderr lines one stage stores as the run's log; a worker that prints more
+    /// is stopped and its stage fails ("stderr passed N lines").
+    #[serde(default = "default_log_lines")]
+    pub log_lines: usize,
+    /// The most bytes of stderr one stage stores as the run's log; past it, as for
+    /// `log_lines`.
+    #[serde(default = "default_log_bytes")]
+    pub log_bytes: usize,
+    /// The largest clipboard a stage may hand back once it is parsed, YAML aliases expanded
+    /// (about its size as JSON); a larger one fails the stage. Stdout is capped by
+    /// `stdout_bytes`, but a few hundred KiB of anchors and aliases can expand a thousandfold.
+    #[serde(default = "default_clipboard_bytes")]
+    pub clipboard_bytes: usize,
     /// A stage's timeout when the pipeline sets none.
     #[serde(
         default = "default_timeout",
@@ -240,6 +270,9 @@ impl Default for Limits {
             workers: default_workers(),
             stdout_bytes: default_stdout_bytes(),
             stderr_lines: default_stderr_lines(),
+            log_lines: default_log_lines(),
+            log_bytes: default_log_bytes(),
+            clipboard_bytes: default_clipboard_bytes(),
             default_timeout: default_timeout(),
             kill_grace: default_grace(),
             stop_grace: default_stop_grace(),
@@ -257,6 +290,27 @@ fn default_stdout_bytes() -> usize {
 fn default_stderr_lines() -> usize {
     1000
 }
+fn default_log_lines() -> usize {
+    10_000
+}
+fn default_log_bytes() -> usize {
+    1024 * 1024
+}
+fn default_clipboard_bytes() -> usize {
+    4 * 1024 * 1024
+}
+
+impl Limits {
+    /// The engine's caps on what one stage may leave in the store.
+    pub fn stage_caps(&self) -> crate::engine::StageCaps {
+        crate::engine::StageCaps {
+            log_lines: self.log_lines,
+            log_bytes: self.log_bytes,
+            clipboard_bytes: self.clipboard_bytes,
+        }
+    }
+}
+
 fn default_timeout() -> Duration {
     Duration::from_secs(30 * 60)
 }
@@ -417,6 +471,15 @@ impl Settings {
         }
         if self.limits.workers == 0 {
             return Err("limits.workers: must be at least 1".into());
+        }
+        for (key, value) in [
+            ("log_lines", self.limits.log_lines),
+            ("log_bytes", self.limits.log_bytes),
+            ("clipboard_bytes", self.limits.clipboard_bytes),
+        ] {
+            if value == 0 {
+                return Err(format!("limits.{key}: must be at least 1"));
+            }
         }
         for (name, pipeline) in &self.pipelines {
             pipeline

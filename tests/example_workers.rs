@@ -18,6 +18,8 @@ fn the_shell_and_python_examples_run_as_a_pipeline() {
     let config = format!(
         "workers:
   folders: [{examples}]
+  modules:
+    motd: {{ secrets_from: [greet] }}
 pipelines:
   hello:
     command: deploy

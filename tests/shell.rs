@@ -190,7 +190,7 @@ fn secrets_on_the_clipboard_and_in_worker_output_never_show() {
     const SECRET: &str = "Zebra-Secret-42";
     const TOKEN: &str = "tok-9f8e7d6c5b";
     let home = Home::new(&format!(
-        "workers:\n  folders: [{}]\n  modules:\n    leaky:\n      env: {{ API_TOKEN: {TOKEN} }}\n\
+        "workers:\n  folders: [{}]\n  modules:\n    leaky:\n      env: {{ API_TOKEN: {TOKEN} }}\n      secrets_from: [givesecret]\n\
          \x20   givesecret:\n      env: {{ SEED_SECRET: {SECRET} }}\n\
          pipelines:\n  p:\n    providers: [test]\n    stages:\n      - {{ task: \"givesecret:x\" }}\n      - {{ task: \"leaky:x\" }}\n\
          roles:\n  grants:\n    - {{ console: \"*\", roles: [admin] }}\n",

@@ -182,7 +182,7 @@ fn secrets_home(leak: &Path, fail_after: bool, postgres: Option<Postgres>) -> Ho
   folders: [{workers}]
   modules:
     secretmaker: {{ env: {{ LEAK_FILE: '{leak}' }} }}
-    secretuser: {{ env: {{ FAIL_AFTER: '{fail}' }} }}
+    secretuser: {{ env: {{ FAIL_AFTER: '{fail}' }}, secrets_from: [secretmaker] }}
 pipelines:
   make:
     command: deploy

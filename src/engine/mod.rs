@@ -61,6 +61,11 @@ pub struct EngineConfig {
     pub max_workers: usize,
     pub stdout_cap: usize,
     pub stderr_keep: usize,
+    /// What one stage may leave in the store.
+    pub stage_caps: StageCaps,
+    /// Per module, the other modules whose run secrets its stages are handed; a module's
+    /// stages always get the secrets its own stages made, and no others unless listed here.
+    pub secrets_from: BTreeMap<String, Vec<String>>,
     pub kill_grace: Duration,
     pub masker: Masker,
     /// Seals what workers hand back on their secret channel; without it a worker that makes a
@@ -71,6 +76,27 @@ pub struct EngineConfig {
     /// This process is the only one on its database (SQLite): at start it recovers every
     /// run left running, whoever's lease it carries.
     pub sole: bool,
+}
+
+/// Caps on what one stage may leave in the store; past one the stage fails.
+#[derive(Debug, Clone, Copy)]
+pub struct StageCaps {
+    /// Stderr lines stored as the run's log.
+    pub log_lines: usize,
+    /// Bytes of stderr stored as the run's log.
+    pub log_bytes: usize,
+    /// The parsed clipboard's size (about its JSON length) after YAML aliases are expanded.
+    pub clipboard_bytes: usize,
+}
+
+impl Default for StageCaps {
+    fn default() -> Self {
+        StageCaps {
+            log_lines: 10_000,
+            log_bytes: 1024 * 1024,
+            clipboard_bytes: clipboard::DEFAULT_PARSED_CAP,
+        }
+    }
 }
 
 /// What `status` shows of a stage under way, kept in memory: progress lines change too often

@@ -3,7 +3,8 @@
 
 use super::schedule::current_clipboard;
 use super::stderr::{STDERR_BUFFER, consume_stderr};
-use super::worker::{ProcessExit, WorkerReport};
+use super::trust::RunSecret;
+use super::worker::{ProcessExit, WorkerReport, stderr_cap_reason};
 use super::*;
 
 impl Engine {
@@ -55,10 +56,11 @@ impl Engine {
                 Err(reason) => return StageVerdict::failed(reason, false),
             },
         };
+        // Every secret of the run is masked, whichever module it reaches.
         let masker = config
             .masker
             .with_clipboard(&input)
-            .with_values(run_secrets.iter().map(|(_, v)| v.as_str()));
+            .with_values(run_secrets.iter().map(|s| s.value.as_str()));
         let workdir = scratch::work_root(&config.scratch_dir).join(format!(
             "{}-{}{}-{}",
             run.id,
@@ -97,8 +99,19 @@ impl Engine {
                 secret_channel.display().to_string(),
             ),
         ];
-        for (name, value) in &run_secrets {
-            env.push((seal::variable_for(name), value.clone()));
+        // Handed-on secrets first, then the module's own: of two with one name, the
+        // module's own wins.
+        let reaching = run_secrets
+            .iter()
+            .filter(|s| s.reaches(module, &config.secrets_from));
+        for secret in reaching
+            .clone()
+            .filter(|s| s.module.as_deref() != Some(module))
+            .chain(reaching.filter(|s| s.module.as_deref() == Some(module)))
+        {
+            let variable = seal::variable_for(&secret.name);
+            env.retain(|(name, _)| *name != variable);
+            env.push((variable, secret.value.clone()));
         }
         if let Some(grant) = config.grants.get(module) {
             for (k, v) in grant {
@@ -116,6 +129,8 @@ impl Engine {
             grace: config.kill_grace,
             stdout_cap: config.stdout_cap,
             stderr_keep: config.stderr_keep,
+            stderr_lines_cap: config.stage_caps.log_lines,
+            stderr_bytes_cap: config.stage_caps.log_bytes,
         };
 
         let (tx, rx) = mpsc::channel(STDERR_BUFFER);
@@ -146,7 +161,7 @@ impl Engine {
         let made_secrets = consumer.await.unwrap_or_default();
         let _ = std::fs::remove_dir_all(&workdir);
         let masker = masker.with_values(made_secrets.iter().map(|(_, v)| v.as_str()));
-        if let Err(reason) = self.keep_secrets(run.id, &made_secrets).await {
+        if let Err(reason) = self.keep_secrets(run.id, module, &made_secrets).await {
             return StageVerdict::failed(reason, false);
         }
         if !made_secrets.is_empty() {
@@ -154,7 +169,16 @@ impl Engine {
         }
         let progress = live.lock().ok().and_then(|l| l.progress.clone());
 
-        let (outcome, learned) = outcome_of(&finished, &masker, progress);
+        let secrets: Vec<(&str, &str)> = run_secrets
+            .iter()
+            .map(|s| (s.name.as_str(), s.value.as_str()))
+            .chain(made_secrets.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+            .collect();
+        let checks = OutputChecks {
+            clipboard_cap: config.stage_caps.clipboard_bytes,
+            secrets: &secrets,
+        };
+        let (outcome, learned) = outcome_of(&finished, &masker, progress, &checks);
         if let Some(learned) = learned {
             // Whatever was pinned, the next stage reads the pins afresh.
             context.pins = None;
@@ -171,7 +195,43 @@ impl Engine {
 #[derive(Default)]
 pub(super) struct RunContext {
     pins: Option<serde_json::Value>,
-    secrets: Option<Vec<(String, String)>>,
+    secrets: Option<Vec<RunSecret>>,
+}
+
+/// What a worker's new clipboard is held to besides being one YAML mapping.
+pub(super) struct OutputChecks<'a> {
+    /// Its size once parsed, aliases expanded.
+    pub clipboard_cap: usize,
+    /// The run's secrets (name, value): none may be on the clipboard.
+    pub secrets: &'a [(&'a str, &'a str)],
+}
+
+/// Secrets shorter than this are not looked for on the clipboard: a value that short turns
+/// up in ordinary text by chance (and is no strong secret anyway).
+pub(super) const SECRET_MIN_LEN_ON_CLIPBOARD: usize = 6;
+
+/// The name of the first secret whose value is in any string of the clipboard (keys too).
+fn secret_on_clipboard<'a>(clipboard: &Clipboard, secrets: &[(&'a str, &str)]) -> Option<&'a str> {
+    fn holds(value: &serde_json::Value, secret: &str) -> bool {
+        match value {
+            serde_json::Value::String(s) => s.contains(secret),
+            serde_json::Value::Number(n) => n.to_string().contains(secret),
+            serde_json::Value::Array(items) => items.iter().any(|v| holds(v, secret)),
+            serde_json::Value::Object(map) => map
+                .iter()
+                .any(|(k, v)| k.contains(secret) || holds(v, secret)),
+            _ => false,
+        }
+    }
+    secrets
+        .iter()
+        .filter(|(_, value)| value.len() >= SECRET_MIN_LEN_ON_CLIPBOARD)
+        .find(|(_, value)| {
+            clipboard
+                .iter()
+                .any(|(k, v)| k.contains(value) || holds(v, value))
+        })
+        .map(|(name, _)| *name)
 }
 
 /// What a stage comes to for its run: the one thing the scheduler acts on (store the
@@ -207,6 +267,7 @@ pub(super) fn outcome_of(
     finished: &WorkerReport,
     masker: &Masker,
     progress: Option<String>,
+    checks: &OutputChecks,
 ) -> (StageVerdict, Option<serde_json::Value>) {
     let reason_from_worker = |fallback: String| -> String {
         let text = finished
@@ -217,23 +278,43 @@ pub(super) fn outcome_of(
         masker.mask(&crate::text::one_line(&text, 300))
     };
     let outcome = match &finished.ending {
-        ProcessExit::Exited(0) => match clipboard::parse_worker_output(&finished.stdout) {
-            Ok(mut clipboard) => {
-                let learned = clipboard.as_mut().and_then(clipboard::take_stage_extras);
-                return (
-                    StageVerdict::Done {
-                        clipboard,
-                        progress,
-                    },
-                    learned,
-                );
+        ProcessExit::Exited(0) => {
+            match clipboard::parse_worker_output_capped(&finished.stdout, checks.clipboard_cap) {
+                Ok(mut clipboard) => {
+                    if let Some(name) = clipboard
+                        .as_ref()
+                        .and_then(|c| secret_on_clipboard(c, checks.secrets))
+                    {
+                        // Named, never shown: the clipboard is stored and shown to viewers,
+                        // which a secret must never reach.
+                        let reason = format!(
+                            "the worker put the run's secret '{name}' on the clipboard; secrets go on the secret channel only"
+                        );
+                        return (
+                            StageVerdict::Failed {
+                                reason,
+                                retry: false,
+                                exit_code: Some(0),
+                            },
+                            None,
+                        );
+                    }
+                    let learned = clipboard.as_mut().and_then(clipboard::take_stage_extras);
+                    return (
+                        StageVerdict::Done {
+                            clipboard,
+                            progress,
+                        },
+                        learned,
+                    );
+                }
+                Err(e) => StageVerdict::Failed {
+                    reason: masker.mask(&e.to_string()),
+                    retry: false,
+                    exit_code: Some(0),
+                },
             }
-            Err(e) => StageVerdict::Failed {
-                reason: masker.mask(&e.to_string()),
-                retry: false,
-                exit_code: Some(0),
-            },
-        },
+        }
         &ProcessExit::Exited(code) => StageVerdict::Failed {
             reason: reason_from_worker(format!("worker exited with status {code}")),
             retry: code == EXIT_TEMPFAIL,
@@ -257,6 +338,11 @@ pub(super) fn outcome_of(
                 "worker printed more than {} on stdout, the limit for a clipboard",
                 crate::text::bytes(cap as u64)
             ),
+            retry: false,
+            exit_code: None,
+        },
+        &ProcessExit::StderrOverflow(cap) => StageVerdict::Failed {
+            reason: stderr_cap_reason(cap),
             retry: false,
             exit_code: None,
         },
@@ -325,6 +411,11 @@ mod tests {
         Masker::new(vec![], vec!["hunter22".into()])
     }
 
+    const NO_CHECKS: OutputChecks<'static> = OutputChecks {
+        clipboard_cap: 1024 * 1024,
+        secrets: &[],
+    };
+
     fn failure(outcome: StageVerdict) -> (String, bool, Option<i32>) {
         match outcome {
             StageVerdict::Failed {
@@ -343,6 +434,7 @@ mod tests {
             &finished(ProcessExit::Exited(0), out, &[]),
             &masker(),
             Some("3/4".into()),
+            &NO_CHECKS,
         );
         let StageVerdict::Done {
             clipboard,
@@ -361,8 +453,12 @@ mod tests {
 
     #[test]
     fn empty_output_leaves_the_clipboard_unchanged() {
-        let (outcome, learned) =
-            outcome_of(&finished(ProcessExit::Exited(0), "", &[]), &masker(), None);
+        let (outcome, learned) = outcome_of(
+            &finished(ProcessExit::Exited(0), "", &[]),
+            &masker(),
+            None,
+            &NO_CHECKS,
+        );
         assert!(matches!(
             outcome,
             StageVerdict::Done {
@@ -379,6 +475,7 @@ mod tests {
             &finished(ProcessExit::Exited(0), "- a\n", &[]),
             &masker(),
             None,
+            &NO_CHECKS,
         );
         let (_, retry, code) = failure(outcome);
         assert!(!retry);
@@ -392,22 +489,23 @@ mod tests {
             "",
             &["working", "login failed with hunter22", "progress: 2/3", ""],
         );
-        let (reason, retry, code) = failure(outcome_of(&f, &masker(), None).0);
+        let (reason, retry, code) = failure(outcome_of(&f, &masker(), None, &NO_CHECKS).0);
         assert_eq!(reason, "login failed with ********");
         assert!(!retry);
         assert_eq!(code, Some(1));
         let mut f = f;
         f.error_line = Some("error: no such image".into());
-        let (reason, _, _) = failure(outcome_of(&f, &masker(), None).0);
+        let (reason, _, _) = failure(outcome_of(&f, &masker(), None, &NO_CHECKS).0);
         assert_eq!(reason, "error: no such image");
         let silent = finished(ProcessExit::Exited(3), "", &[]);
-        let (reason, _, _) = failure(outcome_of(&silent, &masker(), None).0);
+        let (reason, _, _) = failure(outcome_of(&silent, &masker(), None, &NO_CHECKS).0);
         assert_eq!(reason, "worker exited with status 3");
     }
 
     #[test]
     fn tempfail_and_timeouts_are_retried_signals_and_overflows_are_not() {
-        let retry = |ending| failure(outcome_of(&finished(ending, "", &[]), &masker(), None).0);
+        let retry =
+            |ending| failure(outcome_of(&finished(ending, "", &[]), &masker(), None, &NO_CHECKS).0);
         assert!(retry(ProcessExit::Exited(EXIT_TEMPFAIL)).1);
         let (reason, again, _) = retry(ProcessExit::TimedOut(Duration::from_secs(30)));
         assert_eq!((reason.as_str(), again), ("timed out after 30s", true));
@@ -423,8 +521,76 @@ mod tests {
     }
 
     #[test]
+    fn a_clipboard_holding_a_run_secret_fails_naming_the_key() {
+        let secrets = [("root_password", "Zq8xLmP3"), ("pin", "1234")];
+        let checks = OutputChecks {
+            clipboard_cap: 1024 * 1024,
+            secrets: &secrets,
+        };
+        let out = "instance:\n  notes: ['set up with Zq8xLmP3 today']\n";
+        let (reason, retry, code) = failure(
+            outcome_of(
+                &finished(ProcessExit::Exited(0), out, &[]),
+                &masker(),
+                None,
+                &checks,
+            )
+            .0,
+        );
+        assert_eq!(
+            reason,
+            "the worker put the run's secret 'root_password' on the clipboard; secrets go on the secret channel only"
+        );
+        assert!(!retry && code == Some(0) && !reason.contains("Zq8xLmP3"));
+        // A value shorter than 6 characters is not looked for: "1234" turns up by chance.
+        let out = "port: 1234\nnote: pin 1234\n";
+        let (outcome, _) = outcome_of(
+            &finished(ProcessExit::Exited(0), out, &[]),
+            &masker(),
+            None,
+            &checks,
+        );
+        assert!(matches!(outcome, StageVerdict::Done { .. }));
+    }
+
+    #[test]
+    fn passing_a_cap_fails_in_one_line() {
+        use super::super::worker::StderrCap;
+        let of =
+            |ending| failure(outcome_of(&finished(ending, "", &[]), &masker(), None, &NO_CHECKS).0);
+        let (reason, retry, _) = of(ProcessExit::StderrOverflow(StderrCap::Lines(10_000)));
+        assert_eq!(
+            reason,
+            "the worker's stderr passed 10000 lines, the limit for a stage"
+        );
+        assert!(!retry);
+        let (reason, _, _) = of(ProcessExit::StderrOverflow(StderrCap::Bytes(1024 * 1024)));
+        assert_eq!(
+            reason,
+            "the worker's stderr passed 1 MiB, the limit for a stage"
+        );
+        let mut bomb = format!("big: &a '{}'\nrefs:\n", "x".repeat(4096));
+        for _ in 0..400 {
+            bomb.push_str("  - *a\n");
+        }
+        let (reason, _, _) = failure(
+            outcome_of(
+                &finished(ProcessExit::Exited(0), &bomb, &[]),
+                &masker(),
+                None,
+                &NO_CHECKS,
+            )
+            .0,
+        );
+        assert!(
+            reason.contains("more than 1 MiB once its aliases are expanded"),
+            "{reason}"
+        );
+    }
+
+    #[test]
     fn cancelled_and_halted_stay_what_they_are() {
-        let of = |ending| outcome_of(&finished(ending, "", &[]), &masker(), None).0;
+        let of = |ending| outcome_of(&finished(ending, "", &[]), &masker(), None, &NO_CHECKS).0;
         assert!(matches!(
             of(ProcessExit::Cancelled),
             StageVerdict::Cancelled

@@ -3,9 +3,50 @@
 
 use super::*;
 
+/// A run's secret, opened: its name, the module whose worker made it, and its value.
+#[derive(Clone)]
+pub(super) struct RunSecret {
+    pub name: String,
+    /// None for a secret stored before secrets were kept per module: it goes to every stage,
+    /// as it did when it was made (a failed run from before an upgrade still resumes).
+    pub module: Option<String>,
+    pub value: String,
+}
+
+impl RunSecret {
+    /// Whether a stage of `module` is handed this secret: its own module's, or a module
+    /// the configuration lets it have secrets from.
+    pub fn reaches(&self, module: &str, secrets_from: &BTreeMap<String, Vec<String>>) -> bool {
+        match &self.module {
+            None => true,
+            Some(maker) => {
+                maker == module
+                    || secrets_from
+                        .get(module)
+                        .is_some_and(|from| from.iter().any(|m| m == maker))
+            }
+        }
+    }
+}
+
+/// How a secret is named in the store: `MODULE:NAME`. A secret's name has no `:` (see
+/// `seal::parse_secret_line`), so the last `:` parts them, and the store needs no column.
+pub(super) fn stored_name(module: &str, name: &str) -> String {
+    format!("{module}:{name}")
+}
+
+/// A stored name read back: the module that made the secret (none for older rows) and the
+/// secret's own name.
+pub(super) fn split_stored_name(stored: &str) -> (Option<&str>, &str) {
+    match stored.rsplit_once(':') {
+        Some((module, name)) => (Some(module), name),
+        None => (None, stored),
+    }
+}
+
 impl Engine {
     /// The run's secrets, opened, by name.
-    pub(super) async fn open_secrets(&self, run: RunId) -> Result<Vec<(String, String)>, String> {
+    pub(super) async fn open_secrets(&self, run: RunId) -> Result<Vec<RunSecret>, String> {
         let sealed = self.inner.store.sealed_secrets(run).await.map_err(|e| {
             tracing::error!(run, error = %e, "cannot read the run's secrets");
             "cannot read the run's secrets".to_string()
@@ -18,21 +59,29 @@ impl Engine {
         };
         sealed
             .into_iter()
-            .map(|(name, bytes)| {
+            .map(|(stored, bytes)| {
+                // The seal is bound to the stored name, module included: a sealed value
+                // moved to another module's name does not open.
+                let (module, name) = split_stored_name(&stored);
                 let plain = sealer
-                    .open(&secret_context(run, &name), &bytes)
+                    .open(&secret_context(run, &stored), &bytes)
                     .map_err(|e| format!("secret {name} of run #{run}: {e}"))?;
-                let text = String::from_utf8(plain)
+                let value = String::from_utf8(plain)
                     .map_err(|_| format!("secret {name} of run #{run} is not text"))?;
-                Ok((name, text))
+                Ok(RunSecret {
+                    name: name.to_string(),
+                    module: module.map(str::to_string),
+                    value,
+                })
             })
             .collect()
     }
 
-    /// Seals and stores what a worker handed back on its secret channel.
+    /// Seals and stores what a worker of `module` handed back on its secret channel.
     pub(super) async fn keep_secrets(
         &self,
         run: RunId,
+        module: &str,
         made: &[(String, String)],
     ) -> Result<(), String> {
         if made.is_empty() {
@@ -43,10 +92,11 @@ impl Engine {
         };
         let mut sealed = Vec::with_capacity(made.len());
         for (name, value) in made {
+            let stored = stored_name(module, name);
             let bytes = sealer
-                .seal(&secret_context(run, name), value.as_bytes())
+                .seal(&secret_context(run, &stored), value.as_bytes())
                 .map_err(|e| format!("cannot seal secret {name}: {e}"))?;
-            sealed.push((name.clone(), bytes));
+            sealed.push((stored, bytes));
         }
         self.inner
             .store
@@ -116,7 +166,7 @@ impl Engine {
     }
 }
 
-/// What a secret's seal is bound to: its run and its name.
+/// What a secret's seal is bound to: its run and its stored name.
 pub(super) fn secret_context(run: RunId, name: &str) -> String {
     format!("run {run} secret {name}")
 }
@@ -137,4 +187,31 @@ pub fn is_host_key(key: &HostKey) -> bool {
                 .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
     });
     algorithm_ok && fingerprint_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_reaches_its_own_module_and_those_that_list_it() {
+        let (module, name) = split_stored_name("linode:root_password");
+        assert_eq!((module, name), (Some("linode"), "root_password"));
+        assert_eq!(split_stored_name("root_password"), (None, "root_password"));
+        let secret = RunSecret {
+            name: "root_password".into(),
+            module: Some("linode".into()),
+            value: "x".into(),
+        };
+        let mut from = BTreeMap::new();
+        from.insert("ssh".to_string(), vec!["linode".to_string()]);
+        assert!(secret.reaches("linode", &from));
+        assert!(secret.reaches("ssh", &from));
+        assert!(!secret.reaches("dns", &from));
+        let older = RunSecret {
+            module: None,
+            ..secret
+        };
+        assert!(older.reaches("dns", &from));
+    }
 }

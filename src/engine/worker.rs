@@ -35,6 +35,17 @@ pub struct WorkerSpec {
     pub grace: Duration,
     pub stdout_cap: usize,
     pub stderr_keep: usize,
+    /// At most this many stderr lines, and bytes, go on to be stored; past either the
+    /// worker is stopped (a runaway log would otherwise fill the database).
+    pub stderr_lines_cap: usize,
+    pub stderr_bytes_cap: usize,
+}
+
+/// Which stderr cap a worker passed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StderrCap {
+    Lines(usize),
+    Bytes(usize),
 }
 
 /// One stderr line, classified by its prefix.
@@ -70,6 +81,7 @@ pub enum ProcessExit {
     Signalled(i32),
     TimedOut(Duration),
     StdoutOverflow(usize),
+    StderrOverflow(StderrCap),
     Cancelled,
     /// jarvis is stopping and the grace is over.
     Halted,
@@ -159,9 +171,17 @@ pub async fn run(
         let cap = spec.stdout_cap;
         tokio::spawn(async move { read_capped(out, cap, &overflow, &seen).await })
     });
+    let stderr_passed: Arc<std::sync::OnceLock<StderrCap>> = Arc::default();
+    let stderr_seen = Arc::new(Notify::new());
     let stderr_task = child.stderr.take().map(|err| {
         let keep = spec.stderr_keep.max(1);
-        tokio::spawn(async move { read_lines(err, keep, lines).await })
+        let caps = StderrCaps {
+            lines: spec.stderr_lines_cap,
+            bytes: spec.stderr_bytes_cap,
+            passed: stderr_passed.clone(),
+            seen: stderr_seen.clone(),
+        };
+        tokio::spawn(async move { read_lines(err, keep, caps, lines).await })
     });
 
     let ending = tokio::select! {
@@ -170,6 +190,10 @@ pub async fn run(
         _ = cancel.cancelled() => ProcessExit::Cancelled,
         _ = halt.cancelled() => ProcessExit::Halted,
         _ = overflow_seen.notified() => ProcessExit::StdoutOverflow(spec.stdout_cap),
+        _ = stderr_seen.notified() => match stderr_passed.get() {
+            Some(&cap) => ProcessExit::StderrOverflow(cap),
+            None => ProcessExit::StderrOverflow(StderrCap::Lines(spec.stderr_lines_cap)),
+        },
     };
     match &ending {
         ProcessExit::TimedOut(_) | ProcessExit::Cancelled | ProcessExit::Halted => {
@@ -182,7 +206,7 @@ pub async fn run(
                 let _ = child.wait().await;
             }
         }
-        ProcessExit::StdoutOverflow(_) => {
+        ProcessExit::StdoutOverflow(_) | ProcessExit::StderrOverflow(_) => {
             signal_group(pgid, Signal::SIGKILL);
             let _ = child.wait().await;
         }
@@ -199,8 +223,11 @@ pub async fn run(
         Some(task) => join_within(task, PIPE_DRAIN).await.unwrap_or_default(),
         None => (VecDeque::new(), None),
     };
+    // A worker that printed past a cap and exited before it was stopped still failed.
     let ending = if overflow.load(Ordering::SeqCst) {
         ProcessExit::StdoutOverflow(spec.stdout_cap)
+    } else if let Some(&cap) = stderr_passed.get() {
+        ProcessExit::StderrOverflow(cap)
     } else {
         ending
     };
@@ -310,20 +337,52 @@ async fn read_capped(
     }
 }
 
+/// The caps on what a worker's stderr may leave in the store, and how passing one is told.
+struct StderrCaps {
+    lines: usize,
+    bytes: usize,
+    passed: Arc<std::sync::OnceLock<StderrCap>>,
+    seen: Arc<Notify>,
+}
+
 async fn read_lines(
     err: impl tokio::io::AsyncRead + Unpin,
     keep: usize,
+    caps: StderrCaps,
     lines: mpsc::Sender<StderrLine>,
 ) -> (VecDeque<String>, Option<String>) {
     let mut reader = BufReader::new(err);
     let mut tail = VecDeque::with_capacity(keep.min(1024));
     let mut error_line = None;
     let mut raw = Vec::new();
+    let (mut count, mut bytes) = (0usize, 0usize);
     loop {
         raw.clear();
         match read_line_capped(&mut reader, &mut raw).await {
             Ok(false) | Err(_) => break,
             Ok(true) => {}
+        }
+        count += 1;
+        bytes += raw.len() + 1;
+        let passed = if count > caps.lines {
+            Some(StderrCap::Lines(caps.lines))
+        } else if bytes > caps.bytes {
+            Some(StderrCap::Bytes(caps.bytes))
+        } else {
+            None
+        };
+        if let Some(cap) = passed {
+            // Reading stops here: the worker blocks on a full pipe until it is stopped, and
+            // neither memory nor the stored log grows past the cap.
+            let _ = caps.passed.set(cap);
+            caps.seen.notify_one();
+            let _ = lines
+                .send(StderrLine::Log(format!(
+                    "{}; the rest was not kept",
+                    stderr_cap_reason(cap)
+                )))
+                .await;
+            break;
         }
         let text = String::from_utf8_lossy(&raw).into_owned();
         let parsed = StderrLine::parse(&text);
@@ -339,6 +398,19 @@ async fn read_lines(
         let _ = lines.send(parsed).await;
     }
     (tail, error_line)
+}
+
+/// One line on a passed stderr cap, for the log and the stage's failure.
+pub fn stderr_cap_reason(cap: StderrCap) -> String {
+    match cap {
+        StderrCap::Lines(n) => {
+            format!("the worker's stderr passed {n} lines, the limit for a stage")
+        }
+        StderrCap::Bytes(n) => format!(
+            "the worker's stderr passed {}, the limit for a stage",
+            crate::text::bytes(n as u64)
+        ),
+    }
 }
 
 /// Reads one line into `raw` (without the newline), keeping at most MAX_LINE_BYTES of it.
