@@ -915,7 +915,7 @@ mod tests {
             audited,
             [
                 "deploy", "redeploy", "destroy", "promote", "cancel", "resume", "retry", "approve",
-                "trust", "token", "run"
+                "trust", "token", "run", "rollback"
             ]
         );
     }
