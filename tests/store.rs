@@ -288,6 +288,16 @@ async fn every_call(url: &str) {
     let pins = store.host_keys("loki").await.unwrap();
     assert_eq!(pins.len(), 1);
     assert_eq!(pins[0].key.fingerprint, "SHA256:two");
+    // The admin's word outranks what a run queued before it learns (a resumed stale run):
+    // the pin stays, and the run's log says why.
+    let kept = store
+        .learn_host_keys(id, "loki", &[key("SHA256:three")], "ssh:wait", Some(1))
+        .await
+        .unwrap();
+    assert!(!kept);
+    let pins = store.host_keys("loki").await.unwrap();
+    assert_eq!(pins.len(), 1);
+    assert_eq!(pins[0].key.fingerprint, "SHA256:two");
     let sealed: Vec<u8> = (0..=255u8).collect();
     store
         .put_sealed_secrets(gated, &[("root".into(), sealed.clone())])

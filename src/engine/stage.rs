@@ -30,7 +30,10 @@ impl Engine {
                 };
             }
         };
-        let pins = match &context.pins {
+        // An SSH stage reads the pins afresh: an admin's `trust` said while the run was in
+        // flight holds from its next SSH stage on. Other stages keep the run's first look.
+        let cached = context.pins.as_ref().filter(|_| module != "ssh");
+        let pins = match cached {
             Some(pins) => pins.clone(),
             None => match self.inner.store.host_keys(&run.host).await {
                 Ok(pins) => {

@@ -159,6 +159,7 @@ impl Engine {
             .store
             .learn_host_keys(run.id, &run.host, &keys, &by, log_stage)
             .await
+            .map(|_| ())
             .map_err(|e| {
                 tracing::error!(run = run.id, error = %e, "cannot pin host keys");
                 "cannot pin the host keys the stage learned".to_string()

@@ -34,6 +34,10 @@ impl Store {
     /// Pins the keys a stage of `run` learned. The first keys a run learns replace every pin
     /// of the host made before it (a new instance has new keys); later ones join them. Each
     /// pin is written to the audit log and the run's log, in the same transaction.
+    ///
+    /// An admin's `trust` outranks learning by any run queued before it (a resumed stale run
+    /// among them): such a run's keys are not pinned, and `false` says so. The next run that
+    /// creates the host, queued after the trust, learns as usual.
     pub async fn learn_host_keys(
         &self,
         run: RunId,
@@ -41,9 +45,30 @@ impl Store {
         keys: &[HostKey],
         learned_by: &str,
         log_stage: Option<usize>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let at = now_ms();
         let mut tx = self.begin().await?;
+        let outranked: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM host_keys k, runs r WHERE k.host = $1 AND k.run_id IS NULL \
+             AND r.id = $2 AND k.pinned_at >= r.created_at",
+        )
+        .bind(host)
+        .bind(run)
+        .fetch_one(&mut *tx)
+        .await?;
+        if outranked > 0 {
+            sqlx::query("INSERT INTO log_lines (run_id, stage, at, line) VALUES ($1, $2, $3, $4)")
+                .bind(run)
+                .bind(log_stage.map(|s| s as i64))
+                .bind(at)
+                .bind(format!(
+                    "kept {host}'s pin an admin trusted after this run was queued; the keys {learned_by} learned are not pinned"
+                ))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            return Ok(false);
+        }
         sqlx::query("DELETE FROM host_keys WHERE host = $1 AND (run_id IS NULL OR run_id != $2)")
             .bind(host)
             .bind(run)
@@ -89,7 +114,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// An admin's word: `host` is pinned to exactly this key, every other pin of it is gone.
