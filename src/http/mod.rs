@@ -181,6 +181,9 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls:
 
 fn router(state: Shared) -> Router {
     let (api, _) = api::routes().split_for_parts();
+    // API answers are per caller and change from one moment to the next: no cache (a
+    // browser's or a proxy's) may keep one.
+    let api = api.layer(axum::middleware::map_response(no_store));
     Router::new()
         .nest("/api/v1", api)
         .route("/", get(page::index))
@@ -210,6 +213,7 @@ fn router(state: Shared) -> Router {
         .route("/readyz", get(metrics::healthz))
         .fallback(page::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(method_not_allowed))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
@@ -233,6 +237,46 @@ async fn security_headers(mut response: axum::response::Response) -> axum::respo
         HeaderValue::from_static("no-referrer"),
     );
     response
+}
+
+async fn no_store(mut response: axum::response::Response) -> axum::response::Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// axum answers a known path asked with another method with 405 and an empty body; this
+/// gives it the body every other error has (JSON under the API, hooks and the health
+/// endpoints, the refusal page elsewhere), saying which methods the path takes.
+async fn method_not_allowed(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    if response.status() != axum::http::StatusCode::METHOD_NOT_ALLOWED
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let allow = response
+        .headers()
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut answer = if path.starts_with("/api/") || path.starts_with("/hooks/") || {
+        matches!(path.as_str(), "/metrics" | "/healthz" | "/readyz")
+    } {
+        api::method_not_allowed(method.as_str(), &path, allow.as_deref())
+    } else {
+        page::method_not_allowed(method.as_str(), &path, allow.as_deref())
+    };
+    if let Some(v) = response.headers().get(header::ALLOW) {
+        answer.headers_mut().insert(header::ALLOW, v.clone());
+    }
+    answer
 }
 
 /// Keeps `tx` at the newest stored event id, for live pages: a cheap look (the largest
