@@ -95,9 +95,20 @@ pub(crate) fn method_not_allowed(method: &str, path: &str, allow: Option<&str>) 
 
 pub(crate) fn not_allowed_text(method: &str, path: &str, allow: Option<&str>) -> String {
     let path = crate::text::one_line(path, 100);
-    match allow.filter(|a| !a.trim().is_empty()) {
-        Some(allow) => format!("{method} is not allowed on {path}; it takes {allow}"),
-        None => format!("{method} is not allowed on {path}"),
+    // axum's Allow is "GET,HEAD": said as "GET, HEAD".
+    let allow: Vec<&str> = allow
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .collect();
+    if allow.is_empty() {
+        format!("{method} is not allowed on {path}")
+    } else {
+        format!(
+            "{method} is not allowed on {path}; it takes {}",
+            allow.join(", ")
+        )
     }
 }
 

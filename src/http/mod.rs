@@ -184,7 +184,7 @@ fn router(state: Shared) -> Router {
     // API answers are per caller and change from one moment to the next: no cache (a
     // browser's or a proxy's) may keep one.
     let api = api.layer(axum::middleware::map_response(no_store));
-    Router::new()
+    let routes = Router::new()
         .nest("/api/v1", api)
         .route("/", get(page::index))
         .route("/login", get(page::login_form).post(page::login))
@@ -213,9 +213,13 @@ fn router(state: Shared) -> Router {
         .route("/readyz", get(metrics::healthz))
         .fallback(page::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn(method_not_allowed))
         .layer(axum::middleware::map_response(security_headers))
-        .with_state(state)
+        .with_state(state);
+    // Around the whole router rather than each route (what `Router::layer` does): axum
+    // writes a 405's Allow header outside a route's layers, and the body says what it lists.
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn(method_not_allowed))
 }
 
 /// Headers every answer carries: no framing, no sniffing, scripts only from jarvis itself.
@@ -266,15 +270,20 @@ async fn method_not_allowed(
         .get(header::ALLOW)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let mut answer = if path.starts_with("/api/") || path.starts_with("/hooks/") || {
-        matches!(path.as_str(), "/metrics" | "/healthz" | "/readyz")
-    } {
+    let programs = matches!(
+        path.split('/').nth(1),
+        Some("api" | "hooks" | "metrics" | "healthz" | "readyz")
+    );
+    let mut answer = if programs {
         api::method_not_allowed(method.as_str(), &path, allow.as_deref())
     } else {
         page::method_not_allowed(method.as_str(), &path, allow.as_deref())
     };
-    if let Some(v) = response.headers().get(header::ALLOW) {
-        answer.headers_mut().insert(header::ALLOW, v.clone());
+    // Allow, and the API's no-store, stay as the router set them.
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_LENGTH && !answer.headers().contains_key(name) {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
     }
     answer
 }

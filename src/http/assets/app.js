@@ -133,6 +133,10 @@
 
   if (window.EventSource) {
     source = new EventSource("/api/v1/events" + (run ? "?run=" + encodeURIComponent(run) : ""));
+    // Marks the part as following the stream: what a test (or a curious reader of the
+    // page) can wait on before something happens elsewhere.
+    source.addEventListener("open", function () { live.setAttribute("data-listening", "1"); });
+    source.addEventListener("error", function () { live.removeAttribute("data-listening"); });
     source.addEventListener("message", heard);
     for (var i = 0; i < kinds.length; i++) { source.addEventListener(kinds[i], heard); }
   }
