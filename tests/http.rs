@@ -1414,6 +1414,23 @@ fn the_browser_logs_in_deploys_with_the_button_and_sees_the_run_live() {
         browser.eval("return document.querySelectorAll('li.stage.st-succeeded').length;"),
         json!(4)
     );
+    // Times: UTC in `datetime` (and the title), shown in the browser's zone with how long ago.
+    let times = browser.eval(
+        "return Array.prototype.map.call(document.querySelectorAll('#times time'), \
+           function (t) { return [t.getAttribute('datetime'), t.title, t.textContent]; });",
+    );
+    let times = times.as_array().expect("a list").clone();
+    assert_eq!(times.len(), 3, "asked, started, finished: {times:?}");
+    for t in &times {
+        let (iso, title, text) = (
+            t[0].as_str().unwrap(),
+            t[1].as_str().unwrap(),
+            t[2].as_str().unwrap(),
+        );
+        assert!(iso.ends_with('Z') && iso.len() == 20, "{t}");
+        assert!(title.ends_with(" UTC"), "{t}");
+        assert!(text.ends_with("(just now)"), "{t}");
+    }
 
     // A failure shows its stage and reason; this time the plan first, then its button.
     browser.go(&daemon.url("/"));
@@ -1518,6 +1535,24 @@ fn the_browser_logs_in_deploys_with_the_button_and_sees_the_run_live() {
         "the page was reloaded, the row replaced, focus lost, or nothing announced"
     );
     browser.screenshot(&artifacts.join("runs-live.png"));
+
+    // The session ends under the open page: the next refresh says so in one line instead of
+    // pasting the login page (and its header) into the runs.
+    browser.delete_cookies();
+    deploy("broken");
+    browser.wait_until(
+        "return document.getElementById('signed-out') !== null;",
+        PATIENCE,
+        "the signed-out line",
+    );
+    assert_eq!(
+        browser.eval(
+            "return [document.getElementById('signed-out').innerText, \
+                     document.querySelectorAll('header').length, \
+                     document.querySelector('#live #token') === null];"
+        ),
+        json!(["Signed out — sign in again", 1, true]),
+    );
     drop(daemon);
 }
 

@@ -248,6 +248,12 @@ impl Session<'_> {
         }
     }
 
+    /// Forgets every cookie, the HttpOnly session cookie included: a session that ended.
+    pub fn delete_cookies(&self) {
+        self.cmd("DELETE", "/cookie", None)
+            .unwrap_or_else(|e| panic!("cannot delete the cookies: {e}"));
+    }
+
     pub fn eval(&self, script: &str) -> Value {
         self.cmd(
             "POST",

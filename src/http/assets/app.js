@@ -4,6 +4,40 @@
 // still works: it is plain links and forms.
 (function () {
   "use strict";
+
+  function ago(ms) {
+    var s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+    if (s < 45) { return "just now"; }
+    var m = Math.round(s / 60);
+    if (m < 60) { return m + " min ago"; }
+    var h = Math.round(m / 60);
+    if (h < 24) { return h + " h ago"; }
+    var d = Math.round(h / 24);
+    return d + (d === 1 ? " day ago" : " days ago");
+  }
+
+  // Times come as UTC text, which reads without script; shown here in the viewer's own zone
+  // with how long ago, the UTC text kept as the title.
+  function localise(root) {
+    var times = root.querySelectorAll("time[datetime]");
+    for (var i = 0; i < times.length; i++) {
+      var t = times[i], ms = Date.parse(t.getAttribute("datetime"));
+      if (isNaN(ms)) { continue; }
+      if (!t.hasAttribute("title")) { t.setAttribute("title", t.textContent); }
+      var text;
+      try {
+        text = new Date(ms).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "long" });
+      } catch (old) {
+        text = new Date(ms).toLocaleString();
+      }
+      text += " (" + ago(ms) + ")";
+      if (t.textContent !== text) { t.textContent = text; }
+    }
+  }
+  localise(document);
+  // "3 min ago" goes on being true.
+  setInterval(function () { localise(document); }, 30000);
+
   var live = document.querySelector("[data-live]");
   if (!live || !window.fetch) { return; }
   var url = live.getAttribute("data-live");
@@ -113,6 +147,8 @@
         if (html === null) { return; }
         var fresh = document.createElement(live.nodeName);
         fresh.innerHTML = html;
+        // Localised before the merge, so that a time that did not change compares equal.
+        localise(fresh);
         children(live, fresh);
       })
       .catch(function () {})
