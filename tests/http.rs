@@ -1391,6 +1391,20 @@ fn the_browser_logs_in_deploys_with_the_button_and_sees_the_run_live() {
     );
     browser.wait_text("#status", "running");
     browser.screenshot(&artifacts.join("run-running.png"));
+    // A selection in the log: kept while the log grows (new lines are appended to it, not
+    // the log replaced).
+    browser.wait_until(
+        "var log = document.querySelector('#log'); \
+         return log !== null && log.textContent.indexOf('(no log lines yet)') < 0;",
+        PATIENCE,
+        "a log line on the run page",
+    );
+    browser.eval(
+        "var log = document.querySelector('#log'); var r = document.createRange(); \
+         r.selectNodeContents(log); var s = window.getSelection(); s.removeAllRanges(); \
+         s.addRange(r); window.jarvisSelected = s.toString(); \
+         window.jarvisLogText = log.firstChild; return 1;",
+    );
     browser.wait_text("#status", "succeeded in");
     browser.screenshot(&artifacts.join("run-succeeded.png"));
     assert_eq!(
@@ -1413,6 +1427,16 @@ fn the_browser_logs_in_deploys_with_the_button_and_sees_the_run_live() {
     assert_eq!(
         browser.eval("return document.querySelectorAll('li.stage.st-succeeded').length;"),
         json!(4)
+    );
+    assert_eq!(
+        browser.eval(
+            "var sel = window.getSelection().toString(); \
+             return [window.jarvisSelected.length > 0, sel === window.jarvisSelected \
+                     || sel.indexOf(window.jarvisSelected) === 0, \
+                     window.jarvisLogText === document.querySelector('#log').firstChild];"
+        ),
+        json!([true, true, true]),
+        "the selection in the log was lost, or the log replaced"
     );
     // Times: UTC in `datetime` (and the title), shown in the browser's zone with how long ago.
     let times = browser.eval(
