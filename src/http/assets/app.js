@@ -24,11 +24,15 @@
       var t = times[i], ms = Date.parse(t.getAttribute("datetime"));
       if (isNaN(ms)) { continue; }
       if (!t.hasAttribute("title")) { t.setAttribute("title", t.textContent); }
-      var text;
+      var when = new Date(ms), text;
+      // Short enough for a table on a phone; the zone named, the year only when not this one.
+      var format = { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+                     timeZoneName: "short" };
+      if (when.getFullYear() !== new Date().getFullYear()) { format.year = "numeric"; }
       try {
-        text = new Date(ms).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "long" });
+        text = when.toLocaleString(undefined, format);
       } catch (old) {
-        text = new Date(ms).toLocaleString();
+        text = when.toLocaleString();
       }
       text += " (" + ago(ms) + ")";
       if (t.textContent !== text) { t.textContent = text; }
