@@ -874,6 +874,37 @@ fn the_openapi_document_is_what_the_router_serves() {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "{other} {path} is served but not documented"
             );
+            // Like every other error: JSON, one sentence naming what the path takes.
+            let allow = resp
+                .headers()
+                .get("allow")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                allow.contains(method.as_str()),
+                "{other} {path}: Allow {allow:?}"
+            );
+            assert_eq!(
+                resp.headers()
+                    .get("cache-control")
+                    .and_then(|v| v.to_str().ok()),
+                Some("no-store"),
+                "{other} {path}"
+            );
+            // The path as sent (`{host}` is left unreplaced, so percent-encoded).
+            let sent = resp.url().path().to_string();
+            let text = resp.text().unwrap_or_default();
+            let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+                panic!("{other} {path}: a 405 that is not JSON ({e}): {text:?}")
+            });
+            assert_eq!(
+                error_of(&body),
+                format!(
+                    "{other} is not allowed on {sent}; it takes {}",
+                    allow.replace(',', ", ")
+                ),
+            );
         }
     }
     // An undocumented path under /api/v1 reaches the API's own 404, in JSON.
@@ -903,6 +934,155 @@ fn the_openapi_document_is_what_the_router_serves() {
         "one API mount in src/http/mod.rs"
     );
     assert!(server.contains(".nest(\"/api/v1\", api)"));
+}
+
+/// The OpenAPI document is valid for a validator that is not the crate that writes it
+/// (openapi-spec-validator from PyPI, which tests/testbed/install puts in a venv of its own),
+/// and every `$ref` in it resolves — which client generators need and which the checker in
+/// tests/http/openapi.rs, following only body schemas, would not notice.
+#[test]
+fn the_openapi_document_is_valid_for_an_independent_validator() {
+    let home = home();
+    let api = Api::start(&home);
+    let doc = api.spec.doc.clone();
+    let mut refs = Vec::new();
+    openapi::refs(&doc, &mut refs);
+    assert!(
+        refs.iter().any(|r| r == "#/components/schemas/RunAction"),
+        "{refs:?}"
+    );
+    for r in &refs {
+        let pointer = r
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("a $ref outside the document: {r}"));
+        assert!(
+            doc.pointer(pointer).is_some(),
+            "the $ref {r} does not resolve in the document"
+        );
+    }
+
+    let venv = std::env::var("OPENAPI_VALIDATOR_VENV")
+        .unwrap_or_else(|_| "/opt/jarvis-testbed/openapi-spec-validator".into());
+    let validator = std::path::Path::new(&venv).join("bin/openapi-spec-validator");
+    if !validator.is_file() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "no {} (tests/testbed/install installs it)",
+            validator.display()
+        );
+        eprintln!(
+            "SKIPPED the independent validator: no {}",
+            validator.display()
+        );
+        return;
+    }
+    let file = home.path("openapi.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(&doc).expect("JSON")).expect("written");
+    let out = Command::new(&validator)
+        .arg(&file)
+        .output()
+        .expect("openapi-spec-validator runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator refuses the document:\n{said}"
+    );
+    assert!(said.contains("OK"), "{said}");
+}
+
+/// The small promises of docs/http.md's errors: a 405 has a body (JSON under the API, the
+/// refusal page on the page's own paths), API answers are never cached, and a limit of 0 is
+/// refused rather than read as 1.
+#[test]
+fn errors_have_bodies_api_answers_are_not_cached_and_limit_0_is_refused() {
+    let home = home();
+    let alice = make_token(&home, "alice");
+    let mut api = Api::start(&home);
+
+    let resp = api
+        .http
+        .delete(api.daemon.url("/api/v1/runs"))
+        .bearer_auth(&alice)
+        .send()
+        .expect("jarvis answers");
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json")),
+        "{:?}",
+        resp.headers()
+    );
+    let body: Value = resp.json().expect("a JSON 405");
+    assert_eq!(
+        error_of(&body),
+        "DELETE is not allowed on /api/v1/runs; it takes GET, HEAD"
+    );
+    // A page's path asked with the wrong method: the refusal page, saying the same.
+    let resp = api
+        .http
+        .get(api.daemon.url("/logout"))
+        .send()
+        .expect("jarvis answers");
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let html = resp.text().expect("a body");
+    assert!(
+        html.contains("GET is not allowed on /logout; it takes POST"),
+        "{html}"
+    );
+    // Hooks are for programs: JSON.
+    let resp = api
+        .http
+        .get(api.daemon.url("/hooks/deploy"))
+        .send()
+        .expect("jarvis answers");
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let body: Value = resp.json().expect("a JSON 405");
+    assert!(error_of(&body).starts_with("GET is not allowed on /hooks/deploy"));
+
+    // Every API answer says no-store: a success, a refusal, the API's 404, the document.
+    for (path, token, status) in [
+        ("/api/v1/runs", Some(alice.as_str()), StatusCode::OK),
+        ("/api/v1/runs", None, StatusCode::UNAUTHORIZED),
+        ("/api/v1/nothing-here", None, StatusCode::NOT_FOUND),
+        ("/api/v1/openapi.json", None, StatusCode::OK),
+    ] {
+        let mut req = api.http.get(api.daemon.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().expect("jarvis answers");
+        assert_eq!(resp.status(), status, "{path}");
+        assert_eq!(
+            resp.headers()
+                .get("cache-control")
+                .and_then(|v| v.to_str().ok()),
+            Some("no-store"),
+            "{path} ({status})"
+        );
+    }
+
+    // limit=0 is a page of nothing: 422 with one line, where it used to mean 1; so is
+    // lines=0. 1 and more than 200 still answer.
+    let (code, body) = api.get("/api/v1/runs?limit=0", Some(&alice));
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(error_of(&body), "limit must be 1 to 200, as in ?limit=50");
+    let (code, _) = api.get("/api/v1/runs?limit=1", Some(&alice));
+    assert_eq!(code, StatusCode::OK);
+    let (code, _) = api.get("/api/v1/runs?limit=500", Some(&alice));
+    assert_eq!(code, StatusCode::OK);
+    let (code, run) = api.post("/api/v1/deploy", &alice, json!({"design": "demo"}));
+    assert_eq!(code, StatusCode::ACCEPTED, "{run}");
+    let id = run["run"].as_i64().expect("a run id");
+    let (code, body) = api.get(&format!("/api/v1/runs/{id}/log?lines=0"), Some(&alice));
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(error_of(&body), "lines must be 1 to 1000, as in ?lines=50");
+    api.wait_state(id, &alice, "succeeded");
 }
 
 /// What ships turns the web part on, on loopback only: the example configuration (which the
@@ -1213,6 +1393,20 @@ fn the_browser_logs_in_deploys_with_the_button_and_sees_the_run_live() {
     );
     browser.wait_text("#status", "running");
     browser.screenshot(&artifacts.join("run-running.png"));
+    // A selection in the log: kept while the log grows (new lines are appended to it, not
+    // the log replaced).
+    browser.wait_until(
+        "var log = document.querySelector('#log'); \
+         return log !== null && log.textContent.indexOf('(no log lines yet)') < 0;",
+        PATIENCE,
+        "a log line on the run page",
+    );
+    browser.eval(
+        "var log = document.querySelector('#log'); var r = document.createRange(); \
+         r.selectNodeContents(log); var s = window.getSelection(); s.removeAllRanges(); \
+         s.addRange(r); window.jarvisSelected = s.toString(); \
+         window.jarvisLogText = log.firstChild; return 1;",
+    );
     browser.wait_text("#status", "succeeded in");
     browser.screenshot(&artifacts.join("run-succeeded.png"));
     assert_eq!(
@@ -1236,6 +1430,33 @@ fn the_browser_logs_in_deploys_with_the_button_and_sees_the_run_live() {
         browser.eval("return document.querySelectorAll('li.stage.st-succeeded').length;"),
         json!(4)
     );
+    assert_eq!(
+        browser.eval(
+            "var sel = window.getSelection().toString(); \
+             return [window.jarvisSelected.length > 0, sel === window.jarvisSelected \
+                     || sel.indexOf(window.jarvisSelected) === 0, \
+                     window.jarvisLogText === document.querySelector('#log').firstChild];"
+        ),
+        json!([true, true, true]),
+        "the selection in the log was lost, or the log replaced"
+    );
+    // Times: UTC in `datetime` (and the title), shown in the browser's zone with how long ago.
+    let times = browser.eval(
+        "return Array.prototype.map.call(document.querySelectorAll('#times time'), \
+           function (t) { return [t.getAttribute('datetime'), t.title, t.textContent]; });",
+    );
+    let times = times.as_array().expect("a list").clone();
+    assert_eq!(times.len(), 3, "asked, started, finished: {times:?}");
+    for t in &times {
+        let (iso, title, text) = (
+            t[0].as_str().unwrap(),
+            t[1].as_str().unwrap(),
+            t[2].as_str().unwrap(),
+        );
+        assert!(iso.ends_with('Z') && iso.len() == 20, "{t}");
+        assert!(title.ends_with(" UTC"), "{t}");
+        assert!(text.ends_with("(just now)"), "{t}");
+    }
 
     // A failure shows its stage and reason; this time the plan first, then its button.
     browser.go(&daemon.url("/"));
@@ -1271,6 +1492,93 @@ fn the_browser_logs_in_deploys_with_the_button_and_sees_the_run_live() {
     second.screenshot(&artifacts.join("run-approved.png"));
     // alice's page saw it too, live.
     browser.wait_text("#status", "succeeded in");
+
+    // An open runs page with no run active (so no polling): a run started elsewhere (the
+    // API here, as chat would) appears on it without a reload, brought by the stream's
+    // named events alone.
+    browser.go(&daemon.url("/"));
+    browser.wait_text("h1", "Runs");
+    assert_eq!(
+        browser.eval("return document.querySelector('#live [data-active=\"1\"]') === null;"),
+        json!(true),
+        "a run is still active, so polling could bring the row"
+    );
+    assert_eq!(
+        browser.eval("return document.querySelector('#live').hasAttribute('aria-live');"),
+        json!(false),
+        "aria-live on the whole table makes a screen reader read every row again"
+    );
+    browser.wait_until(
+        "return document.querySelector('#live').getAttribute('data-listening') === '1';",
+        PATIENCE,
+        "the runs page following the event stream",
+    );
+    // Focus on a row's link, and marks a reload or a replaced row would lose.
+    browser.eval(
+        "window.jarvisMarker = 43; window.jarvisRow = document.getElementById('run-3'); \
+         document.querySelector('#run-3 a').focus(); return 1;",
+    );
+    let http = client();
+    let deploy = |design: &str| -> i64 {
+        let resp = http
+            .post(daemon.url("/api/v1/deploy"))
+            .bearer_auth(&alice)
+            .json(&json!({ "design": design }))
+            .send()
+            .expect("jarvis answers");
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        let body: Value = resp.json().expect("JSON");
+        body["run"].as_i64().expect("the run's id")
+    };
+    let started = Instant::now();
+    let id = deploy("demo");
+    browser.wait_until(
+        &format!("return document.getElementById('run-{id}') !== null;"),
+        PATIENCE,
+        &format!("run #{id}'s row on the open runs page"),
+    );
+    eprintln!(
+        "run #{id} appeared on the open page after {:?}",
+        started.elapsed()
+    );
+    browser.wait_until(
+        &format!(
+            "var r = document.getElementById('run-{id}'); \
+             return r !== null && r.className === 'st-succeeded';"
+        ),
+        PATIENCE,
+        &format!("run #{id}'s row saying succeeded"),
+    );
+    assert_eq!(
+        browser.eval(
+            "return [window.jarvisMarker, \
+                     window.jarvisRow === document.getElementById('run-3'), \
+                     document.activeElement === document.querySelector('#run-3 a'), \
+                     document.querySelectorAll('#live tbody tr').length, \
+                     document.getElementById('announce').textContent.length > 0];"
+        ),
+        json!([43, true, true, 4, true]),
+        "the page was reloaded, the row replaced, focus lost, or nothing announced"
+    );
+    browser.screenshot(&artifacts.join("runs-live.png"));
+
+    // The session ends under the open page: the next refresh says so in one line instead of
+    // pasting the login page (and its header) into the runs.
+    browser.delete_cookies();
+    deploy("broken");
+    browser.wait_until(
+        "return document.getElementById('signed-out') !== null;",
+        PATIENCE,
+        "the signed-out line",
+    );
+    assert_eq!(
+        browser.eval(
+            "return [document.getElementById('signed-out').innerText, \
+                     document.querySelectorAll('header').length, \
+                     document.querySelector('#live #token') === null];"
+        ),
+        json!(["Signed out — sign in again", 1, true]),
+    );
     drop(daemon);
 }
 

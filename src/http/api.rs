@@ -17,7 +17,7 @@ use futures_util::stream::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use utoipa::ToSchema;
+use utoipa::{PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -82,6 +82,34 @@ pub async fn not_found() -> ApiError {
         StatusCode::NOT_FOUND,
         "no such API endpoint; see docs/http.md",
     )
+}
+
+/// 405's sentence: what was asked and what the path takes instead.
+pub(crate) fn method_not_allowed(method: &str, path: &str, allow: Option<&str>) -> Response {
+    err(
+        StatusCode::METHOD_NOT_ALLOWED,
+        not_allowed_text(method, path, allow),
+    )
+    .into_response()
+}
+
+pub(crate) fn not_allowed_text(method: &str, path: &str, allow: Option<&str>) -> String {
+    let path = crate::text::one_line(path, 100);
+    // axum's Allow is "GET,HEAD": said as "GET, HEAD".
+    let allow: Vec<&str> = allow
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .collect();
+    if allow.is_empty() {
+        format!("{method} is not allowed on {path}")
+    } else {
+        format!(
+            "{method} is not allowed on {path}; it takes {}",
+            allow.join(", ")
+        )
+    }
 }
 
 /// Who the caller is, and their roles.
@@ -198,7 +226,18 @@ pub async fn runs(
         })?),
         None => None,
     };
-    let limit = q.limit.unwrap_or(50).clamp(1, 200);
+    // 0 would be a page of nothing: refused, not quietly read as 1. Above 200 is the most
+    // one page holds.
+    let limit = match q.limit {
+        None => 50,
+        Some(0) => {
+            return Err(err(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "limit must be 1 to 200, as in ?limit=50",
+            ));
+        }
+        Some(n) => n.min(200),
+    };
     let filter = RunFilter {
         host: q.host,
         state: run_state,
@@ -430,7 +469,16 @@ pub async fn log(
         )
     })?;
     load_run(&state, id).await?;
-    let n = q.lines.unwrap_or(100).clamp(1, 1000);
+    let n = match q.lines {
+        None => 100,
+        Some(0) => {
+            return Err(err(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "lines must be 1 to 1000, as in ?lines=50",
+            ));
+        }
+        Some(n) => n.min(1000),
+    };
     let lines = state
         .app
         .engine()
@@ -960,6 +1008,18 @@ pub(crate) fn document() -> &'static Value {
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+        // The `{action}` path parameters name these enums by `$ref`, but utoipa gathers
+        // schemas only from bodies, so they are registered here; without them the document
+        // has dangling references and validators and client generators stop on it.
+        for (name, schema) in [
+            (RunAction::name(), RunAction::schema()),
+            (
+                super::rollouts::RolloutAction::name(),
+                super::rollouts::RolloutAction::schema(),
+            ),
+        ] {
+            components.schemas.insert(name.into_owned(), schema);
+        }
         components.add_security_scheme(
             "session",
             SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(auth::SESSION_COOKIE))),

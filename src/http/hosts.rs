@@ -100,7 +100,7 @@ async fn viewer(state: &State, headers: &HeaderMap, peer: SocketAddr) -> Result<
 }
 
 /// Every host record, destroyed ones included, by name.
-#[utoipa::path(get, path = "/hosts", tag = "hosts",
+#[utoipa::path(get, path = "/hosts", operation_id = "list_hosts", tag = "hosts",
     responses(
         (status = 200, description = "The host records", body = HostRecordList),
         (status = 401, description = "No login, or a token not known", body = ErrorBody),
@@ -119,7 +119,7 @@ pub async fn list(
 }
 
 /// One host's record.
-#[utoipa::path(get, path = "/hosts/{host}", tag = "hosts",
+#[utoipa::path(get, path = "/hosts/{host}", operation_id = "host", tag = "hosts",
     params(("host" = String, Path, description = "The host's name")),
     responses(
         (status = 200, description = "The record", body = HostRecordBody),

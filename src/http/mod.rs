@@ -181,7 +181,10 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls:
 
 fn router(state: Shared) -> Router {
     let (api, _) = api::routes().split_for_parts();
-    Router::new()
+    // API answers are per caller and change from one moment to the next: no cache (a
+    // browser's or a proxy's) may keep one.
+    let api = api.layer(axum::middleware::map_response(no_store));
+    let routes = Router::new()
         .nest("/api/v1", api)
         .route("/", get(page::index))
         .route("/login", get(page::login_form).post(page::login))
@@ -211,7 +214,12 @@ fn router(state: Shared) -> Router {
         .fallback(page::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::map_response(security_headers))
-        .with_state(state)
+        .with_state(state);
+    // Around the whole router rather than each route (what `Router::layer` does): axum
+    // writes a 405's Allow header outside a route's layers, and the body says what it lists.
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::from_fn(method_not_allowed))
 }
 
 /// Headers every answer carries: no framing, no sniffing, scripts only from jarvis itself.
@@ -233,6 +241,51 @@ async fn security_headers(mut response: axum::response::Response) -> axum::respo
         HeaderValue::from_static("no-referrer"),
     );
     response
+}
+
+async fn no_store(mut response: axum::response::Response) -> axum::response::Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// axum answers a known path asked with another method with 405 and an empty body; this
+/// gives it the body every other error has (JSON under the API, hooks and the health
+/// endpoints, the refusal page elsewhere), saying which methods the path takes.
+async fn method_not_allowed(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    if response.status() != axum::http::StatusCode::METHOD_NOT_ALLOWED
+        || response.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let allow = response
+        .headers()
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let programs = matches!(
+        path.split('/').nth(1),
+        Some("api" | "hooks" | "metrics" | "healthz" | "readyz")
+    );
+    let mut answer = if programs {
+        api::method_not_allowed(method.as_str(), &path, allow.as_deref())
+    } else {
+        page::method_not_allowed(method.as_str(), &path, allow.as_deref())
+    };
+    // Allow, and the API's no-store, stay as the router set them.
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_LENGTH && !answer.headers().contains_key(name) {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
 }
 
 /// Keeps `tx` at the newest stored event id, for live pages: a cheap look (the largest

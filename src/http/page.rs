@@ -22,6 +22,29 @@ use crate::chat::roles::{Identity, Role};
 use crate::store::{Run, RunFilter, RunState, StageTiming};
 
 const SCRIPT: &str = include_str!("assets/app.js");
+
+/// Every kind of stored event, which a live page's script listens to by name: the stream
+/// names each event by its kind (`event: run_started`), and a browser's EventSource hands a
+/// named event only to a listener of that name, never to `onmessage`.
+const EVENT_KINDS: &[&str] = {
+    use crate::engine::events::kind::*;
+    &[
+        RUN_STARTED,
+        STAGE_STARTED,
+        NOTICE,
+        APPROVAL_NEEDED,
+        SUCCEEDED,
+        FAILED,
+        UNDO_STAGE_FAILED,
+        UNDONE,
+        INTERRUPTED,
+        RERUN_AFTER_RESTART,
+        CANCELLED,
+        TRIGGERED,
+        ROLLOUT_STOPPED,
+        ROLLOUT_FINISHED,
+    ]
+};
 const STYLE: &str = include_str!("assets/app.css");
 
 pub async fn script() -> Response {
@@ -77,6 +100,17 @@ pub async fn not_found() -> Response {
     refusal_page(
         None,
         Refusal::new(StatusCode::NOT_FOUND, "there is no such page"),
+    )
+}
+
+/// A page's 405: a form or link used with the wrong method.
+pub(super) fn method_not_allowed(method: &str, path: &str, allow: Option<&str>) -> Response {
+    refusal_page(
+        None,
+        Refusal::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            super::api::not_allowed_text(method, path, allow),
+        ),
     )
 }
 
@@ -141,7 +175,9 @@ async fn index_page(
     };
     let body = format!(
         "<h1>Runs</h1>{message}{deploy}\
-         <section id=\"live\" data-live=\"/parts/runs\" aria-live=\"polite\">{runs}</section>"
+         <p id=\"announce\" class=\"visually-hidden\" role=\"status\"></p>\
+         <section id=\"live\" data-live=\"/parts/runs\" data-events=\"{events}\">{runs}</section>",
+        events = EVENT_KINDS.join(" "),
     );
     page(status, layout("Runs", Some(caller), &body))
 }
@@ -170,7 +206,8 @@ async fn runs_html(state: &State) -> Result<String, Refusal> {
     let mut html = format!(
         "<table data-active=\"{}\"><caption>The last {} runs, newest first</caption>\
          <thead><tr><th scope=\"col\">Run</th><th scope=\"col\">Host</th>\
-         <th scope=\"col\">State</th><th scope=\"col\">Status</th></tr></thead><tbody>",
+         <th scope=\"col\">State</th><th scope=\"col\">Status</th>\
+         <th scope=\"col\">Asked</th></tr></thead><tbody>",
         u8::from(active),
         runs.len()
     );
@@ -178,9 +215,10 @@ async fn runs_html(state: &State) -> Result<String, Refusal> {
         let live = state.app.engine().live(run.id);
         let status = render::status_line(run, live.as_ref().and_then(|l| l.progress.as_deref()));
         html.push_str(&format!(
-            "<tr class=\"st-{state}\"><td><a href=\"/runs/{id}\">#{id}</a> {kind}</td>\
+            "<tr id=\"run-{id}\" class=\"st-{state}\"><td><a href=\"/runs/{id}\">#{id}</a> {kind}</td>\
              <td><a href=\"/hosts/{host}\">{host}</a></td><td class=\"state\">{state_text}</td>\
-             <td>{status}</td></tr>",
+             <td>{status}</td><td>{when}</td></tr>",
+            when = time_html(run.created_at),
             state = run.state.as_str(),
             state_text = run.state.as_str().replace('_', " "),
             id = run.id,
@@ -274,7 +312,8 @@ pub async fn host(
     for run in &runs {
         rows.push_str(&format!(
             "<tr class=\"st-{state}\"><td><a href=\"/runs/{id}\">#{id}</a> {kind}</td>\
-             <td class=\"state\">{state_text}</td><td>{took}</td><td>{by}</td></tr>",
+             <td class=\"state\">{state_text}</td><td>{took}</td><td>{by}</td><td>{when}</td></tr>",
+            when = time_html(run.created_at),
             state = run.state.as_str(),
             state_text = run.state.as_str().replace('_', " "),
             id = run.id,
@@ -299,7 +338,8 @@ pub async fn host(
         "<h1>Host {h}</h1>{record}<p class=\"rate\" id=\"rate\">{rate}</p>{chart}\
          <table><caption>The last {n} runs of {h}, newest first</caption><thead><tr>\
          <th scope=\"col\">Run</th><th scope=\"col\">State</th><th scope=\"col\">Took</th>\
-         <th scope=\"col\">Asked by</th></tr></thead><tbody>{rows}</tbody></table>",
+         <th scope=\"col\">Asked by</th><th scope=\"col\">Asked</th></tr></thead>\
+         <tbody>{rows}</tbody></table>",
         h = esc(&host),
         n = runs.len(),
         chart = duration_chart(&points),
@@ -513,9 +553,23 @@ pub(super) async fn run_page(
     };
     let body = format!(
         "<h1>Run #{id}</h1>{message}<section id=\"live\" data-live=\"/parts/runs/{id}\" \
-         data-run=\"{id}\" aria-live=\"polite\">{part}</section>"
+         data-run=\"{id}\" data-events=\"{events}\">{part}</section>",
+        events = EVENT_KINDS.join(" "),
     );
     page(status, layout(&format!("Run #{id}"), Some(caller), &body))
+}
+
+/// A moment as the page shows it: UTC text, which reads without script, in a `<time>` whose
+/// `datetime` the script turns into the viewer's own zone and "3 min ago".
+pub(super) fn time_html(ms: i64) -> String {
+    match chrono::DateTime::from_timestamp_millis(ms) {
+        Some(t) => format!(
+            "<time datetime=\"{}\">{}</time>",
+            t.format("%Y-%m-%dT%H:%M:%SZ"),
+            t.format("%Y-%m-%d %H:%M:%S UTC")
+        ),
+        None => "—".into(),
+    }
 }
 
 fn seconds(us: i64) -> String {
@@ -544,7 +598,7 @@ async fn run_html(state: &State, caller: &Caller, id: i64) -> Result<Option<Stri
     let live = state.app.engine().live(run.id);
     let status = render::status_line(&run, live.as_ref().and_then(|l| l.progress.as_deref()));
     let mut html = format!(
-        "<div data-active=\"{}\" class=\"run st-{}\"><p class=\"status\" id=\"status\">{}</p>\
+        "<div data-active=\"{}\" class=\"run st-{}\"><p class=\"status\" id=\"status\" role=\"status\">{}</p>\
          <p class=\"meta\">{} pipeline · design {} · asked by {}</p>",
         u8::from(run.state.is_active()),
         run.state.as_str(),
@@ -553,6 +607,17 @@ async fn run_html(state: &State, caller: &Caller, id: i64) -> Result<Option<Stri
         esc(&run.design_ref),
         esc(render::requester_display(&run.requester)),
     );
+    let mut times = vec![format!("asked {}", time_html(run.created_at))];
+    if let Some(at) = run.started_at {
+        times.push(format!("started {}", time_html(at)));
+    }
+    if let Some(at) = run.finished_at {
+        times.push(format!("finished {}", time_html(at)));
+    }
+    html.push_str(&format!(
+        "<p class=\"meta\" id=\"times\">{}</p>",
+        times.join(" · ")
+    ));
     // What started a run a webhook or schedule queued: "by push of acme/site main @ 3f2a1c0".
     if let Some(t) = run
         .initial_clipboard
@@ -657,14 +722,13 @@ fn stages_html(run: &Run, timings: &[StageTiming], phase: &str) -> String {
             seconds(durations[i])
         };
         html.push_str(&format!(
-            "<li class=\"stage st-{state}\" data-state=\"{state}\"><span class=\"task\">{} {}</span> \
+            "<li id=\"stage-{phase}-{n}\" class=\"stage st-{state}\" data-state=\"{state}\"><span class=\"task\">{n} {}</span> \
              <span class=\"state\">{}{tries}</span> <span class=\"took\">{took}</span> \
-             <meter min=\"0\" max=\"{longest}\" value=\"{}\" aria-label=\"duration of stage {}\"></meter>{error}</li>",
-            i + 1,
+             <meter min=\"0\" max=\"{longest}\" value=\"{}\" aria-label=\"duration of stage {n}\"></meter>{error}</li>",
             esc(&stage.task),
             state.replace('_', " "),
             durations[i],
-            i + 1,
+            n = i + 1,
         ));
     }
     html.push_str("</ol>");
@@ -1082,4 +1146,33 @@ pub async fn logout(
         response.headers_mut().append(header::SET_COOKIE, v);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EVENT_KINDS;
+
+    /// A kind the engine gains must reach the page's listeners too, or a page stays stale
+    /// on it: every `pub const` of `events::kind` is in the list.
+    #[test]
+    fn the_page_listens_to_every_event_kind() {
+        let source = include_str!("../engine/events.rs");
+        let module = source
+            .split("pub mod kind {")
+            .nth(1)
+            .and_then(|rest| rest.split("\n}").next())
+            .expect("events::kind");
+        let kinds: Vec<&str> = module
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub const "))
+            .filter_map(|l| l.split('"').nth(1))
+            .collect();
+        assert!(kinds.len() >= 10, "{kinds:?}");
+        for kind in kinds {
+            assert!(
+                EVENT_KINDS.contains(&kind),
+                "the page does not listen to {kind}"
+            );
+        }
+    }
 }

@@ -107,7 +107,7 @@ async fn with_hosts(state: &State, r: &Rollout) -> Result<Vec<RolloutHost>, Refu
 }
 
 /// The last 50 rollouts, newest first, each with its hosts.
-#[utoipa::path(get, path = "/rollouts", tag = "rollouts",
+#[utoipa::path(get, path = "/rollouts", operation_id = "list_rollouts", tag = "rollouts",
     responses(
         (status = 200, description = "The last rollouts", body = RolloutList),
         (status = 401, description = "No login, or a token not known", body = ErrorBody),
@@ -154,7 +154,7 @@ async fn load(state: &State, id: i64) -> Result<(Rollout, Vec<RolloutHost>), Ref
 }
 
 /// One rollout with its hosts.
-#[utoipa::path(get, path = "/rollouts/{id}", tag = "rollouts",
+#[utoipa::path(get, path = "/rollouts/{id}", operation_id = "rollout", tag = "rollouts",
     params(("id" = i64, Path, description = "The rollout's id")),
     responses(
         (status = 200, description = "The rollout", body = RolloutBody),
@@ -196,7 +196,7 @@ pub enum RolloutAction {
 }
 
 /// A rollout action: `cancel` or `resume`, as chat's `cancel rollout #ID`.
-#[utoipa::path(post, path = "/rollouts/{id}/{action}", tag = "rollouts",
+#[utoipa::path(post, path = "/rollouts/{id}/{action}", operation_id = "act_on_rollout", tag = "rollouts",
     params(
         ("id" = i64, Path, description = "The rollout's id"),
         ("action" = RolloutAction, Path, description = "What to do"),

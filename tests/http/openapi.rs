@@ -116,6 +116,22 @@ impl Spec {
     }
 }
 
+/// Every `$ref` in `v`, wherever it is (bodies, parameters, components).
+pub fn refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("$ref", Value::String(r)) => out.push(r.clone()),
+                    _ => refs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
 fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> Result<&'a Value, String> {
     match schema.get("$ref").and_then(Value::as_str) {
         Some(r) => {

@@ -230,6 +230,30 @@ impl Session<'_> {
         }
     }
 
+    /// Waits until `script` (a function body) returns true, polling; panics with `what`
+    /// and the page's text after `within`.
+    pub fn wait_until(&self, script: &str, within: Duration, what: &str) {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.eval(script) == Value::Bool(true) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let page = self
+                    .eval("return document.body ? document.body.innerText : '';")
+                    .to_string();
+                panic!("{what} did not happen within {within:?}; the page:\n{page}");
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Forgets every cookie, the HttpOnly session cookie included: a session that ended.
+    pub fn delete_cookies(&self) {
+        self.cmd("DELETE", "/cookie", None)
+            .unwrap_or_else(|e| panic!("cannot delete the cookies: {e}"));
+    }
+
     pub fn eval(&self, script: &str) -> Value {
         self.cmd(
             "POST",
