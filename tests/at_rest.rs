@@ -7,14 +7,11 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
-use std::time::Instant;
+use std::process::{Command, Stdio};
 
-use support::{JARVIS, PATIENCE};
+use support::{Daemon, JARVIS};
 
 /// A throwaway folder with a configuration whose first line is `data_dir: DIR/data`.
 struct Place {
@@ -88,77 +85,12 @@ fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// `jarvis run`, until its HTTP server listens (the start is done by then).
-struct Daemon {
-    child: Child,
-    base: String,
-    _stderr: Receiver<String>,
-}
-
-impl Daemon {
-    fn start(place: &Place, env: &[(&str, &str)]) -> Daemon {
-        let mut command = Command::new(JARVIS);
-        command
-            .arg("run")
-            .arg("--config")
-            .arg(place.config())
-            .env("JARVIS_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().expect("jarvis starts");
-        let errout = child.stderr.take().expect("stderr is piped");
-        let (tx, stderr) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(errout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + PATIENCE;
-        let mut seen = Vec::new();
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = stderr.recv_timeout(left).unwrap_or_else(|_| {
-                panic!("jarvis did not serve HTTP; it said:\n{}", seen.join("\n"))
-            });
-            if line.contains("serving HTTP")
-                && let Some(addr) = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("addr="))
-                    .filter(|a| a.parse::<std::net::SocketAddr>().is_ok())
-            {
-                break addr.to_string();
-            }
-            seen.push(line);
-        };
-        Daemon {
-            child,
-            base: format!("http://{addr}"),
-            _stderr: stderr,
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 const METRICS_TOKEN: &str = "m3trics-t0ken-0123456789abcdef";
 
 #[test]
 fn a_start_leaves_the_data_folder_and_database_to_jarvis_alone_and_metrics_want_the_token() {
     let place = Place::new("http:\n  listen: 127.0.0.1:0\n  metrics_token: ${METRICS_TOKEN}\n");
-    let daemon = Daemon::start(&place, &[("METRICS_TOKEN", METRICS_TOKEN)]);
+    let daemon = Daemon::start_on(&place.config(), &[("METRICS_TOKEN", METRICS_TOKEN)]);
     let data = place.data();
     assert_eq!(mode(&data), 0o700, "the data folder");
     for name in [

@@ -128,20 +128,7 @@ fn ec2_env_with(moto: &Server, endpoint: &str, secret: &str, more: &str) -> Stri
 
 /// Runs Python (with boto3) against moto, in the test's region, with moto's key; its stdout.
 fn boto3(moto: &Server, script: &str) -> String {
-    let out = Command::new(moto.get("MOTO_PYTHON"))
-        .args(["-c", script])
-        .env("REGION", REGION)
-        .env("URL", moto.get("MOTO_URL"))
-        .env("AWS_ACCESS_KEY_ID", moto.get("MOTO_ACCESS_KEY_ID"))
-        .env("AWS_SECRET_ACCESS_KEY", moto.get("MOTO_SECRET_ACCESS_KEY"))
-        .output()
-        .expect("moto's python runs");
-    assert!(
-        out.status.success(),
-        "boto3 against moto: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    support::boto3(moto, REGION, script)
 }
 
 /// What the operator would have made in the account beforehand: a key pair, a security group

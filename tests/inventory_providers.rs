@@ -11,7 +11,7 @@ use std::process::Command;
 use jarvis_standins::process::Standin;
 use jarvis_testbed::Server;
 use serde_json::Value;
-use support::{Home, JARVIS};
+use support::{Home, JARVIS, boto3};
 
 /// One of moto's stock images, in every region.
 const AMI: &str = "ami-03cf127a";
@@ -45,24 +45,6 @@ fn ec2_design(datacenter: &str) -> String {
     format!(
         "instance:\n  hostname: ec2m\n  fqdn: ec2m.example.com\n  provider: EC2\n  guestid: Debian 12\n  datacenter: {datacenter}\n  size: 512\n"
     )
-}
-
-/// Python with boto3 against moto, in `region`; its stdout.
-fn boto3(moto: &Server, region: &str, script: &str) -> String {
-    let out = Command::new(moto.get("MOTO_PYTHON"))
-        .args(["-c", script])
-        .env("REGION", region)
-        .env("URL", moto.get("MOTO_URL"))
-        .env("AWS_ACCESS_KEY_ID", moto.get("MOTO_ACCESS_KEY_ID"))
-        .env("AWS_SECRET_ACCESS_KEY", moto.get("MOTO_SECRET_ACCESS_KEY"))
-        .output()
-        .expect("moto's python runs");
-    assert!(
-        out.status.success(),
-        "boto3 against moto: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The ids of the instances in `region` tagged for `host` that still exist.

@@ -58,7 +58,7 @@ fn err(status: StatusCode, message: impl Into<String>) -> ApiError {
     ApiError(Refusal::new(status, message))
 }
 
-fn db_error(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn db_error(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "HTTP API: the database failed");
     err(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -66,7 +66,7 @@ fn db_error(e: impl std::fmt::Display) -> ApiError {
     )
 }
 
-async fn viewer(
+pub(crate) async fn viewer(
     state: &State,
     headers: &HeaderMap,
     peer: SocketAddr,

@@ -3,7 +3,6 @@
 //! change or remove its host.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 use axum::Json;
 use axum::extract::rejection::PathRejection;
@@ -14,11 +13,10 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::api::ApiError;
-use super::auth::{self, Refusal};
+use super::api::{self, ApiError};
+use super::auth::Refusal;
 use super::schema::ErrorBody;
 use super::{Shared, State, esc};
-use crate::chat::roles::Role;
 use crate::store::HostRecord;
 
 type ApiResult = Result<Response, ApiError>;
@@ -85,20 +83,6 @@ fn body(state: &State, r: &HostRecord) -> HostRecordBody {
     }
 }
 
-fn failed(e: impl std::fmt::Display) -> Refusal {
-    tracing::error!(error = %e, "HTTP: the database failed");
-    Refusal::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the database did not answer; see jarvis's log",
-    )
-}
-
-async fn viewer(state: &State, headers: &HeaderMap, peer: SocketAddr) -> Result<(), ApiError> {
-    let caller = auth::caller(state, headers, peer).await?;
-    auth::require(state, &caller, Role::Viewer, "reading hosts")?;
-    Ok(())
-}
-
 /// Every host record, destroyed ones included, by name.
 #[utoipa::path(get, path = "/hosts", operation_id = "list_hosts", tag = "hosts",
     responses(
@@ -112,8 +96,14 @@ pub async fn list(
     ConnectInfo(super::Peer(peer)): ConnectInfo<super::Peer>,
     headers: HeaderMap,
 ) -> ApiResult {
-    viewer(&state, &headers, peer).await?;
-    let records = state.app.engine().store().hosts().await.map_err(failed)?;
+    api::viewer(&state, &headers, peer, "reading hosts").await?;
+    let records = state
+        .app
+        .engine()
+        .store()
+        .hosts()
+        .await
+        .map_err(api::db_error)?;
     let hosts = records.iter().map(|r| body(&state, r)).collect();
     Ok(Json(HostRecordList { hosts }).into_response())
 }
@@ -134,7 +124,7 @@ pub async fn one(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
-    viewer(&state, &headers, peer).await?;
+    api::viewer(&state, &headers, peer, "reading hosts").await?;
     let Ok(Path(host)) = path else {
         return Err(Refusal::new(StatusCode::NOT_FOUND, "which host?").into());
     };
@@ -144,7 +134,7 @@ pub async fn one(
         .store()
         .host(&host)
         .await
-        .map_err(failed)?
+        .map_err(api::db_error)?
     {
         Some(r) => Ok(Json(body(&state, &r)).into_response()),
         None => Err(Refusal::new(

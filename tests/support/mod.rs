@@ -421,10 +421,15 @@ pub struct Daemon {
 impl Daemon {
     /// Starts jarvis on `home`'s configuration with `env` added to its environment.
     pub fn start_with(home: &Home, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_on(&home.config(), env)
+    }
+
+    /// Starts jarvis on the configuration file `config` with `env` added to its environment.
+    pub fn start_on(config: &Path, env: &[(&str, &str)]) -> Daemon {
         let mut cmd = Command::new(JARVIS);
         cmd.arg("run")
             .arg("--config")
-            .arg(home.config())
+            .arg(config)
             .env("JARVIS_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -509,6 +514,26 @@ pub fn token(home: &Home, person: &str) -> String {
     assert!(
         out.status.success(),
         "jarvis token create {person}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Python with boto3 (which moto brings along) against the testbed's moto, in `region`, with
+/// moto's key: its stdout. A second client, so that the tests never judge jarvis's EC2 client
+/// by itself.
+pub fn boto3(moto: &jarvis_testbed::Server, region: &str, script: &str) -> String {
+    let out = Command::new(moto.get("MOTO_PYTHON"))
+        .args(["-c", script])
+        .env("REGION", region)
+        .env("URL", moto.get("MOTO_URL"))
+        .env("AWS_ACCESS_KEY_ID", moto.get("MOTO_ACCESS_KEY_ID"))
+        .env("AWS_SECRET_ACCESS_KEY", moto.get("MOTO_SECRET_ACCESS_KEY"))
+        .output()
+        .expect("moto's python runs");
+    assert!(
+        out.status.success(),
+        "boto3 against moto: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
