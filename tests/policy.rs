@@ -173,3 +173,147 @@ fn a_refused_request_reads_the_same_from_every_door() {
     );
     drop(daemon);
 }
+
+/// The table: every role × a gated and an ungated environment × the console, the API and a
+/// webhook, the same `redeploy` asked through each. The verdict is the same from every door:
+/// refused in the same words, or queued (and, in the gated environment, waiting for an
+/// approver).
+#[test]
+fn every_role_gets_the_same_verdict_from_every_door_in_a_gated_and_an_ungated_environment() {
+    for role in ["viewer", "approver", "deployer", "admin"] {
+        let allowed = matches!(role, "deployer" | "admin");
+        let config = format!(
+            "pipelines:
+  site-redeploy:
+    command: redeploy
+    providers: [local]
+    stages:
+      - {{ task: \"local:step\", idempotent: true }}
+environments:
+  field: instance.environment
+  order:
+    - {{ name: staging }}
+    - {{ name: production, approval: true }}
+roles:
+  people:
+    who: [{{ console: {me} }}]
+  grants:
+    - {{ person: who, roles: [{role}] }}
+hooks:
+  site:
+    forge: github
+    secret: {SECRET}
+    person: who
+    triggers:
+      - {{ repository: acme/site, event: push, pattern: staging, run: \"redeploy hook-staging\" }}
+      - {{ repository: acme/site, event: push, pattern: production, run: \"redeploy hook-production\" }}
+http:
+  listen: 127.0.0.1:0
+",
+            me = os_user()
+        );
+        let home = Home::new(&config);
+        for door in ["console", "api", "hook"] {
+            for env in ["staging", "production"] {
+                home.design(
+                    &format!("{door}-{env}"),
+                    &format!(
+                        "instance:\n  hostname: {door}-{env}\n  provider: local\n  environment: {env}\ndemo:\n  step_ms: 10\n"
+                    ),
+                );
+            }
+        }
+        // (door, environment, what the door answered, whether it queued)
+        let mut answers: Vec<(String, String, String, bool)> = Vec::new();
+        let mut sh = home.shell();
+        for env in ["staging", "production"] {
+            let line = sh.ask(&format!("redeploy console-{env}"), "redeploy");
+            let queued = line.contains("queued");
+            answers.push(("console".into(), env.into(), line, queued));
+        }
+        if allowed {
+            sh.expect("waits for approval");
+        }
+        drop(sh);
+        let who = token(&home, "who");
+        let daemon = Daemon::start_with(&home, &[]);
+        let http = daemon.client();
+        for env in ["staging", "production"] {
+            let res = http
+                .post(daemon.url("/api/v1/redeploy"))
+                .bearer_auth(&who)
+                .json(&json!({ "host": format!("api-{env}") }))
+                .send()
+                .expect("jarvis answers");
+            let queued = res.status().as_u16() == 202;
+            let body: Value = res.json().unwrap_or(Value::Null);
+            let line = body["message"]
+                .as_str()
+                .or(body["error"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            answers.push(("api".into(), env.into(), line, queued));
+
+            let push = json!({
+                "ref": format!("refs/heads/{env}"),
+                "after": "3f2a1c0d",
+                "repository": { "full_name": "acme/site" },
+            })
+            .to_string();
+            let body: Value = http
+                .post(daemon.url("/hooks/site"))
+                .header("X-GitHub-Event", "push")
+                .header("X-GitHub-Delivery", format!("{role}-{env}"))
+                .header(
+                    "X-Hub-Signature-256",
+                    github_signature(SECRET.as_bytes(), push.as_bytes()),
+                )
+                .header("Content-Type", "application/json")
+                .body(push)
+                .send()
+                .expect("jarvis answers")
+                .json()
+                .unwrap_or(Value::Null);
+            let queued = body["queued"].as_array().is_some_and(|q| !q.is_empty());
+            let line = body["queued"][0]["message"]
+                .as_str()
+                .or(body["refused"][0]["error"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            answers.push(("hook".into(), env.into(), line, queued));
+        }
+        if allowed {
+            wait_until("the production runs wait for an approver", || {
+                home.sql("SELECT count(*) FROM runs WHERE state = 'waiting_approval'") == ["3"]
+            });
+        }
+        drop(daemon);
+        for (door, env, line, queued) in &answers {
+            assert_eq!(*queued, allowed, "{role} via {door} in {env}: {line}");
+            if allowed {
+                assert!(
+                    line.starts_with(&format!("redeploy #"))
+                        && line.contains(&format!("of {door}-{env} queued")),
+                    "{role} via {door} in {env}: {line}"
+                );
+            } else {
+                assert!(
+                    line.starts_with(REDEPLOY),
+                    "{role} via {door} in {env}: {line}"
+                );
+            }
+        }
+        // The gated environment holds every door's run for an approver; the other runs.
+        let states = home.sql("SELECT host || ' ' || state FROM runs ORDER BY host");
+        if allowed {
+            for door in ["api", "console", "hook"] {
+                assert!(
+                    states.contains(&format!("{door}-production waiting_approval")),
+                    "{role}: {states:?}"
+                );
+            }
+        } else {
+            assert!(states.is_empty(), "{role}: {states:?}");
+        }
+    }
+}
