@@ -1027,7 +1027,7 @@ async fn one_viewers_long_logs_do_not_hold_up_another_persons_answer() {
     // bob sees everything jarvis sends in the order it was sent: alice's answer in the
     // channel, and his own lines before and after it.
     let (mut log_lines, mut cut, mut busy, mut after) = (0, 0, 0, None);
-    let mut count = |text: &str, log_lines: &mut usize, cut: &mut usize, busy: &mut usize| {
+    let count = |text: &str, log_lines: &mut usize, cut: &mut usize, busy: &mut usize| {
         if text.starts_with("busy: you have ") {
             *busy += 1;
         } else if text.contains("more lines not sent: say 'log #1 N' with a smaller N") {
