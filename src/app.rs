@@ -626,13 +626,22 @@ pub fn check_workers(settings: &Settings, builtin: Option<BuiltinWorkers>) -> Ve
     crate::engine::check_workers(&config, &settings.pipelines)
 }
 
-/// Who a command counts against: the sender's first verified identity, else the nick on
-/// that network (a nick can change, but it cannot hold two places at once).
+/// Who a command counts against: the sender's verified account, JID or user; else, on IRC
+/// without an account, their user@host (a hostmask key holds the nick, and a new nick
+/// must not buy a new share); else the nick on that network.
 fn sender_key(msg: &Incoming) -> String {
-    match msg.identities.first() {
-        Some(identity) => identity.key(),
-        None => format!("nick:{}:{}", msg.reply_to.network, msg.nick),
+    use crate::chat::roles::Identity;
+    let network = &msg.reply_to.network;
+    if let Some(id) = (msg.identities.iter()).find(|i| !matches!(i, Identity::IrcHostmask { .. })) {
+        return id.key();
     }
+    for id in &msg.identities {
+        if let Identity::IrcHostmask { mask, .. } = id {
+            let user_host = mask.split_once('!').map_or(mask.as_str(), |(_, uh)| uh);
+            return format!("host:{network}:{user_host}");
+        }
+    }
+    format!("nick:{network}:{}", msg.nick)
 }
 
 /// `#ops` is a room; anything else is a person.
@@ -751,5 +760,34 @@ mod tests {
         );
         assert_eq!(sqlite_file("sqlite::memory:"), None);
         assert_eq!(sqlite_file("postgres://j@db/j"), None);
+    }
+
+    #[test]
+    fn a_sender_without_an_account_keeps_one_share_across_nicks() {
+        use crate::chat::roles::Identity;
+        let msg = |nick: &str, identities: Vec<Identity>| Incoming {
+            reply_to: Target::room("irc", "#ops"),
+            nick: nick.into(),
+            identities,
+            identity_note: None,
+            text: "jarvis: log #1 200".into(),
+        };
+        let mask = |nick: &str| Identity::IrcHostmask {
+            network: "irc".into(),
+            mask: format!("{nick}!m@evil.example"),
+        };
+        assert_eq!(
+            sender_key(&msg("mallory", vec![mask("mallory")])),
+            sender_key(&msg("mallory_", vec![mask("mallory_")]))
+        );
+        let account = Identity::IrcAccount {
+            network: "irc".into(),
+            account: "alice".into(),
+        };
+        assert_eq!(
+            sender_key(&msg("alice", vec![mask("alice"), account])),
+            "irc:irc:alice"
+        );
+        assert_eq!(sender_key(&msg("x", vec![])), "nick:irc:x");
     }
 }
