@@ -335,19 +335,7 @@ impl Application {
         let parsed = command::addressed(&msg.text, &self.settings.name, direct)
             .and_then(|text| command::parse(text).ok());
         let public_url = (self.settings.http.as_ref()).and_then(|h| h.public_url.as_deref());
-        match parsed {
-            Some(command::Command::Log {
-                run: command::RunRef::Id(id),
-                ..
-            }) => match public_url {
-                Some(url) => format!("see {}/runs/{id}", url.trim_end_matches('/')),
-                None => format!("say 'log #{id} N' with a smaller N"),
-            },
-            Some(command::Command::Log { run, .. }) => {
-                format!("say 'log {run} N' with a smaller N")
-            }
-            _ => "ask for less at a time".to_string(),
-        }
+        admission::rest_is_at(parsed.as_ref(), public_url)
     }
 
     /// Sends an answer where the message was said (and privately for the overflow).

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::command::{Command, RunRef};
+
 /// Why a command was turned away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Busy {
@@ -145,6 +147,22 @@ pub fn cut(public: &mut Vec<String>, private: &mut Vec<String>, max: usize, poin
     }
 }
 
+/// Where the lines of a cut answer to `command` can be read: the run's web page when the
+/// answer is a run's log and the page has a public address, else a smaller `log`.
+pub fn rest_is_at(command: Option<&Command>, public_url: Option<&str>) -> String {
+    match command {
+        Some(Command::Log {
+            run: RunRef::Id(id),
+            ..
+        }) => match public_url {
+            Some(url) => format!("see {}/runs/{id}", url.trim_end_matches('/')),
+            None => format!("say 'log #{id} N' with a smaller N"),
+        },
+        Some(Command::Log { run, .. }) => format!("say 'log {run} N' with a smaller N"),
+        _ => "ask for less at a time".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +189,24 @@ mod tests {
         assert!(a.admit("irc", "alice").is_ok());
         drop(one);
         assert!(a.admit("irc", "viewer").is_ok());
+    }
+
+    #[test]
+    fn the_rest_of_a_runs_log_is_on_its_web_page_when_there_is_one() {
+        let log = |text: &str| crate::chat::command::parse(text).ok();
+        let url = Some("https://jarvis.example.com/");
+        assert_eq!(
+            rest_is_at(log("log #12 200").as_ref(), url),
+            "see https://jarvis.example.com/runs/12"
+        );
+        assert_eq!(
+            rest_is_at(log("log #12 200").as_ref(), None),
+            "say 'log #12 N' with a smaller N"
+        );
+        assert_eq!(
+            rest_is_at(log("log web1 200").as_ref(), url),
+            "say 'log web1 N' with a smaller N"
+        );
     }
 
     #[test]
