@@ -2,7 +2,6 @@
 //! bot, the notification router and couriers — and the adapters attached to it. `jarvis run`
 //! and `jarvis shell` are the same application with different adapters.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,9 +9,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use nix::fcntl::{Flock, FlockArg};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, mpsc};
 
 use crate::adapters;
+use crate::chat::admission::{self, Admission, Busy};
 use crate::chat::bot::{Bot, BotConfig};
 use crate::chat::outlet::{Outlet, Outlets};
 use crate::chat::{ChatNetwork, Incoming, Target, TargetKind, command, notify};
@@ -253,20 +253,24 @@ impl Application {
     }
 
     /// Answers messages from the adapters, each in its own task so a slow design load
-    /// never holds up a `status` — at most `chat.commands_in_flight` per network; past
-    /// that, a one-line "busy" answer instead of a task. Messages not for jarvis cost
+    /// never holds up a `status`. A network's place (`chat.commands_in_flight`) is held
+    /// while the answer is computed, a sender's (`chat.commands_per_sender`) until it is
+    /// sent: paced sending of one sender's long answers never shuts others out. Past
+    /// either, a one-line "busy" answer instead of a task. Messages not for jarvis cost
     /// nothing.
     pub fn serve(&self, mut incoming: mpsc::Receiver<Incoming>) {
         let app = self.clone();
-        let admission = Admission::new(self.settings.chat.commands_in_flight);
+        let admission = Admission::new(
+            self.settings.chat.commands_in_flight,
+            self.settings.chat.commands_per_sender,
+        );
         // Busy answers go out one at a time from one task; when even that queue is full,
         // the flood gets no answer at all.
-        let (busy_tx, mut busy_rx) = mpsc::channel::<Incoming>(16);
+        let (busy_tx, mut busy_rx) = mpsc::channel::<(Incoming, Busy)>(16);
         let replier = self.clone();
-        let limit = admission.limit;
         tokio::spawn(async move {
-            while let Some(msg) = busy_rx.recv().await {
-                replier.answer_busy(&msg, limit).await;
+            while let Some((msg, busy)) = busy_rx.recv().await {
+                replier.answer_busy(&msg, busy).await;
             }
         });
         tokio::spawn(async move {
@@ -275,17 +279,20 @@ impl Application {
                 if command::addressed(&msg.text, &app.settings.name, direct).is_none() {
                     continue;
                 }
-                match admission.admit(&msg.reply_to.network) {
-                    Some(permit) => {
+                match admission.admit(&msg.reply_to.network, &sender_key(&msg)) {
+                    Ok(ticket) => {
                         let app = app.clone();
                         tokio::spawn(async move {
-                            app.answer(msg).await;
-                            drop(permit);
+                            let reply = app.reply_to(&msg).await;
+                            let _sending = ticket.computed();
+                            if let Some(reply) = reply {
+                                app.deliver(&msg, reply).await;
+                            }
                         });
                     }
-                    None => {
-                        tracing::info!(network = %msg.reply_to.network, nick = %msg.nick, "busy: command turned away");
-                        if busy_tx.try_send(msg).is_err() {
+                    Err(busy) => {
+                        tracing::info!(network = %msg.reply_to.network, nick = %msg.nick, ?busy, "busy: command turned away");
+                        if busy_tx.try_send((msg, busy)).is_err() {
                             tracing::warn!("busy answers are backed up; a command gets none");
                         }
                     }
@@ -294,7 +301,7 @@ impl Application {
         });
     }
 
-    async fn answer_busy(&self, msg: &Incoming, limit: usize) {
+    async fn answer_busy(&self, msg: &Incoming, busy: Busy) {
         let Some(outlet) = self.outlets.get(&msg.reply_to.network) else {
             return;
         };
@@ -302,17 +309,43 @@ impl Application {
             TargetKind::Room => format!("{}: ", msg.nick),
             TargetKind::Direct => String::new(),
         };
-        let line = format!("busy: {limit} commands are being handled; try again in a moment");
-        if let Err(e) = outlet.say(&msg.reply_to, &prefix, &line).await {
+        if let Err(e) = outlet.say(&msg.reply_to, &prefix, &busy.line()).await {
             tracing::warn!(error = %e, "busy answer not delivered");
         }
     }
 
     /// Answers one message where it was said (and privately for the overflow).
     pub async fn answer(&self, msg: Incoming) {
-        let Some(reply) = self.bot.handle(&msg).await else {
-            return;
-        };
+        if let Some(reply) = self.reply_to(&msg).await {
+            self.deliver(&msg, reply).await;
+        }
+    }
+
+    /// The answer to one message, cut to `chat.reply_lines`.
+    async fn reply_to(&self, msg: &Incoming) -> Option<crate::chat::bot::Reply> {
+        let mut reply = self.bot.handle(msg).await?;
+        let pointer = self.rest_is_at(msg);
+        admission::cut(
+            &mut reply.public,
+            &mut reply.private,
+            self.settings.chat.reply_lines,
+            &pointer,
+        );
+        Some(reply)
+    }
+
+    /// Where the lines of a cut answer can be read: the run's web page when the answer is
+    /// a run's log and the page has a public address, else a smaller `log`.
+    fn rest_is_at(&self, msg: &Incoming) -> String {
+        let direct = msg.reply_to.kind == TargetKind::Direct;
+        let parsed = command::addressed(&msg.text, &self.settings.name, direct)
+            .and_then(|text| command::parse(text).ok());
+        let public_url = (self.settings.http.as_ref()).and_then(|h| h.public_url.as_deref());
+        admission::rest_is_at(parsed.as_ref(), public_url)
+    }
+
+    /// Sends an answer where the message was said (and privately for the overflow).
+    async fn deliver(&self, msg: &Incoming, reply: crate::chat::bot::Reply) {
         let Some(outlet) = self.outlets.get(&msg.reply_to.network) else {
             tracing::error!(network = %msg.reply_to.network, "a message came from a network with no outlet");
             return;
@@ -589,31 +622,22 @@ pub fn check_workers(settings: &Settings, builtin: Option<BuiltinWorkers>) -> Ve
     crate::engine::check_workers(&config, &settings.pipelines)
 }
 
-/// Commands in flight per network, bounded.
-struct Admission {
-    limit: usize,
-    networks: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
-}
-
-impl Admission {
-    fn new(limit: usize) -> Admission {
-        Admission {
-            limit: limit.max(1),
-            networks: std::sync::Mutex::new(HashMap::new()),
+/// Who a command counts against: the sender's verified account, JID or user; else, on IRC
+/// without an account, their user@host (a hostmask key holds the nick, and a new nick
+/// must not buy a new share); else the nick on that network.
+fn sender_key(msg: &Incoming) -> String {
+    use crate::chat::roles::Identity;
+    let network = &msg.reply_to.network;
+    if let Some(id) = (msg.identities.iter()).find(|i| !matches!(i, Identity::IrcHostmask { .. })) {
+        return id.key();
+    }
+    for id in &msg.identities {
+        if let Identity::IrcHostmask { mask, .. } = id {
+            let user_host = mask.split_once('!').map_or(mask.as_str(), |(_, uh)| uh);
+            return format!("host:{network}:{user_host}");
         }
     }
-
-    /// A place for one more command on `network`, or `None` when it has `limit` already.
-    fn admit(&self, network: &str) -> Option<OwnedSemaphorePermit> {
-        let semaphore = {
-            let mut networks = self.networks.lock().ok()?;
-            networks
-                .entry(network.to_string())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.limit)))
-                .clone()
-        };
-        semaphore.try_acquire_owned().ok()
-    }
+    format!("nick:{network}:{}", msg.nick)
 }
 
 /// `#ops` is a room; anything else is a person.
@@ -749,14 +773,31 @@ mod tests {
     }
 
     #[test]
-    fn admission_is_bounded_per_network() {
-        let a = Admission::new(2);
-        let one = a.admit("irc").unwrap();
-        let _two = a.admit("irc").unwrap();
-        assert!(a.admit("irc").is_none());
-        // Another network has its own places.
-        assert!(a.admit("xmpp").is_some());
-        drop(one);
-        assert!(a.admit("irc").is_some());
+    fn a_sender_without_an_account_keeps_one_share_across_nicks() {
+        use crate::chat::roles::Identity;
+        let msg = |nick: &str, identities: Vec<Identity>| Incoming {
+            reply_to: Target::room("irc", "#ops"),
+            nick: nick.into(),
+            identities,
+            identity_note: None,
+            text: "jarvis: log #1 200".into(),
+        };
+        let mask = |nick: &str| Identity::IrcHostmask {
+            network: "irc".into(),
+            mask: format!("{nick}!m@evil.example"),
+        };
+        assert_eq!(
+            sender_key(&msg("mallory", vec![mask("mallory")])),
+            sender_key(&msg("mallory_", vec![mask("mallory_")]))
+        );
+        let account = Identity::IrcAccount {
+            network: "irc".into(),
+            account: "alice".into(),
+        };
+        assert_eq!(
+            sender_key(&msg("alice", vec![mask("alice"), account])),
+            "irc:irc:alice"
+        );
+        assert_eq!(sender_key(&msg("x", vec![])), "nick:irc:x");
     }
 }

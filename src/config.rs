@@ -171,6 +171,16 @@ pub struct ChatConfig {
     /// Commands handled at once per network; past that, a one-line "busy" answer. Default 8.
     #[serde(default = "default_commands_in_flight")]
     pub commands_in_flight: usize,
+    /// Commands one sender (one verified identity, else one nick) has in flight at once,
+    /// counting until the answer is sent: one sender cannot take every place of a network.
+    /// Past it, "busy: you have N commands being handled". Default 2.
+    #[serde(default = "default_commands_per_sender")]
+    pub commands_per_sender: usize,
+    /// The most lines one answer may queue for sending (public and private together): a
+    /// longer answer is cut and ends with one line saying where the rest is (the run's web
+    /// page when `http.public_url` is set, else a smaller `log`). Default 20.
+    #[serde(default = "default_reply_lines")]
+    pub reply_lines: usize,
 }
 
 impl ChatConfig {
@@ -206,12 +216,22 @@ impl Default for ChatConfig {
             delivery: DeliveryConfig::default(),
             notice_rate: NoticeRate::default(),
             commands_in_flight: default_commands_in_flight(),
+            commands_per_sender: default_commands_per_sender(),
+            reply_lines: default_reply_lines(),
         }
     }
 }
 
 fn default_commands_in_flight() -> usize {
     8
+}
+
+fn default_commands_per_sender() -> usize {
+    2
+}
+
+fn default_reply_lines() -> usize {
+    20
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -527,6 +547,13 @@ impl Settings {
         }
         if chat.commands_in_flight == 0 {
             return Err("chat.commands_in_flight: must be at least 1".into());
+        }
+        if chat.commands_per_sender == 0 {
+            return Err("chat.commands_per_sender: must be at least 1".into());
+        }
+        // One line of answer plus the line that says where the rest is.
+        if chat.reply_lines < 2 {
+            return Err("chat.reply_lines: must be at least 2".into());
         }
         if let Some(http) = &self.http {
             http.check()?;

@@ -2046,3 +2046,59 @@ http:
         );
     }
 }
+
+/// Logs in on the web page with `token`; the session cookie (`jarvis_session=…`).
+fn log_in(http: &Client, daemon: &Daemon, token: &str) -> String {
+    let form = http.get(daemon.url("/login")).send().unwrap();
+    let nonce = form
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| v.to_str().ok()?.strip_prefix("jarvis_login="))
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_string();
+    let resp = http
+        .post(daemon.url("/login"))
+        .header("cookie", format!("jarvis_login={nonce}"))
+        .form(&[("token", token), ("csrf", nonce.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| v.to_str().ok().filter(|v| v.starts_with("jarvis_session=")))
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn one_token_keeps_ten_sessions_and_pushes_out_only_its_own_oldest() {
+    let home = home();
+    let alice = make_token(&home, "alice");
+    let bob = make_token(&home, "bob");
+    let daemon = Daemon::start(&home);
+    let http = client();
+    let status_of = |cookie: &str| {
+        http.get(daemon.url("/"))
+            .header("cookie", cookie)
+            .send()
+            .unwrap()
+            .status()
+    };
+    let bobs = log_in(&http, &daemon, &bob);
+    let alices: Vec<String> = (0..13).map(|_| log_in(&http, &daemon, &alice)).collect();
+    // alice's three oldest sessions were ended: back to the login; her last ten work.
+    for (i, cookie) in alices.iter().enumerate() {
+        let want = if i < 3 {
+            StatusCode::SEE_OTHER
+        } else {
+            StatusCode::OK
+        };
+        assert_eq!(status_of(cookie), want, "alice's session {i}");
+    }
+    // bob, logged in before all of them, is still in.
+    assert_eq!(status_of(&bobs), StatusCode::OK);
+}

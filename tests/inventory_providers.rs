@@ -207,6 +207,8 @@ fn a_linode_moved_to_another_datacenter_is_deleted_where_it_was() {
             })
             .collect()
     };
+    // Both redeploy pipelines serve Linode, so a design may pick either by name; without a
+    // `pipeline:` key it gets linode-move, the first by name.
     let config = format!(
         "workers:
   modules:
@@ -216,13 +218,13 @@ pipelines:
     command: deploy
     providers: [Linode]
     stages:
-{deploy}  linode-redeploy:
+{deploy}  linode-move:
     command: redeploy
     providers: [Linode]
     stages:
 {redeploy}  linode-rebuild:
     command: redeploy
-    providers: [chosen-by-name]
+    providers: [Linode]
     stages:
 {rebuild}  linode-destroy:
     command: destroy

@@ -431,7 +431,7 @@ async fn a_forty_line_answer_arrives_in_order_without_flooding_off() {
     // jarvis with its default pacing (no `flood:` setting).
     let jarvis = Jarvis::start(
         ws.path(),
-        &config(ws.path(), &strict, "", ""),
+        &config(ws.path(), &strict, "  reply_lines: 45\n", ""),
         &[("JARVIS_IRC_PASSWORD", server.get("IRC_JARVIS_PASSWORD"))],
     );
     wait_jarvis_joined(&mut alice, &jarvis).await;
@@ -773,7 +773,10 @@ async fn a_flood_of_commands_beyond_the_limit_gets_busy_answers() {
             .wait(|l| from(l, "jarvis") && l.contains(" PRIVMSG alice :"))
             .await;
         let text = jarvis_text(&line).unwrap();
-        if text.starts_with("busy: 1 commands are being handled; try again in a moment") {
+        // Turned away for the network's limit or for alice's own share of it.
+        if text.starts_with("busy: 1 commands are being handled; try again in a moment")
+            || text.starts_with("busy: you have ")
+        {
             busy += 1;
         } else {
             assert!(text.contains("IRC account alice"), "{text}");
@@ -966,4 +969,108 @@ async fn the_speaker_killed_mid_run_is_replaced_and_no_notification_is_lost_or_d
     let unsent =
         pg.sql("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL AND undeliverable_at IS NULL");
     assert_eq!(unsent, vec!["0".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_viewers_long_logs_do_not_hold_up_another_persons_answer() {
+    let Some(server) = start_server() else { return };
+    let port = server.get("IRC_PORT").to_string();
+    let ws = workspace(200);
+    let mut alice = Client::connect(
+        &port,
+        "alice",
+        Some(("alice", server.get("IRC_ALICE_PASSWORD"))),
+    )
+    .await;
+    alice.join("#ops").await;
+    let mut bob =
+        Client::connect(&port, "bob", Some(("bob", server.get("IRC_BOB_PASSWORD")))).await;
+    bob.join("#ops").await;
+    // bob may read logs here; answers are paced so that his take a while to send.
+    let cfg = config(
+        ws.path(),
+        &port,
+        "",
+        "      flood: { burst: 1, per_second: 2 }\n",
+    )
+    .replace(
+        "roles:\n  grants:\n",
+        "roles:\n  grants:\n    - { irc_account: bob, network: testnet, roles: [viewer] }\n",
+    );
+    let jarvis = Jarvis::start(
+        ws.path(),
+        &cfg,
+        &[("JARVIS_IRC_PASSWORD", server.get("IRC_JARVIS_PASSWORD"))],
+    );
+    wait_jarvis_joined(&mut alice, &jarvis).await;
+    alice.say("#ops", "jarvis: deploy evil").await;
+    alice.reply_with("succeeded in").await;
+
+    // Eight long logs at once from bob.
+    const SENT: usize = 8;
+    let flood: String = (0..SENT)
+        .map(|_| "PRIVMSG jarvis :log #1 200\r\n")
+        .collect();
+    bob.writer.write_all(flood.as_bytes()).await.unwrap();
+    let private = |l: &str| from(l, "jarvis") && l.contains(" PRIVMSG bob :");
+    let first = bob.wait(private).await;
+
+    // Once bob's answers are on their way, alice asks in the channel.
+    alice.say("#ops", "jarvis: status").await;
+    let answer = alice
+        .wait(|l| from(l, "jarvis") && l.contains(" PRIVMSG #ops :alice: "))
+        .await;
+    let answer = jarvis_text(&answer).unwrap().to_string();
+    // An answer, not "busy": bob's eight commands did not take every place.
+    assert!(!answer.contains("busy"), "{answer}");
+
+    // bob sees everything jarvis sends in the order it was sent: alice's answer in the
+    // channel, and his own lines before and after it.
+    let (mut log_lines, mut cut, mut busy, mut after) = (0, 0, 0, None);
+    let count = |text: &str, log_lines: &mut usize, cut: &mut usize, busy: &mut usize| {
+        if text.starts_with("busy: you have ") {
+            *busy += 1;
+        } else if text.contains("more lines not sent: say 'log #1 N' with a smaller N") {
+            *cut += 1;
+        } else {
+            assert!(
+                text.contains("chatter line") || text.contains("notice"),
+                "{text}"
+            );
+            *log_lines += 1;
+        }
+    };
+    count(
+        jarvis_text(&first).unwrap(),
+        &mut log_lines,
+        &mut cut,
+        &mut busy,
+    );
+    while busy + cut < SENT {
+        let line = bob
+            .wait(|l| private(l) || (from(l, "jarvis") && l.contains(" PRIVMSG #ops :alice: ")))
+            .await;
+        let text = jarvis_text(&line).unwrap();
+        if line.contains(" PRIVMSG #ops :") {
+            if text == answer && after.is_none() {
+                after = Some(log_lines);
+            }
+            continue;
+        }
+        count(text, &mut log_lines, &mut cut, &mut busy);
+    }
+    let seen_before = after.expect("bob saw alice's answer in the channel");
+    // alice's answer went out while bob's lines were still being sent.
+    assert!(
+        seen_before < log_lines,
+        "alice waited for all of bob's {log_lines} lines"
+    );
+    // Each of bob's answers was either cut to the limit with a pointer, or turned away
+    // because he already had two being handled.
+    assert!(cut >= 1 && busy >= 1, "cut {cut}, busy {busy}");
+    // None carried the whole log: each stopped at the limit (20 lines with the pointer).
+    assert!(
+        log_lines <= cut * 19,
+        "{log_lines} log lines in {cut} answers"
+    );
 }

@@ -4,6 +4,7 @@
 //! here knows a protocol.
 
 pub mod actions;
+pub mod admission;
 pub mod bot;
 pub mod command;
 pub mod environments;

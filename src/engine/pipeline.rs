@@ -15,7 +15,7 @@ pub struct PipelineConfig {
     #[serde(default)]
     pub command: RunKind,
     /// The design providers it serves (case-insensitive); a design's `pipeline:` key may
-    /// also name it directly.
+    /// pick it only when its provider is among them.
     #[serde(default)]
     pub providers: Vec<String>,
     pub stages: Vec<StageConfig>,
@@ -59,7 +59,9 @@ pub struct StageConfig {
     /// Needs an approver's `approve` before it runs.
     #[serde(default)]
     pub approval: bool,
-    /// Needs approval only when the clipboard value at this dotted path is true.
+    /// Needs approval only when the clipboard value at this dotted path is true. The path
+    /// must start with the module of an earlier stage (`ldap.production` after
+    /// `ldap:lookup`): design data such as `instance.production` is refused.
     #[serde(default)]
     pub approval_if: Option<String>,
     /// Announce this stage's start in the run's channel.
@@ -128,25 +130,38 @@ impl PipelineConfig {
         self.check_gates()
     }
 
-    /// An `approval_if` is judged on the clipboard before its stage runs, so its fact must
-    /// come from the design or from an earlier stage. When the fact lies in a worker module's
-    /// own section (`ldap.production`) and that module runs only at or after the gate, the
-    /// gate could never hold: refused.
+    /// An `approval_if` is judged on the clipboard before its stage runs. It guards only
+    /// when its fact is one jarvis trusts: written by a worker module of an earlier stage
+    /// (`ldap.production` after `ldap:lookup`). A design never carries a worker module's
+    /// section (the design crate refuses those keys), so such a fact cannot come from
+    /// whoever writes designs; anything else (`instance.production`) is design data, which
+    /// would let the design decide whether its own run needs approval, or is written by no
+    /// stage and never fires. Each is refused with the stage and path named.
     fn check_gates(&self) -> Result<(), String> {
         for (i, stage) in self.stages.iter().enumerate() {
             let Some(path) = stage.approval_if.as_deref() else {
                 continue;
             };
             let section = path.split('.').next().unwrap_or(path);
-            let module_of = |s: &StageConfig| s.module_task().0 == section;
-            let earlier = self.stages[..i].iter().any(module_of);
-            let producer = self.stages[i..].iter().find(|s| module_of(s));
-            if let (false, Some(producer)) = (earlier, producer) {
+            let module_of = |s: &StageConfig| s.module_task().0.eq_ignore_ascii_case(section);
+            if self.stages[..i].iter().any(module_of) {
+                continue;
+            }
+            let at = format!("stages[{i}] ({}).approval_if", stage.task);
+            if let Some(producer) = self.stages[i..].iter().find(|s| module_of(s)) {
                 return Err(format!(
-                    "stages[{i}].approval_if: '{path}' is written by {}, which runs at or after this gate, so the gate is judged before the fact exists; put approval_if on the first stage after {}",
+                    "{at}: '{path}' is written by {}, which runs at or after this gate, so the gate is judged before the fact exists; put approval_if on the first stage after {}",
                     producer.task, producer.task
                 ));
             }
+            if section.eq_ignore_ascii_case("instance") || !path.contains('.') {
+                return Err(format!(
+                    "{at}: '{path}' is design data, which whoever writes the design controls; gate on a fact an earlier stage writes (e.g. ldap.production after an ldap:lookup stage)"
+                ));
+            }
+            return Err(format!(
+                "{at}: '{path}' is written by no earlier stage of this pipeline (its first part must be the module of an earlier stage, e.g. ldap.production after ldap:lookup), so the gate would rest on design data or never hold"
+            ));
         }
         Ok(())
     }
@@ -163,6 +178,8 @@ impl PipelineConfig {
 
 /// Picks the pipeline for `kind` and a design: its explicit `pipeline:` key when it names a
 /// pipeline for that command, else the first pipeline for that command serving its provider.
+/// A design may pick only among the pipelines that list its provider: otherwise it could
+/// steer its run around the gates of the pipeline the configuration meant for it.
 pub fn select<'a>(
     pipelines: &'a std::collections::BTreeMap<String, PipelineConfig>,
     kind: RunKind,
@@ -172,6 +189,12 @@ pub fn select<'a>(
     if let Some(name) = explicit {
         if let Some((n, p)) = pipelines.get_key_value(name) {
             if p.command == kind {
+                if !p.providers.iter().any(|q| q.eq_ignore_ascii_case(provider)) {
+                    return Err(format!(
+                        "the design names pipeline '{name}', which does not serve provider '{}'; a design may pick only a pipeline that lists its provider",
+                        provider.escape_default()
+                    ));
+                }
                 return Ok((n.as_str(), p));
             }
         } else if kind == RunKind::Deploy {
@@ -228,16 +251,35 @@ mod tests {
             stage("linode:delete", None),
         ];
         let err = p.check().unwrap_err();
-        assert!(err.contains("stages[0].approval_if"), "{err}");
+        assert!(err.contains("stages[0] (ldap:lookup).approval_if"), "{err}");
         assert!(err.contains("ldap:lookup"), "{err}");
         p.stages = vec![
             stage("ldap:lookup", None),
             stage("linode:delete", Some("ldap.production")),
         ];
         assert!(p.check().is_ok());
-        // A fact from the design is there from the start.
+        // Design data is refused: the design would decide its own gate.
         p.stages = vec![stage("linode:delete", Some("instance.production"))];
-        assert!(p.check().is_ok());
+        let err = p.check().unwrap_err();
+        assert!(
+            err.contains("stages[0] (linode:delete).approval_if"),
+            "{err}"
+        );
+        assert!(
+            err.contains("'instance.production' is design data"),
+            "{err}"
+        );
+        // A fact no earlier stage writes: a module the pipeline never runs.
+        p.stages = vec![
+            stage("dns:update", None),
+            stage("linode:delete", Some("ldap.production")),
+        ];
+        let err = p.check().unwrap_err();
+        assert!(
+            err.contains("stages[1] (linode:delete).approval_if"),
+            "{err}"
+        );
+        assert!(err.contains("written by no earlier stage"), "{err}");
     }
 
     #[test]
@@ -254,12 +296,16 @@ mod tests {
             select(&map, RunKind::Redeploy, "Linode", None).unwrap().0,
             "b"
         );
+        map.insert("d".to_string(), pipeline(RunKind::Deploy, &["linode"]));
         assert_eq!(
-            select(&map, RunKind::Deploy, "Linode", Some("c"))
+            select(&map, RunKind::Deploy, "Linode", Some("d"))
                 .unwrap()
                 .0,
-            "c"
+            "d"
         );
+        // A pipeline for another provider is refused, not taken.
+        let err = select(&map, RunKind::Deploy, "Linode", Some("c")).unwrap_err();
+        assert!(err.contains("does not serve provider 'Linode'"), "{err}");
         assert!(select(&map, RunKind::Destroy, "Linode", None).is_err());
         assert!(select(&map, RunKind::Deploy, "x", Some("zzz")).is_err());
     }

@@ -18,16 +18,26 @@ pub const LOGIN_COOKIE: &str = "jarvis_login";
 /// Sessions kept at most; past that the oldest go.
 const MAX_SESSIONS: usize = 10_000;
 
+/// Sessions one person (one set of identities) keeps at most; a new login past it ends
+/// that person's oldest. Without it one token could open sessions until the overall limit
+/// pushed everyone else's out.
+pub const MAX_SESSIONS_PER_PERSON: usize = 10;
+
 #[derive(Debug, Clone)]
 pub struct Session {
     pub identities: Vec<Identity>,
     pub name: String,
     pub csrf: String,
     expires: Instant,
+    /// Whom the session counts against for [`MAX_SESSIONS_PER_PERSON`].
+    owner: String,
+    /// Its place in the order of logins: the lowest is the oldest, even within one tick.
+    opened: u64,
 }
 
 pub struct Sessions {
     ttl: Duration,
+    logins: std::sync::atomic::AtomicU64,
     map: Mutex<HashMap<String, Session>>,
 }
 
@@ -35,6 +45,7 @@ impl Sessions {
     pub fn new(ttl: Duration) -> Sessions {
         Sessions {
             ttl,
+            logins: std::sync::atomic::AtomicU64::new(0),
             map: Mutex::new(HashMap::new()),
         }
     }
@@ -50,6 +61,18 @@ impl Sessions {
         let mut map = self.map.lock().ok()?;
         let now = Instant::now();
         map.retain(|_, s| s.expires > now);
+        let owner = owner_of(&identities);
+        let opened = (self.logins).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut own: Vec<(u64, String)> = (map.iter())
+            .filter(|(_, s)| s.owner == owner)
+            .map(|(k, s)| (s.opened, k.clone()))
+            .collect();
+        if own.len() >= MAX_SESSIONS_PER_PERSON {
+            own.sort();
+            for (_, k) in &own[..=own.len() - MAX_SESSIONS_PER_PERSON] {
+                map.remove(k);
+            }
+        }
         if map.len() >= MAX_SESSIONS
             && let Some(oldest) = map
                 .iter()
@@ -65,6 +88,8 @@ impl Sessions {
                 name,
                 csrf,
                 expires: now + self.ttl,
+                owner,
+                opened,
             },
         );
         Some(id)
@@ -80,6 +105,13 @@ impl Sessions {
             map.remove(id);
         }
     }
+}
+
+/// One key for whoever holds `identities`, the same at every login.
+fn owner_of(identities: &[Identity]) -> String {
+    let mut keys: Vec<String> = identities.iter().map(Identity::key).collect();
+    keys.sort();
+    keys.join(" ")
 }
 
 /// How the caller proved who they are.
@@ -313,6 +345,22 @@ pub fn client_address(state: &State, headers: &HeaderMap, peer: SocketAddr) -> I
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_person_keeps_a_bounded_number_of_sessions_and_loses_the_oldest() {
+        let sessions = Sessions::new(Duration::from_secs(3600));
+        let alice = || vec![Identity::Web("alice".into())];
+        let bob = sessions.open(vec![Identity::Web("bob".into())], "bob".into());
+        let ids: Vec<String> = (0..MAX_SESSIONS_PER_PERSON + 3)
+            .filter_map(|_| sessions.open(alice(), "alice".into()))
+            .collect();
+        assert_eq!(ids.len(), MAX_SESSIONS_PER_PERSON + 3);
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(sessions.get(id).is_some(), i >= 3, "session {i}");
+        }
+        // Another person's session is untouched.
+        assert!(sessions.get(&bob.unwrap()).is_some());
+    }
 
     #[test]
     fn cookies_are_found_by_name_and_made_strict() {
