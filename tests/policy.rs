@@ -292,7 +292,7 @@ http:
             assert_eq!(*queued, allowed, "{role} via {door} in {env}: {line}");
             if allowed {
                 assert!(
-                    line.starts_with(&format!("redeploy #"))
+                    line.starts_with("redeploy #")
                         && line.contains(&format!("of {door}-{env} queued")),
                     "{role} via {door} in {env}: {line}"
                 );
