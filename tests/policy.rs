@@ -227,7 +227,12 @@ http:
         let mut answers: Vec<(String, String, String, bool)> = Vec::new();
         let mut sh = home.shell();
         for env in ["staging", "production"] {
-            let line = sh.ask(&format!("redeploy console-{env}"), "redeploy");
+            sh.say(&format!("redeploy console-{env}"));
+            let queued_line = format!("of console-{env} queued");
+            let line = sh.expect_where(
+                |l| l.contains(&queued_line) || l.starts_with(REDEPLOY),
+                "the answer",
+            );
             let queued = line.contains("queued");
             answers.push(("console".into(), env.into(), line, queued));
         }
