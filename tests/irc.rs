@@ -818,7 +818,8 @@ async fn a_crowd_of_unknown_senders_gets_paced_whois_and_jarvis_stays() {
         &config(
             ws.path(),
             &strict,
-            "  commands_in_flight: 32\n",
+            // The first clone's three commands share one lookup; none is turned away.
+            "  commands_in_flight: 32\n  commands_per_sender: 3\n",
             "      ircv3: false\n",
         ),
         &[("JARVIS_IRC_PASSWORD", server.get("IRC_JARVIS_PASSWORD"))],
