@@ -36,7 +36,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::chat::pace::Pacer;
-use crate::chat::{ChatNetwork, Incoming, Rate, SendError, Target};
+use crate::chat::{ChatNetwork, Incoming, Rate, SendError, Target, TargetKind};
 use crate::config::irc::IrcNetworkConfig;
 
 /// A conservative default: InspIRCd allows a burst of 10 then 1 command a second, Solanum
@@ -52,6 +52,8 @@ const ASSUMED_HOST_LEN: usize = 63;
 /// A line for the connection's writer, answered once the server has it.
 struct Outgoing {
     target: String,
+    /// For a private line: whom the nick must still belong to when the line is written.
+    owner: Option<String>,
     line: String,
     ack: oneshot::Sender<Result<(), SendError>>,
 }
@@ -232,6 +234,10 @@ impl ChatNetwork for IrcNetwork {
             writer
                 .send(Outgoing {
                     target: target.name.clone(),
+                    owner: match target.kind {
+                        TargetKind::Direct => target.verified.clone(),
+                        TargetKind::Room => None,
+                    },
                     line,
                     ack,
                 })
