@@ -14,6 +14,12 @@
 //! extended-join's account as a channel key while its framed codec ends the stream at the
 //! first undecodable line. The grammar jarvis needs is small (proto.rs) and tested.
 //!
+//! A nick is no identity: it can pass to someone else at any moment. A message held for a
+//! WHOIS is credited only to the `user@host` the answer names, NICK/QUIT/KICK/PART drop
+//! what is held, and lookups time out (whois.rs); a private reply carries whom its nick was
+//! verified as and is dropped if the nick may have changed hands before it is written
+//! (`accounts::Owners`).
+//!
 //! Delivery: with `echo-message`, `send` resolves when the server echoes the PRIVMSG back
 //! (the server has it), or fails as refused when it answers 401/403/404 (no such target,
 //! cannot send to channel) instead; without it, when the line is written and flushed.
