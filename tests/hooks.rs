@@ -798,7 +798,13 @@ fn a_push_deploys_on_staging_and_production_waits_for_the_same_design_there() {
     home.design("site", &site_design(1));
     let d = Daemon::start(&home);
     let deliver = |id: &str, git_ref: &str| {
-        let body = push(git_ref, "3f2a1c0d9e8b7a6f5e4d3c2b1a0f9e8d7c6b5a49");
+        // Each push is its own event, so its body differs (as GitHub's do): the same signed
+        // body again is a replay, whatever its delivery id.
+        let mut body: Value =
+            serde_json::from_str(&push(git_ref, "3f2a1c0d9e8b7a6f5e4d3c2b1a0f9e8d7c6b5a49"))
+                .unwrap();
+        body["hook_delivery"] = json!(id);
+        let body = body.to_string();
         let signature = github_signature(GITHUB_SECRET.as_bytes(), body.as_bytes());
         github(&d, "push", id, &body, &signature)
     };
