@@ -360,7 +360,7 @@ impl Application {
                 return;
             }
         }
-        let private = Target::direct(&msg.reply_to.network, &msg.nick);
+        let private = msg.private_target();
         for line in &reply.private {
             if let Err(e) = outlet.say(&private, "", line).await {
                 tracing::warn!(error = %e, "private reply not delivered");

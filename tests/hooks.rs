@@ -466,6 +466,87 @@ fn gitlab_tokens_are_compared_and_tags_match_their_pattern() {
 }
 
 #[test]
+fn a_replayed_delivery_under_a_new_id_and_a_gitlab_retry_are_duplicates() {
+    let home = home();
+    let d = Daemon::start(&home);
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let main = push("refs/heads/main", commit);
+    let signature = github_signature(GITHUB_SECRET.as_bytes(), main.as_bytes());
+    let (status, body) = github(&d, "push", "r-1", &main, &signature);
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(runs(&home), 1);
+    // Captured and replayed with a fresh (unsigned) delivery id: the same delivery.
+    let (status, body) = github(&d, "push", "r-2-forged", &main, &signature);
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["queued"], json!([]), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("handled before")),
+        "{body}"
+    );
+    assert_eq!(runs(&home), 1, "nothing is queued twice");
+
+    // GitLab retries one event under a new X-Gitlab-Event-UUID with its Idempotency-Key.
+    let tag = |version: &str| {
+        json!({
+            "ref": format!("refs/tags/{version}"),
+            "checkout_sha": "89abcdef0123456789abcdef0123456789abcdef",
+            "project": { "path_with_namespace": "acme/site" },
+        })
+        .to_string()
+    };
+    let lab = |uuid: &str, key: &str, body: String| {
+        send(
+            client()
+                .post(d.url("/hooks/lab"))
+                .header("X-Gitlab-Event", "Tag Push Hook")
+                .header("X-Gitlab-Event-UUID", uuid)
+                .header("Idempotency-Key", key)
+                .header("X-Gitlab-Token", GITLAB_SECRET)
+                .body(body),
+        )
+    };
+    let (status, body) = lab("u-1", "k-1", tag("v2.0.0"));
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(runs(&home), 2);
+    // A new UUID, the same key (the body differs here, so only the key can tell).
+    let (status, body) = lab("u-2", "k-1", tag("v2.0.1"));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["queued"], json!([]), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("handled before")),
+        "{body}"
+    );
+    // Another key and UUID is another event: its trigger is tried (web3 may still be busy
+    // with the first tag's deploy, which refuses it; either way it is no repeat).
+    let (_, body) = lab("u-3", "k-2", tag("v2.0.2"));
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| !m.contains("handled before")),
+        "{body}"
+    );
+    assert_eq!(
+        body["queued"].as_array().map_or(0, Vec::len)
+            + body["refused"].as_array().map_or(0, Vec::len),
+        1,
+        "{body}"
+    );
+    // What is kept is a digest, never the secret.
+    let dump = home
+        .sql("SELECT delivery || ' ' || digest || ' ' || coalesce(idempotency_key, '-') FROM hook_deliveries")
+        .join("\n");
+    assert!(
+        !dump.contains(GITLAB_SECRET) && !dump.contains(GITHUB_SECRET),
+        "{dump}"
+    );
+    assert!(dump.contains("u-1 ") && dump.contains(" k-1"), "{dump}");
+}
+
+#[test]
 fn a_named_action_runs_for_its_grant_and_no_one_else() {
     let home = home();
     let d = Daemon::start(&home);
@@ -717,7 +798,13 @@ fn a_push_deploys_on_staging_and_production_waits_for_the_same_design_there() {
     home.design("site", &site_design(1));
     let d = Daemon::start(&home);
     let deliver = |id: &str, git_ref: &str| {
-        let body = push(git_ref, "3f2a1c0d9e8b7a6f5e4d3c2b1a0f9e8d7c6b5a49");
+        // Each push is its own event, so its body differs (as GitHub's do): the same signed
+        // body again is a replay, whatever its delivery id.
+        let mut body: Value =
+            serde_json::from_str(&push(git_ref, "3f2a1c0d9e8b7a6f5e4d3c2b1a0f9e8d7c6b5a49"))
+                .unwrap();
+        body["hook_delivery"] = json!(id);
+        let body = body.to_string();
         let signature = github_signature(GITHUB_SECRET.as_bytes(), body.as_bytes());
         github(&d, "push", id, &body, &signature)
     };

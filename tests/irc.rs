@@ -1075,3 +1075,116 @@ async fn one_viewers_long_logs_do_not_hold_up_another_persons_answer() {
         "{log_lines} log lines in {cut} answers"
     );
 }
+
+/// As on a server without account-tag, where a WHOIS decides who sent a message: a nick that
+/// passes to someone else before the answer does not make them the sender, and a message
+/// held for a nick that then changes nick is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nick_that_changes_hands_before_the_whois_answer_is_credited_to_no_one() {
+    let Some(server) = start_server() else { return };
+    let port = server.get("IRC_PORT").to_string();
+    let ws = workspace(200);
+    // A slow bucket: once it is spent, a WHOIS (two tokens) waits four seconds — time for a
+    // nick to change hands first, which the test does in milliseconds.
+    let extra = format!(
+        "    - name: oldnet\n      server: 127.0.0.1\n      port: {port}\n      nick: jarvis-old\n      ircv3: false\n      channels: [\"#legacy\"]\n      flood: {{ burst: 2, per_second: 0.5 }}\n"
+    );
+    let config = config(ws.path(), &port, &extra, "").replace(
+        "    - { irc_account: bob,",
+        "    - { irc_account: alice, network: oldnet, roles: [admin] }\n    - { irc_account: bob,",
+    );
+    // watcher and carol share #legacy with jarvis; alice and mallory share no channel with
+    // it, so it sees none of their NICKs: only the WHOIS answer can tell them apart.
+    let mut watcher = Client::connect(&port, "watcher", None).await;
+    watcher.join("#legacy").await;
+    let mut carol = Client::connect(&port, "carol", None).await;
+    carol.join("#legacy").await;
+    let mut mallory = Client::connect(&port, "mallory", None).await;
+    let mut alice = Client::connect(
+        &port,
+        "alice",
+        Some(("alice", server.get("IRC_ALICE_PASSWORD"))),
+    )
+    .await;
+    let jarvis = Jarvis::start(
+        ws.path(),
+        &config,
+        &[("JARVIS_IRC_PASSWORD", server.get("IRC_JARVIS_PASSWORD"))],
+    );
+    let joined = watcher
+        .wait_for(DEADLINE, &mut |l: &str| {
+            from(l, "jarvis-old") && l.contains(" JOIN ")
+        })
+        .await;
+    assert!(
+        joined.is_some(),
+        "jarvis-old never joined:\n{}",
+        jarvis.log()
+    );
+    spend_bucket(&mut watcher).await;
+
+    // (a) mallory asks for a deploy, gives the nick up, and alice takes it and speaks.
+    mallory.say("jarvis-old", "deploy demo").await;
+    mallory.send("NICK mallory2").await;
+    mallory
+        .wait(|l| from(l, "mallory") && l.contains(" NICK "))
+        .await;
+    alice.send("NICK mallory").await;
+    alice
+        .wait(|l| from(l, "alice") && l.contains(" NICK "))
+        .await;
+    alice.nick = "mallory".into();
+    alice.say("jarvis-old", "whoami").await;
+    let line = alice
+        .wait(|l| text_from(l, "jarvis-old").is_some_and(|t| t.contains("you are")))
+        .await;
+    assert!(line.contains("IRC account alice on oldnet"), "{line}");
+    // mallory's message was not run as alice's, nor answered to her.
+    let told: Vec<&str> = alice
+        .seen
+        .iter()
+        .filter_map(|l| text_from(l, "jarvis-old"))
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+    let dir = ws.path().to_path_buf();
+    assert_eq!(sql(&dir, "SELECT COUNT(*) FROM runs"), ["0"]);
+    assert!(
+        jarvis.log().contains("the answer is for someone else"),
+        "{}",
+        jarvis.log()
+    );
+
+    assert!(!jarvis.log().contains("the nick may now be someone else"));
+
+    // (b) carol speaks in the channel and changes nick before the WHOIS: jarvis sees the
+    // NICK and drops what it held; carol2's own message is answered, carol's never.
+    spend_bucket(&mut watcher).await;
+    carol.say("#legacy", "!whoami").await;
+    carol.send("NICK carol2").await;
+    carol
+        .wait(|l| from(l, "carol") && l.contains(" NICK "))
+        .await;
+    eventually("the held message is dropped", || {
+        jarvis.log().contains("the nick may now be someone else")
+    })
+    .await;
+    carol.say("#legacy", "!whoami").await;
+    let line = carol
+        .wait(|l| text_from(l, "jarvis-old").is_some_and(|t| t.contains("you are")))
+        .await;
+    assert!(line.contains("carol2: you are"), "{line}");
+    let told: Vec<&str> = carol
+        .seen
+        .iter()
+        .filter_map(|l| text_from(l, "jarvis-old"))
+        .filter(|t| t.contains("you are"))
+        .collect();
+    assert_eq!(told.len(), 1, "{told:?}");
+}
+
+/// Spends oldnet's slow bucket (a WHOIS and an answer), so that the next WHOIS waits.
+async fn spend_bucket(c: &mut Client) {
+    c.say("jarvis-old", "whoami").await;
+    c.wait(|l| text_from(l, "jarvis-old").is_some_and(|t| t.contains("you are")))
+        .await;
+}

@@ -479,3 +479,80 @@ async fn a_refused_write_fails_alone_among_many_on_postgres() {
     };
     a_refused_write_fails_alone_among_many(&Postgres::fresh(&server).url).await;
 }
+
+/// A webhook delivery is known by its id, its signed body's digest and GitLab's
+/// Idempotency-Key: a repeat of any one is not a first delivery (migration 0012).
+async fn deliveries_are_known_by_id_digest_and_key(url: &str) {
+    let store = Store::open(url).await.unwrap();
+    let keys = |id: &str, digest: Option<&str>, key: Option<&str>| jarvis::store::DeliveryKeys {
+        id: id.into(),
+        digest: digest.map(Into::into),
+        idempotency_key: key.map(Into::into),
+    };
+    assert!(
+        store
+            .first_delivery_of("site", &keys("d-1", Some("aa"), None))
+            .await
+            .unwrap()
+    );
+    // The same id, the same digest under a new id, the same key: each a repeat.
+    assert!(
+        !store
+            .first_delivery_of("site", &keys("d-1", Some("bb"), None))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .first_delivery_of("site", &keys("d-2", Some("aa"), None))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .first_delivery_of("lab", &keys("u-1", Some("cc"), Some("k")))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .first_delivery_of("lab", &keys("u-2", Some("dd"), Some("k")))
+            .await
+            .unwrap()
+    );
+    // Deliveries without a key or a digest (rows from before 0012) never collide on them.
+    assert!(store.first_delivery("lab", "u-3").await.unwrap());
+    assert!(store.first_delivery("lab", "u-4").await.unwrap());
+    assert!(
+        store
+            .first_delivery_of("lab", &keys("u-5", Some("ee"), None))
+            .await
+            .unwrap()
+    );
+    // Another hook may see the same digest.
+    assert!(
+        store
+            .first_delivery_of("other", &keys("d-1", Some("aa"), None))
+            .await
+            .unwrap()
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn deliveries_are_known_by_id_digest_and_key_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    deliveries_are_known_by_id_digest_and_key(&format!(
+        "sqlite://{}",
+        dir.path().join("j.db").display()
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn deliveries_are_known_by_id_digest_and_key_on_postgres() {
+    let Some(server) = Server::start("postgres").unwrap() else {
+        return;
+    };
+    deliveries_are_known_by_id_digest_and_key(&Postgres::fresh(&server).url).await;
+}

@@ -24,12 +24,36 @@ use tokio::sync::watch;
 use roles::Identity;
 
 /// A place to send a line: a channel or room, or one person directly.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Target {
     pub network: String,
     pub kind: TargetKind,
     /// The channel or room name, or the nick/JID for a direct message.
     pub name: String,
+    /// Whom the adapter verified the person behind a direct `name` as (opaque here): an
+    /// adapter whose names can change hands (IRC nicks) sends a private line only while
+    /// `name` still belongs to them. On a room target it names the sender a private reply
+    /// is for ([`Incoming::private_target`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<String>,
+}
+
+// The place alone identifies a target: lines to one place share its bucket and its order
+// whoever they are meant for.
+impl PartialEq for Target {
+    fn eq(&self, other: &Target) -> bool {
+        self.network == other.network && self.kind == other.kind && self.name == other.name
+    }
+}
+
+impl Eq for Target {}
+
+impl std::hash::Hash for Target {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.network.hash(state);
+        self.kind.hash(state);
+        self.name.hash(state);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -45,6 +69,7 @@ impl Target {
             network: network.into(),
             kind: TargetKind::Room,
             name: name.into(),
+            verified: None,
         }
     }
 
@@ -53,7 +78,14 @@ impl Target {
             network: network.into(),
             kind: TargetKind::Direct,
             name: name.into(),
+            verified: None,
         }
+    }
+
+    /// This target, noting whom the adapter verified its person as.
+    pub fn verified_as(mut self, who: &str) -> Target {
+        self.verified = Some(who.to_string());
+        self
     }
 
     /// The outbox's form: `room:#ops` or `direct:alice`.
@@ -102,6 +134,19 @@ pub struct Incoming {
     /// Why the identity is unknown, when the adapter knows (e.g. a room that hides JIDs).
     pub identity_note: Option<String>,
     pub text: String,
+}
+
+impl Incoming {
+    /// Where a private reply to this message goes: the sender directly, carrying whom the
+    /// adapter verified them as, so that a name that changed hands meanwhile gets nothing.
+    pub fn private_target(&self) -> Target {
+        Target {
+            network: self.reply_to.network.clone(),
+            kind: TargetKind::Direct,
+            name: self.nick.clone(),
+            verified: self.reply_to.verified.clone(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,8 @@
 //! Webhooks at `POST /hooks/NAME`, and what the API and the page show of schedules and
 //! named actions. A delivery is judged by `triggers::webhook` (signature, event, delivery
 //! id, payload; pure); each matching trigger's command goes through the bot as the hook's
-//! person, exactly like a chat line. A delivery id seen before, a body over the hook's
+//! person, exactly like a chat line. A delivery seen before (by its id, by the digest of
+//! its signature and body, or by GitLab's `Idempotency-Key`), a body over the hook's
 //! limit, a bad signature or an event no trigger can match queue nothing.
 
 use axum::Json;
@@ -104,11 +105,20 @@ async fn handle(
         Ok(Delivery::Event(e)) => e,
         Err(r) => return refusal(r.status, &r.message),
     };
-    let id = match webhook::delivery_id(hook.forge, &h) {
-        Ok(id) => id,
+    let keys = match webhook::delivery_keys(hook.forge, &h, body) {
+        Ok(keys) => keys,
         Err(r) => return refusal(r.status, &r.message),
     };
-    match state.app.engine().store().first_delivery(name, &id).await {
+    let id = keys.id.clone();
+    // A repeat of the id, of the signed body, or of GitLab's Idempotency-Key is the
+    // delivery handled before, answered alike.
+    match state
+        .app
+        .engine()
+        .store()
+        .first_delivery_of(name, &keys)
+        .await
+    {
         Ok(true) => {}
         Ok(false) => {
             return answer(

@@ -38,7 +38,7 @@ pub use lifecycle::{Phase, RunState, Transition};
 pub use outbox::{EventRow, NewOutbox, OutboxRow, Undeliverable};
 pub use retention::Pruned;
 pub use rollout::{NewRollout, Rollout, RolloutHost, RolloutState};
-pub use triggers::ScheduleRow;
+pub use triggers::{DeliveryKeys, ScheduleRow};
 pub use trust::{HostKey, PinnedKey};
 pub use web::{ApiToken, RunFilter, StageDurations, StageTiming, WRITE_BUCKETS};
 

@@ -7,6 +7,18 @@ use super::{Result, Store, now_ms};
 /// How long a webhook's delivery ids are kept.
 pub const DELIVERY_MEMORY: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
+/// What a webhook delivery is known by: a repeat of any one is the same delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryKeys {
+    /// The forge's delivery id (an unsigned header).
+    pub id: String,
+    /// The digest of the signature and body, which a replay cannot change without the
+    /// secret.
+    pub digest: Option<String>,
+    /// GitLab's `Idempotency-Key`, the same across retries of one event.
+    pub idempotency_key: Option<String>,
+}
+
 /// A schedule as stored.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ScheduleRow {
@@ -24,18 +36,35 @@ impl Store {
     /// Notes that hook `hook` received delivery `delivery`; false when it had before. Ids
     /// older than [`DELIVERY_MEMORY`] are forgotten (forges redeliver within hours).
     pub async fn first_delivery(&self, hook: &str, delivery: &str) -> Result<bool> {
+        self.first_delivery_of(
+            hook,
+            &DeliveryKeys {
+                id: delivery.to_string(),
+                digest: None,
+                idempotency_key: None,
+            },
+        )
+        .await
+    }
+
+    /// Notes that hook `hook` received the delivery `keys` name; false when any of its id,
+    /// digest or idempotency key was seen before (one INSERT: any unique index that already
+    /// holds one of them makes it do nothing, on either database).
+    pub async fn first_delivery_of(&self, hook: &str, keys: &DeliveryKeys) -> Result<bool> {
         sqlx::query("DELETE FROM hook_deliveries WHERE hook = $1 AND received_at < $2")
             .bind(hook)
             .bind(now_ms() - DELIVERY_MEMORY.as_millis() as i64)
             .execute(&self.writer)
             .await?;
         let done = sqlx::query(
-            "INSERT INTO hook_deliveries (hook, delivery, received_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (hook, delivery) DO NOTHING",
+            "INSERT INTO hook_deliveries (hook, delivery, received_at, digest, idempotency_key) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
         )
         .bind(hook)
-        .bind(delivery)
+        .bind(&keys.id)
         .bind(now_ms())
+        .bind(keys.digest.as_deref())
+        .bind(keys.idempotency_key.as_deref())
         .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)

@@ -3,10 +3,11 @@
 //! `X-Gitlab-Token`, the secret itself), its event and delivery id, and what it says
 //! (repository, branch or tag, commit). The HTTP adapter reads the request and answers.
 
-use ring::hmac;
+use ring::{digest, hmac};
 use serde_json::Value;
 
 use super::config::{Forge, HookEvent, TriggerConfig};
+use crate::store::DeliveryKeys;
 
 /// Why a delivery is refused: the status to answer with and one sentence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +135,51 @@ pub fn delivery_id(forge: Forge, headers: &dyn Headers) -> Result<String, Refusa
         return Err(refuse(400, "the delivery id is not a short word"));
     }
     Ok(id.to_string())
+}
+
+/// What a verified delivery is known by ([`delivery_id`], a digest of its signature and
+/// body, and GitLab's `Idempotency-Key`): a delivery id is an unsigned header, so a
+/// captured delivery replayed with a new one must still be known by what the secret
+/// signed; and GitLab may retry one event under a new event UUID with the same key.
+pub fn delivery_keys(
+    forge: Forge,
+    headers: &dyn Headers,
+    body: &[u8],
+) -> Result<DeliveryKeys, Refusal> {
+    let id = delivery_id(forge, headers)?;
+    let signature = match forge {
+        Forge::Github => headers.get("x-hub-signature-256"),
+        Forge::Gitea => headers
+            .get("x-gitea-signature")
+            .or_else(|| headers.get("x-forgejo-signature")),
+        // GitLab signs nothing: its token is the same for every delivery, and the body
+        // alone tells one event from another.
+        Forge::Gitlab => None,
+    };
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(signature.unwrap_or("").trim().as_bytes());
+    ctx.update(b"\n");
+    ctx.update(body);
+    let idempotency_key = match forge {
+        Forge::Gitlab => headers
+            .get("idempotency-key")
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(|k| {
+                if k.len() > 128 || k.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                    Err(refuse(400, "the Idempotency-Key is not a short word"))
+                } else {
+                    Ok(k.to_string())
+                }
+            })
+            .transpose()?,
+        _ => None,
+    };
+    Ok(DeliveryKeys {
+        id,
+        digest: Some(hex(ctx.finish().as_ref())),
+        idempotency_key,
+    })
 }
 
 /// What a verified delivery says.
@@ -272,6 +318,44 @@ mod tests {
         fn get(&self, name: &str) -> Option<&str> {
             self.0.get(name).map(String::as_str)
         }
+    }
+
+    #[test]
+    fn a_delivery_is_known_by_its_signed_body_and_gitlab_idempotency_key() {
+        let sig = || "sha256=ab".to_string();
+        let gh = |id: &str| {
+            H(HashMap::from([
+                ("x-github-delivery", id.to_string()),
+                ("x-hub-signature-256", sig()),
+            ]))
+        };
+        let a = delivery_keys(Forge::Github, &gh("d-1"), b"{}").unwrap();
+        let b = delivery_keys(Forge::Github, &gh("d-2"), b"{}").unwrap();
+        assert_eq!(a.id, "d-1");
+        // A new id, the same signed body: the same digest.
+        assert_eq!(a.digest, b.digest);
+        assert_ne!(
+            a.digest,
+            delivery_keys(Forge::Github, &gh("d-1"), b"{ }")
+                .unwrap()
+                .digest
+        );
+        assert_eq!(a.idempotency_key, None);
+        let gl = |key: &str| {
+            H(HashMap::from([
+                ("x-gitlab-event-uuid", "u-1".to_string()),
+                ("idempotency-key", key.to_string()),
+            ]))
+        };
+        let k = delivery_keys(Forge::Gitlab, &gl("k-1"), b"{}").unwrap();
+        assert_eq!(k.id, "u-1");
+        assert_eq!(k.idempotency_key.as_deref(), Some("k-1"));
+        assert_eq!(
+            delivery_keys(Forge::Gitlab, &gl("a b"), b"{}")
+                .unwrap_err()
+                .status,
+            400
+        );
     }
 
     #[test]

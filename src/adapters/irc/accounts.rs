@@ -53,9 +53,71 @@ impl Accounts {
     }
 }
 
+/// Most nicks whose owner is remembered for private replies; past it the oldest half is
+/// forgotten (their replies are then dropped, never sent to someone unverified).
+pub const MAX_OWNERS: usize = 4096;
+
+/// Nick (case-folded) → whom jarvis verified its holder as when it last handed on a message
+/// from it (an account or a hostmask, as an opaque key). A private reply names the owner it
+/// is meant for; it is sent only while the nick still has that owner, so a nick that changed
+/// hands (NICK or QUIT seen) while the reply waited in the paced queue gets nothing.
+#[derive(Default)]
+pub struct Owners {
+    owner: HashMap<String, (String, u64)>,
+    serial: u64,
+}
+
+impl Owners {
+    /// `nick` was just verified as `owner`.
+    pub fn set(&mut self, nick: &str, owner: &str) {
+        if self.owner.len() >= MAX_OWNERS && !self.owner.contains_key(&nick.to_ascii_lowercase()) {
+            let mut ages: Vec<u64> = self.owner.values().map(|(_, n)| *n).collect();
+            ages.sort_unstable();
+            let cut = ages[ages.len() / 2];
+            self.owner.retain(|_, (_, n)| *n > cut);
+        }
+        self.serial += 1;
+        self.owner
+            .insert(nick.to_ascii_lowercase(), (owner.to_string(), self.serial));
+    }
+
+    /// `nick` may be someone else from now on.
+    pub fn forget(&mut self, nick: &str) {
+        self.owner.remove(&nick.to_ascii_lowercase());
+    }
+
+    /// Whether `nick` still belongs to `owner`.
+    pub fn holds(&self, nick: &str, owner: &str) -> bool {
+        self.owner
+            .get(&nick.to_ascii_lowercase())
+            .is_some_and(|(o, _)| o == owner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_private_reply_is_for_the_owner_it_was_computed_for() {
+        let mut o = Owners::default();
+        o.set("Alice", "account:alice");
+        assert!(o.holds("alice", "account:alice"));
+        // alice leaves the nick and mallory takes it and speaks: the reply for alice is not
+        // sent to mallory; mallory's own is.
+        o.forget("alice");
+        assert!(!o.holds("alice", "account:alice"));
+        o.set("alice", "mask:alice!m@evil.example");
+        assert!(!o.holds("alice", "account:alice"));
+        assert!(o.holds("alice", "mask:alice!m@evil.example"));
+        // Bounded: the oldest are forgotten first.
+        for i in 0..MAX_OWNERS + 10 {
+            o.set(&format!("n{i}"), "x");
+        }
+        assert!(o.owner.len() <= MAX_OWNERS);
+        assert!(o.holds(&format!("n{}", MAX_OWNERS + 9), "x"));
+        assert!(!o.holds("n0", "x"));
+    }
 
     #[test]
     fn what_is_seen_is_known_for_a_while_without_account_notify() {

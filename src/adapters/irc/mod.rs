@@ -14,6 +14,12 @@
 //! extended-join's account as a channel key while its framed codec ends the stream at the
 //! first undecodable line. The grammar jarvis needs is small (proto.rs) and tested.
 //!
+//! A nick is no identity: it can pass to someone else at any moment. A message held for a
+//! WHOIS is credited only to the `user@host` the answer names, NICK/QUIT/KICK/PART drop
+//! what is held, and lookups time out (whois.rs); a private reply carries whom its nick was
+//! verified as and is dropped if the nick may have changed hands before it is written
+//! (`accounts::Owners`).
+//!
 //! Delivery: with `echo-message`, `send` resolves when the server echoes the PRIVMSG back
 //! (the server has it), or fails as refused when it answers 401/403/404 (no such target,
 //! cannot send to channel) instead; without it, when the line is written and flushed.
@@ -36,7 +42,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::chat::pace::Pacer;
-use crate::chat::{ChatNetwork, Incoming, Rate, SendError, Target};
+use crate::chat::{ChatNetwork, Incoming, Rate, SendError, Target, TargetKind};
 use crate::config::irc::IrcNetworkConfig;
 
 /// A conservative default: InspIRCd allows a burst of 10 then 1 command a second, Solanum
@@ -52,6 +58,8 @@ const ASSUMED_HOST_LEN: usize = 63;
 /// A line for the connection's writer, answered once the server has it.
 struct Outgoing {
     target: String,
+    /// For a private line: whom the nick must still belong to when the line is written.
+    owner: Option<String>,
     line: String,
     ack: oneshot::Sender<Result<(), SendError>>,
 }
@@ -232,6 +240,10 @@ impl ChatNetwork for IrcNetwork {
             writer
                 .send(Outgoing {
                     target: target.name.clone(),
+                    owner: match target.kind {
+                        TargetKind::Direct => target.verified.clone(),
+                        TargetKind::Room => None,
+                    },
                     line,
                     ack,
                 })

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
-use super::accounts::Accounts;
+use super::accounts::{Accounts, Owners};
 use super::conn::{Io, QuickAck};
 use super::negotiate::{Negotiation, Out};
 use super::proto::{self, LineReader, Message};
-use super::whois::{Hold, Lookups};
+use super::whois::{Hold, Lookups, WhoisAnswer};
 use super::{Outgoing, Shared};
 use crate::chat::roles::Identity;
 use crate::chat::{Incoming, SendError, Target};
@@ -88,7 +88,11 @@ struct Session<'a> {
     lookups: Lookups<AwaitingWhois>,
     /// When the WHOIS whose token is reserved may go out.
     whois_due: Option<Instant>,
-    whois_answers: HashMap<String, Option<String>>,
+    /// What the WHOIS being answered has said so far (311, 330), until its 318.
+    whois_answers: HashMap<String, WhoisAnswer>,
+    /// Whom each nick was verified as when its last message was handed on: a private
+    /// reply carries that, and is sent only while the nick still belongs to them.
+    owners: Owners,
     last_rx: Instant,
     ping_sent: Option<Instant>,
     next_regain: Instant,
@@ -122,6 +126,7 @@ pub async fn run(
         lookups: Lookups::default(),
         whois_due: None,
         whois_answers: HashMap::new(),
+        owners: Owners::default(),
         last_rx: now,
         ping_sent: None,
         next_regain: now + REGAIN_EVERY,
@@ -271,6 +276,12 @@ impl Session<'_> {
             }
             _ => {}
         }
+        let expired = self.lookups.expire(now);
+        if expired > 0 {
+            tracing::info!(network = %self.network, dropped = expired, "messages held for a WHOIS dropped: no answer in time");
+            let lookups = &self.lookups;
+            self.whois_answers.retain(|k, _| lookups.is_waiting(k));
+        }
         if let Some(p) = self.pending.front()
             && now > p.deadline
         {
@@ -304,6 +315,19 @@ impl Session<'_> {
     async fn write_privmsg(&mut self, out: Outgoing) -> Result<(), Ended> {
         if !matches!(self.phase, Phase::Joining | Phase::Ready) {
             let _ = out.ack.send(Err(SendError::Offline));
+            return Ok(());
+        }
+        // A private reply meant for whom the nick was verified as: if the nick may have
+        // changed hands since (NICK or QUIT seen, or another connection since), it is not
+        // sent, for good — it may carry a new API token.
+        if let Some(owner) = &out.owner
+            && !self.owners.holds(&out.target, owner)
+        {
+            tracing::warn!(network = %self.network, target = %out.target, "private reply dropped: the nick may belong to someone else now");
+            let _ = out.ack.send(Err(SendError::Refused(format!(
+                "{} may belong to someone else now",
+                out.target
+            ))));
             return Ok(());
         }
         if let Err(e) = self.write_line(&out.line).await {
@@ -391,12 +415,22 @@ impl Session<'_> {
                     self.remember(nick, account);
                 }
             }
+            "311" => {
+                // RPL_WHOISUSER: <me> <nick> <user> <host> * :<realname> — who holds the
+                // nick now, to be compared with the held messages' sources.
+                let key = msg.param(1).to_ascii_lowercase();
+                if self.lookups.is_waiting(&key) {
+                    let user_host = format!("{}@{}", msg.param(2), msg.param(3));
+                    self.whois_answers.entry(key).or_default().user_host = Some(user_host);
+                }
+            }
             "330" => {
                 // RPL_WHOISACCOUNT: <me> <nick> <account> :is logged in as
-                self.whois_answers.insert(
-                    msg.param(1).to_ascii_lowercase(),
-                    Some(msg.param(2).to_string()),
-                );
+                let key = msg.param(1).to_ascii_lowercase();
+                if self.lookups.is_waiting(&key) {
+                    self.whois_answers.entry(key).or_default().account =
+                        Some(msg.param(2).to_string());
+                }
             }
             "318" => self.on_end_of_whois(&msg).await,
             "403" | "405" | "471" | "473" | "474" | "475" | "476" | "477" | "489" => {
@@ -501,6 +535,10 @@ impl Session<'_> {
         // not; without it, ask again.
         self.accounts
             .renamed(&old, &new, self.negotiation.has("account-notify"));
+        // Both nicks may now be someone else's: what was held for either is dropped, and
+        // private replies to either wait for the next message to verify who holds it.
+        self.nick_changed_hands(&old, "NICK");
+        self.nick_changed_hands(&new, "NICK");
         if old.eq_ignore_ascii_case(&self.shared.desired_nick) && self.phase == Phase::Ready {
             self.regain_nick().await?;
         }
@@ -528,8 +566,12 @@ impl Session<'_> {
     }
 
     fn on_part(&mut self, msg: &Message) {
-        if let Some(nick) = msg.nick() {
-            self.accounts.forget(nick);
+        if let Some(nick) = msg.nick().map(str::to_string) {
+            self.accounts.forget(&nick);
+            // Channel membership is not tracked, so this may not be the last channel the
+            // nick shares with jarvis; dropping a message sent just before a PART costs a
+            // retype, crediting it to a later holder of the nick would cost far more.
+            self.lookups_dropped(&nick, "PART");
         }
     }
 
@@ -540,13 +582,17 @@ impl Session<'_> {
             self.rejoin
                 .insert(msg.param(0).to_string(), Instant::now() + REJOIN_AFTER);
         } else {
-            self.accounts.forget(kicked);
+            let kicked = kicked.to_string();
+            self.accounts.forget(&kicked);
+            self.lookups_dropped(&kicked, "KICK");
         }
     }
 
     async fn on_quit(&mut self, msg: &Message) -> Result<(), Ended> {
         if let Some(nick) = msg.nick() {
             self.accounts.forget(nick);
+            let gone = nick.to_string();
+            self.nick_changed_hands(&gone, "QUIT");
             if nick.eq_ignore_ascii_case(&self.shared.desired_nick)
                 && !self.is_me(nick)
                 && self.phase == Phase::Ready
@@ -555,6 +601,22 @@ impl Session<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `nick` may belong to someone else from now on (NICK, QUIT): nothing held for it is
+    /// credited, and no private reply computed before is sent to it.
+    fn nick_changed_hands(&mut self, nick: &str, why: &str) {
+        self.owners.forget(nick);
+        self.lookups_dropped(nick, why);
+    }
+
+    fn lookups_dropped(&mut self, nick: &str, why: &str) {
+        let key = nick.to_ascii_lowercase();
+        self.whois_answers.remove(&key);
+        let n = self.lookups.drop_nick(&key);
+        if n > 0 {
+            tracing::info!(network = %self.network, nick, reason = why, dropped = n, "messages held for a WHOIS dropped: the nick may now be someone else");
+        }
     }
 
     fn remember(&mut self, nick: &str, account: Option<String>) {
@@ -622,7 +684,13 @@ impl Session<'_> {
             self.deliver(msg, account).await;
             return;
         }
-        match self.lookups.hold(&key, AwaitingWhois { msg }) {
+        let Some(user_host) = msg.user_host().map(|(u, h)| format!("{u}@{h}")) else {
+            return;
+        };
+        match self
+            .lookups
+            .hold(&key, &user_host, AwaitingWhois { msg }, Instant::now())
+        {
             Hold::New => self.schedule_whois(),
             Hold::Shared => {}
             Hold::Dropped => {
@@ -647,7 +715,7 @@ impl Session<'_> {
                 Ok(line) => self.write_line(&line).await?,
                 Err(e) => {
                     tracing::warn!(network = %self.network, error = %e, "WHOIS not sent");
-                    self.lookups.answered(&key);
+                    self.lookups.answered(&key, None);
                 }
             }
         }
@@ -657,23 +725,39 @@ impl Session<'_> {
 
     async fn on_end_of_whois(&mut self, msg: &Message) {
         let key = msg.param(1).to_ascii_lowercase();
-        let account = self.whois_answers.remove(&key).flatten();
-        self.remember(msg.param(1), account.clone());
-        for held in self.lookups.answered(&key) {
+        let answer = self.whois_answers.remove(&key).unwrap_or_default();
+        let account = answer.account;
+        // Without 311 the nick is gone (401 came first): nothing is known of anyone.
+        if answer.user_host.is_some() {
+            self.remember(msg.param(1), account.clone());
+        }
+        let released = self.lookups.answered(&key, answer.user_host.as_deref());
+        if released.dropped > 0 {
+            tracing::info!(network = %self.network, nick = %msg.param(1), dropped = released.dropped, "messages held for a WHOIS dropped: the answer is for someone else (the nick changed hands)");
+        }
+        for held in released.credited {
             self.deliver(held.msg, account.clone()).await;
         }
     }
 
-    async fn deliver(&self, msg: Message, account: Option<String>) {
+    async fn deliver(&mut self, msg: Message, account: Option<String>) {
         let Some(nick) = msg.nick().map(str::to_string) else {
             return;
         };
+        // Whom this nick is verified as now; private replies to this message carry it.
+        let owner = match (&account, &msg.source) {
+            (Some(a), _) => format!("account:{a}"),
+            (None, Some(mask)) => format!("mask:{mask}"),
+            (None, None) => return,
+        };
+        self.owners.set(&nick, &owner);
         let target = msg.param(0);
         let reply_to = if proto::is_channel(target) {
             Target::room(&self.network, target)
         } else {
             Target::direct(&self.network, &nick)
-        };
+        }
+        .verified_as(&owner);
         let mut identities = Vec::new();
         if let Some(account) = &account {
             identities.push(Identity::IrcAccount {
