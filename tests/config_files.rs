@@ -179,3 +179,62 @@ fn every_configuration_block_in_the_docs_passes_check_config() {
     }
     assert!(checked >= 1, "no configuration blocks found in the docs");
 }
+
+/// deploy/cluster/README.md's own steps: its `sed` makes the three node files from
+/// `jarvis-1.yaml`; each passes check-config with the variables its `/etc/jarvis/env` sets,
+/// and they differ only where the guide says.
+#[test]
+fn the_cluster_guides_three_node_files_pass_check_config_and_differ_where_it_says() {
+    let guide = std::fs::read_to_string(root().join("deploy/cluster/README.md")).unwrap();
+    let sed = guide
+        .lines()
+        .find_map(|l| l.split_once("sed \"").map(|(_, rest)| rest))
+        .and_then(|rest| rest.split_once('"').map(|(script, _)| script))
+        .expect("the guide's sed line");
+    // `s/A/B/; s#C#D#`: each substitution with its own delimiter.
+    let substitutions: Vec<(String, String)> = sed
+        .split("; ")
+        .map(|s| {
+            let mut chars = s.chars();
+            assert_eq!(chars.next(), Some('s'), "{s}");
+            let delimiter = chars.next().expect("a delimiter");
+            let parts: Vec<&str> = s[2..].split(delimiter).collect();
+            (parts[0].to_string(), parts[1].to_string())
+        })
+        .collect();
+    let template = std::fs::read_to_string(root().join("deploy/cluster/jarvis-1.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for i in 1..=3 {
+        // As sed does: each substitution once per line.
+        let text: String = template
+            .lines()
+            .map(|line| {
+                let mut line = line.to_string();
+                for (from, to) in &substitutions {
+                    line = line.replacen(from.as_str(), &to.replace("$i", &i.to_string()), 1);
+                }
+                line + "\n"
+            })
+            .collect();
+        let path = dir.path().join(format!("jarvis-{i}.yaml"));
+        std::fs::write(&path, &text).unwrap();
+        let vars = [
+            (
+                "JARVIS_DATABASE_URL".to_string(),
+                "postgres://jarvis:pw@db.example.com:5432/jarvis?sslmode=verify-full".to_string(),
+            ),
+            ("JARVIS_IRC_PASSWORD".to_string(), "dummy".to_string()),
+        ];
+        let (ok, said) = check(&path, &vars);
+        assert!(ok, "node {i}: {said}");
+        files.push(text);
+    }
+    let differing: Vec<&str> = files[0]
+        .lines()
+        .zip(files[1].lines())
+        .filter(|(a, b)| a != b)
+        .map(|(a, _)| a.trim_start().split(':').next().unwrap_or(""))
+        .collect();
+    assert_eq!(differing, ["data_dir", "node", "listen"], "{files:#?}");
+}
