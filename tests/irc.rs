@@ -1188,3 +1188,54 @@ async fn spend_bucket(c: &mut Client) {
     c.wait(|l| text_from(l, "jarvis-old").is_some_and(|t| t.contains("you are")))
         .await;
 }
+
+/// A person granted by hostmask cannot approve their own run by taking another nick — nor
+/// anyone's: a hostmask can be anyone's, so it never approves (SPEC 7), whatever its nick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostmask_never_approves_not_even_under_another_nick() {
+    let Some(server) = start_server() else { return };
+    let port = server.get("IRC_PORT").to_string();
+    let ws = workspace(50);
+    let gated = "environments:\n  order:\n    - { name: staging }\n    - { name: production, approval: true }\n";
+    let config = config(ws.path(), &port, gated, "").replace(
+        "  grants:\n",
+        "  grants:\n    - { irc_hostmask: \"bob*!*@*\", network: testnet, roles: [deployer, approver] }\n",
+    );
+    let mut bob = Client::connect(&port, "bob", None).await;
+    bob.join("#ops").await;
+    let jarvis = Jarvis::start(
+        ws.path(),
+        &config,
+        &[("JARVIS_IRC_PASSWORD", server.get("IRC_JARVIS_PASSWORD"))],
+    );
+    bob.wait(|l| from(l, "jarvis") && l.contains(" JOIN ")).await;
+
+    bob.say("#ops", "jarvis: deploy demo to production").await;
+    let queued = bob.reply_with("deploy #1 of demo queued").await;
+    assert!(queued.starts_with("bob: "), "{queued}");
+    bob.reply_with("waits for approval").await;
+
+    bob.say("#ops", "jarvis: approve #1").await;
+    let refused = bob.reply_with("approving needs").await;
+    assert!(
+        refused.contains("a hostmask (bob!") && refused.contains("is not one"),
+        "{refused}\n{}",
+        jarvis.log()
+    );
+    // Under another nick, the same hostmask grant, the same answer.
+    bob.send("NICK bob_").await;
+    bob.wait(|l| l.contains(" NICK ") && l.contains("bob_")).await;
+    bob.say("#ops", "jarvis: approve #1").await;
+    let refused = bob.reply_with("approving needs").await;
+    assert!(refused.contains("a hostmask (bob_!"), "{refused}");
+    let state = std::process::Command::new("sqlite3")
+        .arg("-readonly")
+        .arg(ws.path().join("data/jarvis.db"))
+        .arg("SELECT state FROM runs WHERE id = 1")
+        .output()
+        .expect("sqlite3 runs");
+    assert_eq!(
+        String::from_utf8_lossy(&state.stdout).trim(),
+        "waiting_approval"
+    );
+}
