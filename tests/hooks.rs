@@ -5,16 +5,14 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use jarvis::triggers::webhook::github_signature;
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, RequestBuilder};
 use serde_json::{Value, json};
-use support::{Home, JARVIS, PATIENCE, wait_until};
+use support::{Daemon, Home, JARVIS, wait_until};
 
 /// GitHub's published example (docs.github.com, "Validating webhook deliveries").
 const GITHUB_SECRET: &str = "It's a Secret to Everybody";
@@ -129,77 +127,16 @@ fn token(home: &Home, person: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-struct Daemon {
-    child: Child,
-    base: String,
-    stderr: Receiver<String>,
-}
-
-impl Daemon {
-    fn start(home: &Home) -> Daemon {
-        let mut child = jarvis()
-            .arg("run")
-            .arg("--config")
-            .arg(home.config())
-            .env("JARVIS_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("jarvis starts");
-        let errout = child.stderr.take().expect("stderr is piped");
-        let (tx, stderr) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(errout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + PATIENCE;
-        let mut seen = Vec::new();
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = stderr
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("jarvis did not serve HTTP:\n{}", seen.join("\n")));
-            if line.contains("serving HTTP")
-                && let Some(addr) = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("addr="))
-                    .and_then(|a| a.parse::<SocketAddr>().ok())
-            {
-                break addr;
-            }
-            seen.push(line);
-        };
-        Daemon {
-            child,
-            base: format!("http://{addr}"),
-            stderr,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn log(&self) -> String {
-        let mut text = String::new();
-        while let Ok(l) = self.stderr.try_recv() {
-            text.push_str(&l);
-            text.push('\n');
-        }
-        text
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `jarvis run` with the hooks' secrets in its environment, where the configuration reads
+/// them.
+fn daemon(home: &Home) -> Daemon {
+    Daemon::start_with(
+        home,
+        &[
+            ("SITE_SECRET", GITHUB_SECRET),
+            ("LAB_SECRET", GITLAB_SECRET),
+        ],
+    )
 }
 
 fn client() -> Client {
@@ -252,7 +189,7 @@ fn push(git_ref: &str, commit: &str) -> String {
 #[test]
 fn github_deliveries_are_verified_deduplicated_and_queue_their_deploy() {
     let home = home();
-    let d = Daemon::start(&home);
+    let d = daemon(&home);
 
     // GitHub's documented example: this key and payload sign to this value, and jarvis
     // accepts a delivery signed so (a ping, answered; nothing queued).
@@ -382,7 +319,7 @@ fn github_deliveries_are_verified_deduplicated_and_queue_their_deploy() {
 
     // A delivery id is kept: after a restart the same delivery still queues nothing.
     drop(d);
-    let d = Daemon::start(&home);
+    let d = daemon(&home);
     let (status, body) = github(&d, "push", "d-1", &main, &signature);
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(runs(&home), 1);
@@ -431,7 +368,7 @@ fn github_deliveries_are_verified_deduplicated_and_queue_their_deploy() {
 #[test]
 fn gitlab_tokens_are_compared_and_tags_match_their_pattern() {
     let home = home();
-    let d = Daemon::start(&home);
+    let d = daemon(&home);
     let tag = json!({
         "ref": "refs/tags/v1.4.0",
         "checkout_sha": "89abcdef0123456789abcdef0123456789abcdef",
@@ -468,7 +405,7 @@ fn gitlab_tokens_are_compared_and_tags_match_their_pattern() {
 #[test]
 fn a_replayed_delivery_under_a_new_id_and_a_gitlab_retry_are_duplicates() {
     let home = home();
-    let d = Daemon::start(&home);
+    let d = daemon(&home);
     let commit = "0123456789abcdef0123456789abcdef01234567";
     let main = push("refs/heads/main", commit);
     let signature = github_signature(GITHUB_SECRET.as_bytes(), main.as_bytes());
@@ -549,7 +486,7 @@ fn a_replayed_delivery_under_a_new_id_and_a_gitlab_retry_are_duplicates() {
 #[test]
 fn a_named_action_runs_for_its_grant_and_no_one_else() {
     let home = home();
-    let d = Daemon::start(&home);
+    let d = daemon(&home);
     let (dev, bob) = (token(&home, "dev"), token(&home, "bob"));
     let reload = |token: &str| {
         send(
@@ -796,7 +733,7 @@ fn site_design(version: u32) -> String {
 fn a_push_deploys_on_staging_and_production_waits_for_the_same_design_there() {
     let home = Home::new(&promotion_config());
     home.design("site", &site_design(1));
-    let d = Daemon::start(&home);
+    let d = daemon(&home);
     let deliver = |id: &str, git_ref: &str| {
         // Each push is its own event, so its body differs (as GitHub's do): the same signed
         // body again is a replay, whatever its delivery id.

@@ -1208,7 +1208,8 @@ async fn a_hostmask_never_approves_not_even_under_another_nick() {
         &config,
         &[("JARVIS_IRC_PASSWORD", server.get("IRC_JARVIS_PASSWORD"))],
     );
-    bob.wait(|l| from(l, "jarvis") && l.contains(" JOIN ")).await;
+    bob.wait(|l| from(l, "jarvis") && l.contains(" JOIN "))
+        .await;
 
     bob.say("#ops", "jarvis: deploy demo to production").await;
     let queued = bob.reply_with("deploy #1 of demo queued").await;
@@ -1224,7 +1225,8 @@ async fn a_hostmask_never_approves_not_even_under_another_nick() {
     );
     // Under another nick, the same hostmask grant, the same answer.
     bob.send("NICK bob_").await;
-    bob.wait(|l| l.contains(" NICK ") && l.contains("bob_")).await;
+    bob.wait(|l| l.contains(" NICK ") && l.contains("bob_"))
+        .await;
     bob.say("#ops", "jarvis: approve #1").await;
     let refused = bob.reply_with("approving needs").await;
     assert!(refused.contains("a hostmask (bob_!"), "{refused}");

@@ -60,6 +60,29 @@ http:
 const REDEPLOY: &str = "redeploy needs the deployer role; ";
 const REBOOT: &str = "run reboot needs the admin role or a grant of action reboot; ";
 
+/// A push of `branch` to the `site` hook, signed as GitHub signs: jarvis's answer.
+fn push(http: &reqwest::blocking::Client, daemon: &Daemon, branch: &str, delivery: &str) -> Value {
+    let body = json!({
+        "ref": format!("refs/heads/{branch}"),
+        "after": format!("3f2a1c0d{delivery}"),
+        "repository": { "full_name": "acme/site" },
+    })
+    .to_string();
+    http.post(daemon.url("/hooks/site"))
+        .header("X-GitHub-Event", "push")
+        .header("X-GitHub-Delivery", delivery)
+        .header(
+            "X-Hub-Signature-256",
+            github_signature(SECRET.as_bytes(), body.as_bytes()),
+        )
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .expect("jarvis answers")
+        .json()
+        .unwrap_or(Value::Null)
+}
+
 fn error_of(body: &Value) -> String {
     body["error"].as_str().unwrap_or_default().to_string()
 }
@@ -103,26 +126,7 @@ fn a_refused_request_reads_the_same_from_every_door() {
     refusals.push(("api", error_of(&body)));
 
     // A webhook acting as vic.
-    let push = json!({
-        "ref": "refs/heads/main",
-        "after": "3f2a1c0d",
-        "repository": { "full_name": "acme/site" },
-    })
-    .to_string();
-    let answer: Value = http
-        .post(daemon.url("/hooks/site"))
-        .header("X-GitHub-Event", "push")
-        .header("X-GitHub-Delivery", "p-1")
-        .header(
-            "X-Hub-Signature-256",
-            github_signature(SECRET.as_bytes(), push.as_bytes()),
-        )
-        .header("Content-Type", "application/json")
-        .body(push)
-        .send()
-        .expect("jarvis answers")
-        .json()
-        .unwrap_or(Value::Null);
+    let answer = push(&http, &daemon, "main", "p-1");
     refusals.push(("webhook", error_of(&answer["refused"][0])));
 
     // A schedule acting as vic: its last outcome.
@@ -259,26 +263,7 @@ http:
                 .to_string();
             answers.push(("api".into(), env.into(), line, queued));
 
-            let push = json!({
-                "ref": format!("refs/heads/{env}"),
-                "after": "3f2a1c0d",
-                "repository": { "full_name": "acme/site" },
-            })
-            .to_string();
-            let body: Value = http
-                .post(daemon.url("/hooks/site"))
-                .header("X-GitHub-Event", "push")
-                .header("X-GitHub-Delivery", format!("{role}-{env}"))
-                .header(
-                    "X-Hub-Signature-256",
-                    github_signature(SECRET.as_bytes(), push.as_bytes()),
-                )
-                .header("Content-Type", "application/json")
-                .body(push)
-                .send()
-                .expect("jarvis answers")
-                .json()
-                .unwrap_or(Value::Null);
+            let body = push(&http, &daemon, env, &format!("{role}-{env}"));
             let queued = body["queued"].as_array().is_some_and(|q| !q.is_empty());
             let line = body["queued"][0]["message"]
                 .as_str()
