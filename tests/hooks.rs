@@ -114,17 +114,14 @@ fn jarvis() -> Command {
 }
 
 fn token(home: &Home, person: &str) -> String {
-    let out = jarvis()
-        .args(["token", "create", person, "--config"])
-        .arg(home.config())
-        .output()
-        .expect("jarvis token runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    support::token_with(
+        home,
+        person,
+        &[
+            ("SITE_SECRET", GITHUB_SECRET),
+            ("LAB_SECRET", GITLAB_SECRET),
+        ],
+    )
 }
 
 /// `jarvis run` with the hooks' secrets in its environment, where the configuration reads

@@ -116,17 +116,7 @@ pub fn home() -> Home {
 
 /// `jarvis token create PERSON`: the token, printed once on stdout.
 pub fn make_token(home: &Home, person: &str) -> String {
-    let out = Command::new(JARVIS)
-        .args(["token", "create", person, "--config"])
-        .arg(home.config())
-        .output()
-        .expect("jarvis token runs");
-    assert!(
-        out.status.success(),
-        "jarvis token create {person}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let token = support::token(home, person);
     assert!(token.starts_with("jv_"), "{token}");
     token
 }

@@ -506,11 +506,18 @@ impl Drop for Daemon {
 
 /// `jarvis token create PERSON`: the token, printed once on stdout.
 pub fn token(home: &Home, person: &str) -> String {
-    let out = Command::new(JARVIS)
-        .args(["token", "create", person, "--config"])
-        .arg(home.config())
-        .output()
-        .expect("jarvis token runs");
+    token_with(home, person, &[])
+}
+
+/// [`token`], with `env` set for a configuration that reads it.
+pub fn token_with(home: &Home, person: &str, env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(JARVIS);
+    cmd.args(["token", "create", person, "--config"])
+        .arg(home.config());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("jarvis token runs");
     assert!(
         out.status.success(),
         "jarvis token create {person}: {}",
